@@ -1,0 +1,26 @@
+# factorial — every target sets up .venv first, so on a fresh clone `make test` or `make sweep` is enough.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-fast train clean-venv
+
+setup: $(STAMP)
+
+# Re-installs when pyproject.toml changes. torch==2.13.0 resolves to the CPU wheel on CPU machines;
+# see README ("GPU machines") for a CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,323 @@
+"""Adafactor with every ablation switch of Shazeer & Stern (2018) (../shared/PAPER.md §2).
+
+One step, for each parameter X with gradient G at step t (t = 1, 2, ...):
+
+1. α_t            = lr (absolute) or max(ε2, RMS(X_{t−1}))·lr (relative, §8)      -> step_size
+2. β̂2t            = Adam's bias-corrected β2 (Alg. 3) or 1 − t^(−c) (§7)           -> second_moment_rate
+3. V̂              ← full / factored / row-only / column-only EMA of G² + ε1 (§3)  -> update_second_moment_
+4. U              = G/√V̂, or m̂/√V̂ with Adam-style momentum                         -> precondition
+5. Û              = U / max(1, RMS(U)/d) (§6)                                          -> clip_
+6. X              ← X − α_t·Û, or X ← X − m with Tensor2Tensor-style momentum on α_t·Û
+
+Corners of the space (see README):
+    Adam (Alg. 1):      Adafactor(p, lr, beta1=0.9, beta2=0.999, second_moment="full",
+                                  clip_threshold=None, relative_step=False)
+    Adafactor (Alg. 6): Adafactor(p, lr=rho_t, beta1=0.0, beta2_exponent=0.8,
+                                  second_moment="factored", clip_threshold=1.0, relative_step=True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from . import functional as F
+
+__all__ = ["Adafactor"]
+
+
+def _invalid(name: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"Adafactor: invalid {name}={value!r}; allowed: {allowed}")
+
+
+def _check_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _invalid(name, value, "a finite real number")
+    return float(value)
+
+
+def validate_hyperparameters(
+    *,
+    lr: float,
+    beta1: float,
+    momentum: str,
+    beta2: float,
+    beta2_exponent: float | None,
+    second_moment: str,
+    clip_threshold: float | None,
+    relative_step: bool,
+    eps1: float,
+    eps2: float,
+    weight_decay: float,
+) -> None:
+    """Raise ValueError naming the argument, the value and what is allowed."""
+    if _check_number("lr", lr) < 0:
+        raise _invalid("lr", lr, "lr >= 0")
+    if not 0.0 <= _check_number("beta1", beta1) < 1.0:
+        raise _invalid("beta1", beta1, "0 <= beta1 < 1")
+    if momentum not in F.MOMENTUM_KINDS:
+        raise _invalid("momentum", momentum, " | ".join(repr(m) for m in F.MOMENTUM_KINDS))
+    if not 0.0 < _check_number("beta2", beta2) < 1.0:
+        raise _invalid("beta2", beta2, "0 < beta2 < 1")
+    if beta2_exponent is not None and _check_number("beta2_exponent", beta2_exponent) <= 0:
+        raise _invalid("beta2_exponent", beta2_exponent, "None (constant beta2) or c > 0 (beta2_t = 1 - t^-c)")
+    if second_moment not in F.SECOND_MOMENTS:
+        raise _invalid("second_moment", second_moment, " | ".join(repr(m) for m in F.SECOND_MOMENTS))
+    if clip_threshold is not None and _check_number("clip_threshold", clip_threshold) <= 0:
+        raise _invalid("clip_threshold", clip_threshold, "None (no clipping) or d > 0")
+    if not isinstance(relative_step, bool):
+        raise _invalid("relative_step", relative_step, "True or False")
+    if _check_number("eps1", eps1) < 0:
+        raise _invalid("eps1", eps1, "eps1 >= 0")
+    if _check_number("eps2", eps2) < 0:
+        raise _invalid("eps2", eps2, "eps2 >= 0")
+    if _check_number("weight_decay", weight_decay) < 0:
+        raise _invalid("weight_decay", weight_decay, "weight_decay >= 0")
+
+
+class Adafactor(Optimizer):
+    """Adafactor whose every knob of the paper is an argument.
+
+    Args:
+        params: parameters or parameter groups, as for any ``torch.optim.Optimizer``.
+        lr: α_t when ``relative_step=False``; ρ_t when ``relative_step=True``. A scheduler (e.g.
+            ``torch.optim.lr_scheduler.LambdaLR``) drives it per step; the paper's s_t lives in
+            ``factorial.schedule``.
+        beta1: first-moment decay; 0 disables momentum (no state is kept).
+        momentum: where β1 acts. ``"gradient"``: Adam's bias-corrected EMA of G, divided by √V̂ and
+            then clipped (the paper's "as in Adam"). ``"update"``: EMA of the already clipped and
+            scaled update α_t·Û, no bias correction (Tensor2Tensor and Hugging Face ``transformers``).
+        beta2: constant second-moment decay, bias-corrected as in Adam (Alg. 3). Ignored when
+            ``beta2_exponent`` is set.
+        beta2_exponent: None for constant β2; c > 0 for the schedule β̂2t = 1 − t^(−c) (§7).
+        second_moment: ``"factored"`` (R·Cᵀ/mean R, §3), ``"row"`` (row means only), ``"col"``
+            (column means only, §3.2) or ``"full"`` (Adam's V). Tensors of rank < 2 always keep a
+            full accumulator; rank > 2 factors the last two dimensions.
+        clip_threshold: d of update clipping (§6), per tensor; None disables clipping.
+        relative_step: scale the step by max(ε2, RMS(X)) (§8).
+        eps1: added to G² (inside the means, as in the paper); 1e−30 in Alg. 6.
+        eps2: floor of RMS(X) for the relative step, so zero-initialised parameters move.
+        weight_decay: decoupled decay, X ← X·(1 − lr·wd) before the update; 0 in every paper cell.
+        foreach: use the multi-tensor (``torch._foreach_*``) path. None picks it on CUDA.
+
+    After each step ``state[p]["update_rms"]`` is the unclipped RMS(U) of that step as a 0-d float32
+    tensor (with β1 = 0 it is Figure 1's √mean(G²/V̂)); reading it is the caller's host sync, not ours.
+    State tensors are float32 whatever the parameter dtype, and keep that dtype across
+    ``load_state_dict``.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        *,
+        beta1: float = 0.0,
+        momentum: str = "gradient",
+        beta2: float = 0.999,
+        beta2_exponent: float | None = None,
+        second_moment: str = "factored",
+        clip_threshold: float | None = 1.0,
+        relative_step: bool = True,
+        eps1: float = 1e-30,
+        eps2: float = 1e-3,
+        weight_decay: float = 0.0,
+        foreach: bool | None = None,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            beta1=beta1,
+            momentum=momentum,
+            beta2=beta2,
+            beta2_exponent=beta2_exponent,
+            second_moment=second_moment,
+            clip_threshold=clip_threshold,
+            relative_step=relative_step,
+            eps1=eps1,
+            eps2=eps2,
+            weight_decay=weight_decay,
+        )
+        validate_hyperparameters(**defaults)
+        defaults["foreach"] = foreach
+        super().__init__(params, defaults)
+        # Groups added later (add_param_group) are validated too.
+        for group in self.param_groups:
+            validate_hyperparameters(**{k: group[k] for k in defaults if k != "foreach"})
+
+    # --- state ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def accumulator_mode(param: Tensor, second_moment: str) -> str:
+        """The second-moment mode a tensor actually uses: vectors and scalars are always full."""
+        return second_moment if param.dim() >= 2 else "full"
+
+    def _init_state(self, param: Tensor, group: dict) -> dict:
+        state = self.state[param]
+        if state:
+            return state
+        f32 = dict(dtype=torch.float32, device=param.device)
+        state["step"] = 0
+        mode = self.accumulator_mode(param, group["second_moment"])
+        if mode == "full":
+            state["exp_avg_sq"] = torch.zeros(param.shape, **f32)
+        if mode in ("factored", "row"):
+            state["exp_avg_sq_row"] = torch.zeros(param.shape[:-1], **f32)
+        if mode in ("factored", "col"):
+            state["exp_avg_sq_col"] = torch.zeros(param.shape[:-2] + param.shape[-1:], **f32)
+        if group["beta1"] > 0:
+            state["exp_avg"] = torch.zeros(param.shape, **f32)
+        state["update_rms"] = torch.zeros((), **f32)
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load as torch does, then put back the saved state tensors in their own dtype.
+
+        ``Optimizer.load_state_dict`` casts floating state to the parameter's dtype, which would
+        turn the float32 accumulators of a bf16 parameter into bf16 and break exact resumption.
+        """
+        saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = chain.from_iterable(g["params"] for g in self.param_groups)
+        id_to_param = dict(zip(saved_ids, params))
+        super().load_state_dict(state_dict)
+        for param_id, saved in state_dict["state"].items():
+            param = id_to_param[param_id]
+            for key, value in saved.items():
+                if torch.is_tensor(value):
+                    self.state[param][key] = value.to(device=param.device, copy=True)
+
+    # --- the step ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("Adafactor does not support sparse gradients")
+                if p.is_complex():
+                    raise RuntimeError("Adafactor does not support complex parameters")
+                self._init_state(p, group)["step"] += 1
+                params.append(p)
+            if not params:
+                continue
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = params[0].is_cuda
+            if foreach:
+                self._multi_tensor_step(params, group)
+            else:
+                for p in params:
+                    self._single_tensor_step(p, group)
+        return loss
+
+    def _single_tensor_step(self, param: Tensor, group: dict) -> None:
+        """The reference path: the chain of PAPER.md §2 for one tensor, link by link."""
+        state = self.state[param]
+        grad = param.grad
+        t = state["step"]
+        mode = self.accumulator_mode(param, group["second_moment"])
+        beta1 = group["beta1"]
+
+        alpha = F.step_size(param, group["lr"], group["relative_step"], group["eps2"])
+        rate = F.second_moment_rate(group["beta2"], group["beta2_exponent"], t)
+        F.update_second_moment_(state, grad, mode, rate, group["eps1"])
+
+        direction = grad
+        if beta1 > 0 and group["momentum"] == "gradient":
+            direction = F.gradient_momentum_(state["exp_avg"], grad, beta1, t)
+        update = F.precondition(direction, state, mode)
+        state["update_rms"] = F.rms(update)
+        F.clip_(update, state["update_rms"], group["clip_threshold"])
+        update.mul_(alpha)
+        if beta1 > 0 and group["momentum"] == "update":
+            update = F.update_momentum_(state["exp_avg"], update, beta1)
+
+        if group["weight_decay"]:
+            param.mul_(1.0 - group["lr"] * group["weight_decay"])
+        _subtract_(param, update)
+
+    def _multi_tensor_step(self, params: list[Tensor], group: dict) -> None:
+        """The same chain with ``torch._foreach_*`` ops, tensors bucketed by shape class.
+
+        A bucket shares device, parameter dtype, accumulator mode and step count, so every
+        per-step scalar (β̂2t, β̂1t) is one number for the bucket. The factored statistics need
+        reductions along one axis, which have no foreach form, so those stay per tensor.
+        """
+        buckets: dict[tuple, list[Tensor]] = defaultdict(list)
+        for p in params:
+            mode = self.accumulator_mode(p, group["second_moment"])
+            buckets[(p.device, p.dtype, mode, self.state[p]["step"])].append(p)
+        beta1 = group["beta1"]
+        for (_, _, mode, t), ps in buckets.items():
+            states = [self.state[p] for p in ps]
+            grads = [p.grad if p.grad.dtype == torch.float32 else p.grad.float() for p in ps]
+
+            if group["relative_step"]:
+                alphas = torch._foreach_norm([p.float() if p.dtype != torch.float32 else p for p in ps])
+                torch._foreach_mul_(alphas, [1.0 / math.sqrt(p.numel()) for p in ps])
+                torch._foreach_clamp_min_(alphas, group["eps2"])
+                torch._foreach_mul_(alphas, group["lr"])
+            rate = F.second_moment_rate(group["beta2"], group["beta2_exponent"], t)
+            if mode == "full":
+                accs = [s["exp_avg_sq"] for s in states]
+                torch._foreach_mul_(accs, rate)
+                torch._foreach_addcmul_(accs, grads, grads, value=1.0 - rate)
+                torch._foreach_add_(accs, (1.0 - rate) * group["eps1"])
+            else:
+                for s, g in zip(states, grads):
+                    F.update_second_moment_(s, g, mode, rate, group["eps1"])
+
+            directions = grads
+            if beta1 > 0 and group["momentum"] == "gradient":
+                directions = [s["exp_avg"] for s in states]
+                torch._foreach_lerp_(directions, grads, 1.0 - F.bias_corrected_rate(beta1, t))
+            if mode == "full":
+                updates = torch._foreach_sqrt([s["exp_avg_sq"] for s in states])
+                torch._foreach_reciprocal_(updates)
+                torch._foreach_mul_(updates, directions)
+            else:
+                updates = [F.precondition(d, s, mode) for d, s in zip(directions, states)]
+
+            norms = torch._foreach_norm(updates)
+            torch._foreach_mul_(norms, [1.0 / math.sqrt(u.numel()) for u in updates])
+            for s, n in zip(states, norms):
+                s["update_rms"] = n
+            if group["clip_threshold"] is not None:
+                denoms = torch._foreach_div(norms, group["clip_threshold"])
+                torch._foreach_clamp_min_(denoms, 1.0)
+                torch._foreach_div_(updates, denoms)
+            if group["relative_step"]:
+                torch._foreach_mul_(updates, alphas)
+            else:
+                torch._foreach_mul_(updates, group["lr"])
+            if beta1 > 0 and group["momentum"] == "update":
+                moms = [s["exp_avg"] for s in states]
+                torch._foreach_lerp_(moms, updates, 1.0 - beta1)
+                updates = moms
+
+            if group["weight_decay"]:
+                torch._foreach_mul_(ps, 1.0 - group["lr"] * group["weight_decay"])
+            if ps[0].dtype == torch.float32:
+                torch._foreach_sub_(ps, updates)
+            else:
+                for p, u in zip(ps, updates):
+                    _subtract_(p, u)
+
+
+def _subtract_(param: Tensor, update: Tensor) -> None:
+    """X ← X − update, computed in float32 and rounded once into the parameter's dtype."""
+    if param.dtype == torch.float32:
+        param.sub_(update)
+    else:
+        param.copy_(param.float().sub_(update))
