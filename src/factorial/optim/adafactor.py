@@ -33,7 +33,7 @@ __all__ = ["Adafactor"]
 
 
 def _invalid(name: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"Adafactor: invalid {name}={value!r}; allowed: {allowed}")
+    return ValueError(f"invalid {name}={value!r}; allowed: {allowed}")
 
 
 def _check_number(name: str, value: Any) -> float:
@@ -55,30 +55,35 @@ def validate_hyperparameters(
     eps1: float,
     eps2: float,
     weight_decay: float,
+    prefix: str = "",
 ) -> None:
-    """Raise ValueError naming the argument, the value and what is allowed."""
-    if _check_number("lr", lr) < 0:
-        raise _invalid("lr", lr, "lr >= 0")
-    if not 0.0 <= _check_number("beta1", beta1) < 1.0:
-        raise _invalid("beta1", beta1, "0 <= beta1 < 1")
+    """Raise ValueError naming the argument (as ``<prefix><name>``), the value and what is allowed."""
+
+    def number(name: str, value: Any) -> float:
+        return _check_number(prefix + name, value)
+
+    def bad(name: str, value: Any, allowed: str) -> ValueError:
+        return _invalid(prefix + name, value, allowed)
+
+    if number("lr", lr) < 0:
+        raise bad("lr", lr, "lr >= 0")
+    if not 0.0 <= number("beta1", beta1) < 1.0:
+        raise bad("beta1", beta1, "0 <= beta1 < 1")
     if momentum not in F.MOMENTUM_KINDS:
-        raise _invalid("momentum", momentum, " | ".join(repr(m) for m in F.MOMENTUM_KINDS))
-    if not 0.0 < _check_number("beta2", beta2) < 1.0:
-        raise _invalid("beta2", beta2, "0 < beta2 < 1")
-    if beta2_exponent is not None and _check_number("beta2_exponent", beta2_exponent) <= 0:
-        raise _invalid("beta2_exponent", beta2_exponent, "None (constant beta2) or c > 0 (beta2_t = 1 - t^-c)")
+        raise bad("momentum", momentum, " | ".join(repr(m) for m in F.MOMENTUM_KINDS))
+    if not 0.0 < number("beta2", beta2) < 1.0:
+        raise bad("beta2", beta2, "0 < beta2 < 1")
+    if beta2_exponent is not None and number("beta2_exponent", beta2_exponent) <= 0:
+        raise bad("beta2_exponent", beta2_exponent, "None (constant beta2) or c > 0 (beta2_t = 1 - t^-c)")
     if second_moment not in F.SECOND_MOMENTS:
-        raise _invalid("second_moment", second_moment, " | ".join(repr(m) for m in F.SECOND_MOMENTS))
-    if clip_threshold is not None and _check_number("clip_threshold", clip_threshold) <= 0:
-        raise _invalid("clip_threshold", clip_threshold, "None (no clipping) or d > 0")
+        raise bad("second_moment", second_moment, " | ".join(repr(m) for m in F.SECOND_MOMENTS))
+    if clip_threshold is not None and number("clip_threshold", clip_threshold) <= 0:
+        raise bad("clip_threshold", clip_threshold, "None (no clipping) or d > 0")
     if not isinstance(relative_step, bool):
-        raise _invalid("relative_step", relative_step, "True or False")
-    if _check_number("eps1", eps1) < 0:
-        raise _invalid("eps1", eps1, "eps1 >= 0")
-    if _check_number("eps2", eps2) < 0:
-        raise _invalid("eps2", eps2, "eps2 >= 0")
-    if _check_number("weight_decay", weight_decay) < 0:
-        raise _invalid("weight_decay", weight_decay, "weight_decay >= 0")
+        raise bad("relative_step", relative_step, "True or False")
+    for name, value in (("eps1", eps1), ("eps2", eps2), ("weight_decay", weight_decay)):
+        if number(name, value) < 0:
+            raise bad(name, value, f"{name} >= 0")
 
 
 class Adafactor(Optimizer):

@@ -1,0 +1,250 @@
+"""The config schema: Hydra structured configs for every component of a cell.
+
+The tree mirrors the object graph (../shared/STYLE.md, lightning-hydra-template): ``model``, ``data``,
+``optim``, ``schedule``, ``train``, ``logger``. YAML files under ``conf/`` choose values; the
+dataclasses here fix the keys and types, so an unknown key or a wrong type stops Hydra before a cell
+starts, and ``validate`` checks every range with a message that names the key, the value and what is
+allowed. Table 2's rows and the model presets are registered as group options from the Python
+definitions (factorial.rows, factorial.model), so they exist once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from .model import PRESETS, ModelConfig, validate_model_config
+from .optim.adafactor import validate_hyperparameters
+from .rows import TABLE2
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO_ROOT / "conf"
+
+OPTIMIZERS = ("adafactor", "adam", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+DATA_SOURCES = ("shakespeare", "wikitext2", "wikitext103", "text")
+SPM_TYPES = ("bpe", "unigram", "char", "word")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key, the value and what is allowed."""
+
+
+def _bad(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"invalid {key}={value!r}; allowed: {allowed}")
+
+
+@dataclass
+class DataSchema:
+    source: str = "shakespeare"
+    vocab_size: int = 4096
+    model_type: str = "bpe"
+    train_file: Optional[str] = None
+    validation_file: Optional[str] = None
+    test_file: Optional[str] = None
+    cache_dir: str = "cache"
+
+
+@dataclass
+class OptimSchema:
+    """One optimizer. ``adafactor`` is factorial.optim.Adafactor with every knob of the paper;
+    ``adam`` is torch.optim.Adam (an independent implementation, e.g. Table 3's Adam);
+    ``sgd`` is torch.optim.SGD (row Q). The step of a cell is lr_scale · schedule.multiplier · s_t."""
+
+    name: str = "adafactor"
+    lr_scale: float = 1.0
+    beta1: float = 0.0
+    momentum: str = "gradient"
+    beta2: float = 0.999
+    beta2_exponent: Optional[float] = 0.8
+    second_moment: str = "factored"
+    clip_threshold: Optional[float] = 1.0
+    relative_step: bool = True
+    eps1: float = 1e-30
+    eps2: float = 1e-3
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-9  # torch.optim.Adam only (Tensor2Tensor's default)
+    foreach: Optional[bool] = None
+
+
+@dataclass
+class ScheduleSchema:
+    """s_t of PAPER.md §3: peak·min(t/W, √(W/t)) with warmup, peak·min(1, √(W/t)) without."""
+
+    warmup: bool = True
+    warmup_steps: Optional[int] = None  # None: a tenth of train.steps (10k of 100k in the paper)
+    peak: float = 1e-2
+    multiplier: float = 1.0  # the scale's calibrated learning-rate multiplier on α_t, ρ_t and SGD's lr
+
+
+@dataclass
+class TrainSchema:
+    steps: int = 600
+    batch_size: int = 32
+    seed: int = 0
+    eval_every: int = 100
+    eval_tokens: Optional[int] = 65536  # validation tokens per evaluation (None: the whole split)
+    log_every: int = 10
+    rms_every: int = 10  # RMS(U) of the Figure-1 matrices (1 for Figure 1)
+    checkpoint_every: int = 200
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    threads: Optional[int] = None  # torch threads; None leaves torch's default
+    diverge_loss: Optional[float] = None  # None: 2·ln(vocab_size), twice the loss of a uniform guess
+    progress: bool = True
+
+
+@dataclass
+class LoggerSchema:
+    mode: str = "auto"  # W&B: auto (online when logged in, else offline) | online | offline | disabled
+    project: str = "factorial"
+    entity: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    model: Any = MISSING  # ModelConfig, chosen from the presets (model=tiny|cpu|base)
+    data: DataSchema = field(default_factory=DataSchema)
+    optim: OptimSchema = field(default_factory=OptimSchema)
+    schedule: ScheduleSchema = field(default_factory=ScheduleSchema)
+    train: TrainSchema = field(default_factory=TrainSchema)
+    logger: LoggerSchema = field(default_factory=LoggerSchema)
+    exp: str = "adhoc"  # the study a cell belongs to (W&B group, runs/<exp>/...)
+    scale: str = "custom"  # the scale preset's name, set by conf/scale/*.yaml
+    cell: Optional[str] = None  # the cell's name; None: derived from the command-line overrides
+    row: Optional[str] = None  # Table 2 row letter, set by the row group (row=H)
+    run_dir: Optional[str] = None  # None: runs/<exp>/<scale>/<cell>/seed<seed>
+
+
+def register_configs() -> None:
+    """Put the schema, the model presets and Table 2's rows into Hydra's ConfigStore."""
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+    for name, preset in PRESETS.items():
+        node = OmegaConf.structured(preset)
+        node.vocab_size = "${data.vocab_size}"  # the tokenizer decides it
+        cs.store(group="model", name=name, node=node)
+    for letter, row in TABLE2.items():
+        node = OmegaConf.merge(OmegaConf.structured(OptimSchema), row.optim)
+        # @package _global_: a row sets the optimizer and records its own letter.
+        cs.store(group="row", name=letter, node={"optim": node, "row": letter}, package="_global_")
+
+
+def _positive_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _bad(key, value, "a positive integer")
+
+
+def _positive_number(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise _bad(key, value, "a positive finite number")
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise _bad(key, value, " | ".join(allowed))
+
+
+def validate(cfg: DictConfig | Config) -> Config:
+    """Check every range of a composed config, before any work; return it as dataclasses.
+
+    Type errors and unknown keys are already caught by Hydra against the schema; this adds the
+    ranges, the allowed words and the relations between keys.
+    """
+    obj: Config = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+    if not isinstance(obj.model, ModelConfig):
+        obj.model = ModelConfig(**obj.model)
+    try:
+        validate_model_config(obj.model)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+    d = obj.data
+    _one_of("data.source", d.source, DATA_SOURCES)
+    _one_of("data.model_type", d.model_type, SPM_TYPES)
+    if isinstance(d.vocab_size, bool) or d.vocab_size < 32:
+        raise _bad("data.vocab_size", d.vocab_size, "an integer >= 32")
+    if d.source == "text":
+        for key in ("train_file", "validation_file", "test_file"):
+            path = getattr(d, key)
+            if not path:
+                raise _bad(f"data.{key}", path, "a path to a text file (data=text needs train, validation and test files)")
+            if not Path(path).is_file():
+                raise _bad(f"data.{key}", path, "an existing text file")
+            if Path(path).stat().st_size == 0:
+                raise _bad(f"data.{key}", path, "a non-empty text file")
+
+    o = obj.optim
+    _one_of("optim.name", o.name, OPTIMIZERS)
+    _positive_number("optim.lr_scale", o.lr_scale)
+    if o.name == "adafactor":
+        try:
+            validate_hyperparameters(
+                lr=o.lr_scale, beta1=o.beta1, momentum=o.momentum, beta2=o.beta2, beta2_exponent=o.beta2_exponent,
+                second_moment=o.second_moment, clip_threshold=o.clip_threshold, relative_step=o.relative_step,
+                eps1=o.eps1, eps2=o.eps2, weight_decay=o.weight_decay, prefix="optim.",
+            )
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    if o.name == "adam":
+        if not 0.0 <= o.beta1 < 1.0:
+            raise _bad("optim.beta1", o.beta1, "0 <= beta1 < 1")
+        if not 0.0 <= o.beta2 < 1.0:
+            raise _bad("optim.beta2", o.beta2, "0 <= beta2 < 1")
+        if o.adam_eps < 0:
+            raise _bad("optim.adam_eps", o.adam_eps, "adam_eps >= 0")
+    if o.weight_decay < 0:
+        raise _bad("optim.weight_decay", o.weight_decay, "weight_decay >= 0")
+
+    s = obj.schedule
+    if s.warmup_steps is not None:
+        _positive_int("schedule.warmup_steps", s.warmup_steps)
+    _positive_number("schedule.peak", s.peak)
+    _positive_number("schedule.multiplier", s.multiplier)
+
+    t = obj.train
+    for key in ("steps", "batch_size", "eval_every", "log_every", "rms_every", "checkpoint_every"):
+        _positive_int(f"train.{key}", getattr(t, key))
+    if isinstance(t.seed, bool) or t.seed < 0:
+        raise _bad("train.seed", t.seed, "an integer >= 0")
+    if t.eval_tokens is not None:
+        _positive_int("train.eval_tokens", t.eval_tokens)
+    if t.threads is not None:
+        _positive_int("train.threads", t.threads)
+    if t.diverge_loss is not None:
+        _positive_number("train.diverge_loss", t.diverge_loss)
+    _one_of("train.device", t.device, DEVICES)
+    _one_of("train.precision", t.precision, PRECISIONS)
+    if t.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise _bad("train.device", t.device, "auto | cpu (no CUDA device is visible on this machine)")
+
+    _one_of("logger.mode", obj.logger.mode, WANDB_MODES)
+    if obj.row is not None and obj.row not in TABLE2:
+        raise _bad("row", obj.row, " | ".join(TABLE2))
+    for key in ("exp", "scale"):
+        value = getattr(obj, key)
+        if not value or "/" in value or value.startswith("."):
+            raise _bad(key, value, "a non-empty name without '/' that does not start with '.'")
+    return obj
+
+
+def warmup_steps(cfg: Config) -> int:
+    """W of the schedule: as configured, or a tenth of the run as in the paper (10k of 100k)."""
+    return cfg.schedule.warmup_steps or max(1, cfg.train.steps // 10)
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)

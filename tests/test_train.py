@@ -1,0 +1,185 @@
+"""One cell end to end on the Shakespeare corpus: run directory, determinism, resume, W&B, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from factorial import train as T
+from factorial.config import REPO_ROOT
+from factorial.runlog import read_metrics, read_offline_wandb_history
+
+VOLATILE = ("perf/tokens_per_s",)
+VOLATILE_SUMMARY = ("wall_time_s", "tokens_per_s")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def smoke(run_dir: Path, cache_dir: str, *extra: str) -> list[str]:
+    return ["scale=smoke", "logger=none", f"run_dir={run_dir}", f"data.cache_dir={cache_dir}", *extra]
+
+
+def run(overrides: list[str]) -> dict:
+    cfg = T.compose(overrides)
+    cfg.cell = T.cell_name(overrides)
+    return T.run_cell(cfg)
+
+
+def stable(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
+
+
+def stable_summary(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k not in VOLATILE_SUMMARY}
+
+
+def test_cell_writes_its_run_directory(tmp_path, cache_dir):
+    summary = run(smoke(tmp_path / "a", cache_dir, "row=H"))
+    d = tmp_path / "a"
+    for name in ("config.yaml", "meta.json", "metrics.jsonl", "summary.json"):
+        assert (d / name).is_file(), name
+    assert summary["status"] == "completed" and summary["step"] == 30
+    assert summary["tokens"] == 30 * 8 * 32
+    assert math.isfinite(summary["val_ppl"]) and math.isfinite(summary["test_ppl"])
+    assert summary["val_ppl"] == pytest.approx(math.exp(summary["val_loss"]))
+    assert summary["state_bytes"] > 0 and summary["params"] > 0
+    meta = json.loads((d / "meta.json").read_text())
+    assert meta["seed"] == 0 and meta["device"] == "cpu"
+    assert set(meta["data"]) >= {"corpus_sha256", "tokenizer_sha256", "tokens_sha256"}
+    assert meta["packages"]["torch"].startswith("2.13.0")
+    assert "commit" in meta["git"] and "dirty" in meta["git"]
+    records = read_metrics(d / "metrics.jsonl")
+    logged = {k for r in records for k in r}
+    assert {"train/loss", "train/lr", "train/grad_norm", "opt/beta2_t", "opt/clip_frac", "val/ppl", "test/ppl"} <= logged
+    assert {"rms_u/tok_emb", "rms_u/attn_proj.0", "rms_u/ff1.0", "perf/tokens_per_s"} <= logged
+    # The schedule: row H is an absolute step, α_t = 0.1·s_t with W = 3 (a tenth of 30 steps).
+    lr5 = next(r["train/lr"] for r in records if r["step"] == 5)
+    assert lr5 == pytest.approx(0.1 * 1e-2 * min(5 / 3, math.sqrt(3 / 5)))
+
+
+def test_same_seed_gives_the_same_losses_and_another_seed_does_not(tmp_path, cache_dir):
+    a = run(smoke(tmp_path / "a", cache_dir))
+    b = run(smoke(tmp_path / "b", cache_dir))
+    c = run(smoke(tmp_path / "c", cache_dir, "train.seed=1"))
+    ma, mb = stable(read_metrics(tmp_path / "a/metrics.jsonl")), stable(read_metrics(tmp_path / "b/metrics.jsonl"))
+    assert ma == mb
+    assert stable_summary(a) == stable_summary(b)
+    assert c["val_loss"] != a["val_loss"]
+
+
+def test_a_finished_cell_is_not_trained_again(tmp_path, cache_dir, monkeypatch):
+    first = run(smoke(tmp_path / "a", cache_dir))
+
+    def boom(*a, **k):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(T, "_train", boom)
+    assert run(smoke(tmp_path / "a", cache_dir)) == first
+
+
+class Crash(BaseException):
+    """Like SIGKILL for the trainer: not an Exception, so no summary is written."""
+
+
+def test_interrupted_cell_resumes_to_the_same_numbers(tmp_path, cache_dir, monkeypatch):
+    reference = run(smoke(tmp_path / "ref", cache_dir, "row=P", "model.dropout=0.1"))
+
+    real_save = T.save_checkpoint
+    calls = {"n": 0}
+
+    def crash_on_second_checkpoint(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # step 20: the step-10 checkpoint exists, metrics up to 20 are logged
+            raise Crash()
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(T, "save_checkpoint", crash_on_second_checkpoint)
+    with pytest.raises(Crash):
+        run(smoke(tmp_path / "cut", cache_dir, "row=P", "model.dropout=0.1"))
+    assert not (tmp_path / "cut/summary.json").exists()
+    assert max(r["step"] for r in read_metrics(tmp_path / "cut/metrics.jsonl")) == 20
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+
+    resumed = run(smoke(tmp_path / "cut", cache_dir, "row=P", "model.dropout=0.1"))
+    assert stable_summary(resumed) == stable_summary(reference)
+    assert stable(read_metrics(tmp_path / "cut/metrics.jsonl")) == stable(read_metrics(tmp_path / "ref/metrics.jsonl"))
+    meta = json.loads((tmp_path / "cut/meta.json").read_text())
+    assert [s["from_step"] for s in meta["starts"]] == [0, 10]
+
+
+def test_a_different_config_in_an_existing_run_dir_is_refused(tmp_path, cache_dir):
+    run(smoke(tmp_path / "a", cache_dir, "row=A"))
+    before = (tmp_path / "a/summary.json").read_text()
+    with pytest.raises(T.ConfigError, match="different config.*optim"):
+        run(smoke(tmp_path / "a", cache_dir, "row=B"))
+    assert (tmp_path / "a/summary.json").read_text() == before
+
+
+def test_divergence_is_a_result(tmp_path, cache_dir):
+    summary = run(smoke(tmp_path / "d", cache_dir, "row=Q300", "schedule.warmup=false", "schedule.multiplier=1000"))
+    assert summary["status"] == "diverged"
+    assert summary["diverged_at"] is not None and summary["val_ppl"] is None
+    saved = json.loads((tmp_path / "d/summary.json").read_text())
+    assert saved["status"] == "diverged" and saved["steps"] == 30
+
+
+def test_offline_wandb_run_records_the_perplexity(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    overrides = ["scale=smoke", "logger.mode=offline", f"run_dir={tmp_path / 'w'}", f"data.cache_dir={cache_dir}"]
+    summary = run(overrides)
+    history = read_offline_wandb_history(tmp_path / "w")
+    ppl = [row["val/ppl"] for row in history if row.get("val/ppl") is not None]
+    local = [r["val/ppl"] for r in read_metrics(tmp_path / "w/metrics.jsonl") if "val/ppl" in r]
+    assert ppl == pytest.approx(local)
+    assert ppl[-1] == pytest.approx(summary["val_ppl"])
+
+
+def _cli(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "factorial.train", *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=600)
+
+
+def test_command_line_trains_a_tiny_cell(tmp_path, cache_dir):
+    proc = _cli("model=tiny", "scale=smoke", f"run_dir={tmp_path / 'cli'}", f"data.cache_dir={cache_dir}")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[0])["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("optim.beta1=1.5", "optim.beta1=1.5"),
+        ("optim.second_moment=diag", "optim.second_moment='diag'"),
+        ("optim.clip_threshold=-1", "optim.clip_threshold=-1.0"),
+        ("row=Z", "row/Z"),
+        ("optim.beta1=abc", "optim.beta1"),
+        ("nonsense=1", "nonsense"),
+        ("train.steps=0", "train.steps=0"),
+        ("model.n_heads=3", "model.n_heads=3"),
+        ("data=text", "data.train_file"),
+    ],
+)
+def test_bad_input_exits_2_before_any_work(tmp_path, capsys, override, expected):
+    run_dir = tmp_path / "never"
+    assert T.main(["scale=smoke", f"run_dir={run_dir}", override]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert not run_dir.exists()
+
+
+def test_bad_input_from_the_command_line_exits_2(tmp_path):
+    proc = _cli("scale=smoke", f"run_dir={tmp_path / 'never'}", "optim.beta1=1.5")
+    assert proc.returncode == 2
+    assert "invalid optim.beta1=1.5; allowed: 0 <= beta1 < 1" in proc.stderr
+    assert not (tmp_path / "never").exists()
