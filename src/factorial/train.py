@@ -46,7 +46,7 @@ log = logging.getLogger("factorial.train")
 
 FINISHED = ("completed", "diverged")
 # Keys that do not change what a cell computes: they may differ between a run and its resumption.
-NON_SEMANTIC = ("train.progress", "logger", "run_dir", "cell")
+NON_SEMANTIC = ("train.progress", "train.threads", "data.cache_dir", "logger", "run_dir", "cell")
 
 
 # --- composing and naming ------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def compose(overrides: list[str]) -> Config:
 
 def cell_name(overrides: list[str]) -> str:
     """A deterministic directory name from the overrides that define the cell (never a timestamp)."""
-    skip = ("exp=", "scale=", "cell=", "run_dir=", "train.seed=", "train.progress=", "train.threads=", "logger")
+    skip = ("exp=", "scale=", "cell=", "run_dir=", "train.seed=", "train.progress=", "train.threads=", "data.cache_dir=", "logger")
     kept = sorted(o.lstrip("+~") for o in overrides if not o.lstrip("+~").startswith(skip) and not o.startswith("hydra"))
     name = ",".join(kept) or "default"
     return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", name)
