@@ -1,0 +1,713 @@
+"""Metric logging for one training run ("cell"): local JSONL files plus Weights & Biases.
+
+The local ``metrics.jsonl`` is the source of truth. W&B is a convenience mirror and is
+treated as unreliable: any exception it raises (init, log, summary, finish) produces one
+warning, switches W&B off for the rest of the run, and training carries on. Nothing W&B
+does can lose or delay a local record, because the local line is written (and flushed)
+before W&B is called.
+
+``metrics.jsonl`` format
+    One JSON object per line: ``{"step": <int>, "<metric>": <value>, ...}``. Floats are
+    written with Python's shortest round-trip repr, so they read back bit-exact.
+    Non-finite floats are not valid JSON, so they are stored as the *strings*
+    ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``; :func:`read_metrics` turns those exact
+    strings back into floats (so a genuine string metric spelled exactly like that would
+    come back as a float too -- metrics are numbers, so that is acceptable).
+
+``wandb`` is imported lazily: a run with ``mode="disabled"`` never imports it (the import
+alone costs ~0.5 s), and tests of the local path don't depend on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import netrc
+import os
+import platform
+import struct
+import tempfile
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "WandbSettings",
+    "RunLogger",
+    "resolve_wandb_mode",
+    "read_metrics",
+    "flatten",
+    "read_offline_wandb_history",
+    "run_id_for",
+    "METRICS_FILE",
+]
+
+METRICS_FILE = "metrics.jsonl"
+MODES = ("auto", "online", "offline", "disabled")
+# W&B's own aliases for WANDB_MODE (wandb.Settings accepts them too).
+_ENV_MODE_ALIASES = {"dryrun": "offline", "run": "online"}
+# Metrics that get min/last summaries (best and final validation quality).
+_VAL_METRICS = ("val/ppl", "val/loss")
+# Bounded waits so an unreachable server can't hang a cell (wandb's defaults: init 90 s,
+# login prompt and finish upload: forever).
+_INIT_TIMEOUT_S = 60.0
+_FINISH_TIMEOUT_S = 300.0
+# How long finish() waits for wandb-core to write out an offline run (normally ms).
+_OFFLINE_FLUSH_TIMEOUT_S = 10.0
+
+_NONFINITE_TO_JSON = {math.inf: "Infinity", -math.inf: "-Infinity"}
+_JSON_TO_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+# ============================================================================ settings / mode
+
+
+@dataclass
+class WandbSettings:
+    mode: str = "auto"  # "auto" | "online" | "offline" | "disabled"
+    project: str = "factorial"
+    entity: str | None = None
+    group: str | None = None  # the study, e.g. "table2/cpu"
+    name: str | None = None  # the cell id
+    # Stable id so a resumed cell continues the same W&B run; derived from run_dir if None.
+    run_id: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def run_id_for(run_dir: Path) -> str:
+    """Stable W&B run id for a run directory: first 16 hex chars of sha1(resolved path).
+
+    Hex digits are within W&B's allowed id alphabet [a-z0-9], and the same directory
+    (i.e. a resumed cell) always maps to the same id.
+    """
+    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def _invalid_mode(value: str, key: str = "logger.mode") -> ValueError:
+    return ValueError(f"{key}={value!r} is invalid; allowed: {' | '.join(MODES)}")
+
+
+def resolve_wandb_mode(mode: str) -> tuple[str, str]:
+    """Decide the W&B mode before ``wandb.init`` (never by trying online first).
+
+    Returns ``(mode, reason)`` with mode in ``online | offline | disabled``.
+
+    * ``online`` / ``offline`` / ``disabled`` are returned as given.
+    * ``auto``: ``WANDB_MODE`` (or ``WANDB_DISABLED=true``) in the environment wins;
+      otherwise ``online`` if W&B credentials are available locally (``WANDB_API_KEY``,
+      ``WANDB_IDENTITY_TOKEN_FILE``, or a netrc entry for the W&B host), else ``offline``.
+
+    Never touches the network: credentials are only looked up, not verified. An invalid
+    key therefore resolves to ``online`` and fails in ``wandb.init``, which RunLogger
+    turns into a warning.
+    """
+    if mode not in MODES:
+        raise _invalid_mode(mode)
+    if mode != "auto":
+        return mode, f"logger.mode={mode}"
+
+    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env_mode:
+        resolved = _ENV_MODE_ALIASES.get(env_mode, env_mode)
+        if resolved not in ("online", "offline", "disabled"):
+            raise _invalid_mode(env_mode, key="WANDB_MODE")
+        return resolved, f"WANDB_MODE={env_mode} in the environment"
+    if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("1", "true", "yes"):
+        return "disabled", "WANDB_DISABLED is set in the environment"
+
+    found, where = _find_credentials()
+    if found:
+        return "online", f"logger.mode=auto and W&B credentials found ({where})"
+    return "offline", (
+        f"logger.mode=auto and no W&B credentials ({where}); "
+        "run `wandb login` or set WANDB_API_KEY to log online"
+    )
+
+
+def _find_credentials() -> tuple[bool, str]:
+    """(found, description): same sources, same order as wandb 0.31's login, no network.
+
+    wandb 0.31 (``wandb.sdk.lib.wbauth.authenticate._use_system_auth``) checks
+    WANDB_API_KEY, then WANDB_IDENTITY_TOKEN_FILE, then the netrc file for the server
+    host (``wbnetrc.read_netrc_auth``, which also accepts the api.wandb.ai entry behind
+    the default CoreWeave Forge host). We call that netrc helper directly so host mapping
+    and netrc location ($NETRC, ~/.netrc, ~/_netrc) match wandb exactly; if the private
+    module moves in a later wandb, a plain stdlib netrc lookup is the fallback.
+    """
+    if os.environ.get("WANDB_API_KEY"):
+        return True, "WANDB_API_KEY is set"
+    if os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True, "WANDB_IDENTITY_TOKEN_FILE is set"
+
+    base_url = os.environ.get("WANDB_BASE_URL")
+    try:
+        from wandb.sdk.lib import urls
+        from wandb.sdk.lib.wbauth import read_netrc_auth
+    except ImportError:
+        hosts = [urlsplit(base_url).netloc] if base_url else []
+        hosts += ["api.wandb.ai"]
+        return _stdlib_netrc_lookup(hosts)
+
+    host = base_url or urls.DEFAULT_BASE_URL
+    try:
+        key = read_netrc_auth(host=host)
+    except Exception as e:  # e.g. AuthenticationError: entry present but malformed key
+        return False, f"netrc entry for {host} unusable: {e}"
+    if key:
+        return True, f"netrc entry for {host}"
+    return False, f"WANDB_API_KEY unset, no netrc entry for {host}"
+
+
+def _stdlib_netrc_lookup(hosts: list[str]) -> tuple[bool, str]:
+    path_env = os.environ.get("NETRC")
+    if path_env:
+        path = Path(path_env).expanduser()
+    else:
+        path = Path("~/.netrc").expanduser()
+        if not path.exists() and platform.system() == "Windows":
+            path = Path("~/_netrc").expanduser()
+    try:
+        nrc = netrc.netrc(str(path))
+    except (OSError, netrc.NetrcParseError):
+        return False, f"WANDB_API_KEY unset, no readable netrc at {path}"
+    for host in hosts:
+        creds = nrc.authenticators(host)
+        if creds and creds[2]:
+            return True, f"netrc entry for {host}"
+    return False, f"WANDB_API_KEY unset, no netrc entry for {', '.join(hosts)}"
+
+
+# ============================================================================ helpers
+
+
+def flatten(d: Mapping, prefix: str = "") -> dict:
+    """Nested mapping -> flat dict with dotted keys.
+
+    ``{"optim": {"beta1": 0.9}}`` -> ``{"optim.beta1": 0.9}``.
+
+    W&B shows flat config keys as filterable/groupable columns; nested dicts would be a
+    single opaque column. Non-mapping values (lists included) are kept as they are.
+    """
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def _config_value(value: Any) -> Any:
+    """Config value -> something wandb can serialise (a Path in the config must not be
+    what turns W&B off for a whole run): JSON scalars and lists of them pass, the rest
+    becomes str."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_config_value(v) for v in value]
+    return str(value)
+
+
+def _scalar(value: Any) -> Any:
+    """numpy scalar / 0-d tensor -> Python number (both sinks then see the same value;
+    wandb would turn a tensor into a histogram)."""
+    if not isinstance(value, (bool, int, float, str)) and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _to_json_value(value: Any) -> Any:
+    """Scalar -> JSON-safe value; floats exact, non-finite floats as strings (see module doc)."""
+    value = _scalar(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else _NONFINITE_TO_JSON[value]
+    return value
+
+
+def _from_json_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _JSON_TO_NONFINITE.get(value, value)
+    return value
+
+
+def _encode_record(metrics: Mapping[str, Any], step: int) -> str:
+    record = {"step": int(step)}
+    for key, value in metrics.items():
+        record[str(key)] = _to_json_value(value)
+    # allow_nan=False: a non-finite float that slipped through must fail here, loudly,
+    # rather than produce a line no standard JSON reader accepts.
+    return json.dumps(record, allow_nan=False)
+
+
+def _parse_lines(data: bytes, path: Path) -> list[tuple[bytes, dict]]:
+    """Split JSONL bytes into (raw line incl. newline, decoded record) pairs.
+
+    A last line without its newline, or one that doesn't decode, is a write cut short by
+    a crash and is dropped. Anything undecodable before it is real corruption: raise.
+    """
+    lines = data.splitlines(keepends=True)
+    out: list[tuple[bytes, dict]] = []
+    for i, raw in enumerate(lines):
+        last = i == len(lines) - 1
+        if not raw.strip():
+            continue
+        if last and not raw.endswith(b"\n"):
+            log.warning("%s: dropping a partial last line (interrupted write): %r", path, raw[:80])
+            break
+        try:
+            rec = json.loads(raw)
+            if not isinstance(rec, dict):
+                raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+        except ValueError as e:
+            if last:
+                log.warning("%s: dropping an unreadable last line: %r", path, raw[:80])
+                break
+            raise ValueError(f"{path}: line {i + 1} is corrupt ({e}): {raw[:80]!r}") from e
+        out.append((raw, rec))
+    return out
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Read metrics.jsonl: one dict per record, non-finite floats restored.
+
+    A partial trailing line (the writer crashed mid-line) is skipped; corruption anywhere
+    else raises ValueError. A missing file reads as no records.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [
+        {k: _from_json_value(v) for k, v in rec.items()} for _, rec in _parse_lines(data, path)
+    ]
+
+
+def _truncate_metrics(path: Path, resume_step: int | None) -> None:
+    """Keep only records with step <= resume_step (all if None) and drop a partial last line.
+
+    A crashed run may have logged steps after its last checkpoint; the resumed run logs
+    them again, so they must go or they'd be duplicated. Rewritten atomically (temp file
+    in the same directory + os.replace) so a crash here can't leave a half-written file.
+    Untouched when there's nothing to remove.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    records = _parse_lines(data, path)
+    keep = [
+        raw
+        for raw, rec in records
+        if resume_step is None or (isinstance(rec.get("step"), int) and rec["step"] <= resume_step)
+    ]
+    new = b"".join(keep)
+    if new == data:
+        return
+    if resume_step is not None and len(keep) < len(records):
+        log.info(
+            "%s: resuming from step %d, dropped %d record(s) logged after it",
+            path, resume_step, len(records) - len(keep),
+        )
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(new)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ============================================================================ RunLogger
+
+
+class RunLogger:
+    """Logs one run's metrics to ``run_dir/metrics.jsonl`` and (best effort) to W&B.
+
+    Use as a context manager so W&B is finished (and the file closed) in all cases::
+
+        with RunLogger(run_dir, settings, cfg_dict, resume_step=ckpt_step) as rl:
+            rl.log({"train/loss": loss}, step)
+    """
+
+    # fsync cost is paid once per this many lines; every line is still flushed to the OS
+    # at once, so only a machine crash (not a process crash) can lose the last few lines.
+    FSYNC_EVERY = 50
+
+    def __init__(
+        self,
+        run_dir: Path,
+        wandb: WandbSettings,
+        config: dict,
+        *,
+        resume_step: int | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.metrics_path = self.run_dir / METRICS_FILE
+        self._settings = wandb
+        self._run: Any = None  # the wandb Run while W&B is active
+        self._wandb_dir: Path | None = None
+        self._wandb_file: Path | None = None
+        self._wandb_offline = False
+        self._closed = False
+        self._since_fsync = 0
+
+        # Local first: it must work even if everything about W&B fails.
+        _truncate_metrics(self.metrics_path, resume_step)
+        self._file = open(self.metrics_path, "a", encoding="utf-8")
+
+        mode, reason = resolve_wandb_mode(wandb.mode)
+        self._mode = mode
+        log.info("W&B mode: %s (%s)", mode, reason)
+        if mode != "disabled":
+            self._init_wandb(mode, config)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def wandb_mode(self) -> str:
+        """The W&B mode in use: online | offline | disabled ("disabled" after any failure)."""
+        return self._mode
+
+    @property
+    def wandb_dir(self) -> Path | None:
+        """The local W&B run directory (``run_dir/wandb/[offline-]run-*``), if W&B started."""
+        return self._wandb_dir
+
+    # ------------------------------------------------------------------ W&B plumbing
+
+    def _init_wandb(self, mode: str, config: dict) -> None:
+        s = self._settings
+        try:
+            import wandb
+
+            settings = wandb.Settings(
+                silent=True,  # our own log lines report what matters
+                console="off",  # don't wrap/capture stdout/stderr of the training loop
+                x_disable_stats=True,  # no system-metrics sampler process
+                x_disable_machine_info=True,  # no hardware/cloud-metadata probing
+                init_timeout=_INIT_TIMEOUT_S,
+                login_timeout=_INIT_TIMEOUT_S,  # an interactive key prompt must not block
+                # Bound the final upload; anything not uploaded stays in the run dir
+                # for `wandb sync`. Raise so we can say so in our warning.
+                finish_timeout=_FINISH_TIMEOUT_S if mode == "online" else 0.0,
+                finish_timeout_raises=mode == "online",
+            )
+            run = wandb.init(
+                project=s.project,
+                entity=s.entity,
+                group=s.group,
+                name=s.name,
+                id=s.run_id or run_id_for(self.run_dir),
+                resume="allow",  # same id -> a resumed cell continues the same W&B run
+                tags=list(s.tags) or None,
+                config={k: _config_value(v) for k, v in flatten(config).items()},
+                dir=str(self.run_dir),  # -> run_dir/wandb/...
+                mode=mode,
+                # Each RunLogger owns its run object; never get a previous cell's run back
+                # (wandb's script default "return_previous" would) and never touch it.
+                reinit="create_new",
+                settings=settings,
+            )
+            self._run = run
+            self._wandb_dir = Path(run.settings.sync_dir)
+            self._wandb_file = Path(run.settings.sync_file)  # the .wandb transaction log
+            # wandb may have ended up in another mode than asked (e.g. a login prompt
+            # timing out yields a no-op run); report what is actually in use.
+            if run.disabled:
+                self._mode = "disabled"
+                self._run = None
+                log.warning("W&B init returned a disabled run; only local logs are written")
+                return
+            if run.offline:
+                self._mode = "offline"
+            self._wandb_offline = run.offline
+
+            # Our "step" (the optimizer step) is the x-axis of every chart, not wandb's
+            # internal _step: that one restarts/shifts across resumes, ours doesn't.
+            run.define_metric("step")
+            run.define_metric("*", step_metric="step")
+            for name in _VAL_METRICS:
+                # wandb 0.31 takes several aggregations as a comma-separated string.
+                run.define_metric(name, step_metric="step", summary="min,last")
+        except Exception as e:
+            self._wandb_failed("wandb.init", e)
+            return
+        log.info("W&B run %s (%s) in %s", run.id, self._mode, self._wandb_dir)
+
+    def _sync_hint(self) -> str:
+        if self._wandb_dir is not None and self._wandb_dir.is_dir():
+            return (
+                f"What W&B recorded so far is in {self._wandb_dir}; upload it later with "
+                f"`wandb sync {self._wandb_dir}`."
+            )
+        return (
+            "W&B recorded nothing for this run (offline W&B runs of this cell that did "
+            f"record can be uploaded with `wandb sync {self.run_dir}/wandb/offline-run-*`)."
+        )
+
+    def _wandb_failed(self, what: str, exc: BaseException) -> None:
+        """Switch W&B off for the rest of the run after one warning."""
+        run, self._run = self._run, None
+        self._mode = "disabled"
+        log.warning(
+            "W&B failed in %s (%s: %s). W&B logging is off for the rest of this run; "
+            "training continues and %s stays complete. %s",
+            what, type(exc).__name__, exc, self.metrics_path, self._sync_hint(),
+        )
+        if run is not None:
+            # Close the broken run so its service stream flushes what it has and the
+            # run isn't left dangling until interpreter exit. Best effort, silently.
+            try:
+                run.finish(exit_code=1)
+            except Exception:
+                log.debug("finishing the failed W&B run also failed", exc_info=True)
+            else:
+                self._wait_offline_flush(timeout_s=2.0)  # short: this blocks training
+
+    def _wait_offline_flush(self, timeout_s: float) -> None:
+        """Make "the run is finished" mean "the offline run is on disk".
+
+        Only for offline runs (online ones have W&B's server copy); see
+        _wait_for_transaction_log for why finish() alone doesn't guarantee it.
+        """
+        if self._wandb_file is None or not self._wandb_offline:
+            return
+        if not _wait_for_transaction_log(self._wandb_file, timeout_s):
+            log.info("W&B is still writing %s; it completes at the latest at process exit",
+                     self._wandb_file)
+
+    # ------------------------------------------------------------------ public API
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Append ``{"step": step, **metrics}`` to metrics.jsonl, then mirror it to W&B."""
+        if self._closed:
+            raise RuntimeError(f"RunLogger for {self.run_dir} is finished; cannot log")
+        if "step" in metrics:
+            raise ValueError("'step' is reserved; pass it as the step argument")
+        metrics = {str(k): _scalar(v) for k, v in metrics.items()}
+        self._file.write(_encode_record(metrics, step) + "\n")
+        self._file.flush()  # to the OS: survives a crash of this process
+        self._since_fsync += 1
+        if self._since_fsync >= self.FSYNC_EVERY:
+            os.fsync(self._file.fileno())  # to disk: survives a machine crash
+            self._since_fsync = 0
+
+        if self._run is not None:
+            try:
+                # "step" is logged as a metric (see define_metric in _init_wandb) rather
+                # than passed as wandb's step=, which must increase strictly across the
+                # whole W&B run and would reject re-logged steps after a resume.
+                self._run.log({**metrics, "step": step})
+            except Exception as e:
+                self._wandb_failed(f"wandb.log at step {step}", e)
+
+    def log_summary(self, summary: dict) -> None:
+        """Set W&B run summary values (the local summary.json is the trainer's job)."""
+        if self._run is None:
+            return
+        try:
+            self._run.summary.update(summary)
+        except Exception as e:
+            self._wandb_failed("wandb summary update", e)
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Close metrics.jsonl and finish the W&B run. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        finally:
+            # Even if the disk write failed (that error propagates: local logs matter),
+            # the W&B run still gets closed.
+            self._file.close()
+            self._finish_wandb(exit_code)
+
+    def _finish_wandb(self, exit_code: int) -> None:
+        run, self._run = self._run, None
+        if run is None:
+            return
+        try:
+            run.finish(exit_code=exit_code)
+        except Exception as e:
+            self._mode = "disabled"
+            log.warning(
+                "W&B failed in wandb.finish (%s: %s); local logs in %s are complete. %s",
+                type(e).__name__, e, self.metrics_path, self._sync_hint(),
+            )
+            return
+        if self._mode == "offline":
+            self._wait_offline_flush(timeout_s=_OFFLINE_FLUSH_TIMEOUT_S)
+            log.info("W&B offline run saved; upload with `wandb sync %s`", self._wandb_dir)
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.finish(exit_code=0 if exc_type is None else 1)
+        return False  # never swallow the training loop's exception
+
+
+# ============================================================================ offline reader
+
+# wandb's transaction log (.wandb) is a LevelDB-style record log, written by the Go
+# wandb-core. wandb 0.31 ships no Python reader (the old wandb.sdk.internal.datastore is
+# gone), so this is a small one. Layout, checked against files wandb 0.31 writes:
+#   file header: b":W&B", magic 0xBEE1 (uint16 LE), version 0 (uint8)       -- 7 bytes
+#   then 32 KiB blocks (counted from file offset 0, header included); each chunk:
+#   crc32 (uint32 LE, zlib/IEEE over type byte + data, unmasked), length (uint16 LE),
+#   type (1 full, 2 first, 3 middle, 4 last), data. A block tail shorter than a chunk
+#   header is zero padding. Each reassembled record is a wandb_internal_pb2.Record.
+_WB_HEADER = struct.pack("<4sHB", b":W&B", 0xBEE1, 0)
+_BLOCK = 32 * 1024
+_CHUNK_HEADER = 7
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _iter_wandb_records(path: Path, *, warn: bool = True):
+    """Yield the raw protobuf payloads of a .wandb file; stops at a torn/corrupt tail.
+
+    warn=False when the file may still be being written (a torn tail is expected then).
+    """
+    data = path.read_bytes()
+    if data[: len(_WB_HEADER)] != _WB_HEADER:
+        raise ValueError(f"{path}: not a W&B transaction log (header {data[:7]!r})")
+    pos = len(_WB_HEADER)
+    pending: list[bytes] | None = None
+    while pos < len(data):
+        left_in_block = _BLOCK - pos % _BLOCK
+        if left_in_block < _CHUNK_HEADER:
+            pos += left_in_block  # zero padding at a block's end
+            continue
+        if pos + _CHUNK_HEADER > len(data):
+            break  # torn chunk header: the writer stopped here
+        crc, length, kind = struct.unpack_from("<IHB", data, pos)
+        if kind == 0 and length == 0:
+            pos += left_in_block  # zero-filled rest of the block
+            continue
+        start, end = pos + _CHUNK_HEADER, pos + _CHUNK_HEADER + length
+        if end > len(data) or end - (pos - pos % _BLOCK) > _BLOCK:
+            if warn:
+                log.warning("%s: truncated record at byte %d; reading stops there", path, pos)
+            break
+        payload = data[start:end]
+        if zlib.crc32(payload, zlib.crc32(bytes([kind]))) != crc:
+            if warn:
+                log.warning("%s: checksum mismatch at byte %d; reading stops there", path, pos)
+            break
+        pos = end
+        if kind == _FULL:
+            pending = None
+            yield payload
+        elif kind == _FIRST:
+            pending = [payload]
+        elif kind == _MIDDLE and pending is not None:
+            pending.append(payload)
+        elif kind == _LAST and pending is not None:
+            pending.append(payload)
+            yield b"".join(pending)
+            pending = None
+        else:
+            if warn:
+                log.warning("%s: unexpected chunk type %d at byte %d; skipped", path, kind, pos)
+            pending = None
+
+
+def _transaction_log_complete(path: Path) -> bool:
+    """True once the last record of a .wandb file is the run's exit record."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    last = None
+    try:
+        for last in _iter_wandb_records(path, warn=False):
+            pass
+    except (OSError, ValueError):  # not there yet / header not written yet
+        return False
+    if last is None:
+        return False
+    record = pb.Record()
+    try:
+        record.ParseFromString(last)
+    except Exception:  # protobuf's DecodeError: a record still being written
+        return False
+    return record.WhichOneof("record_type") == "exit"
+
+
+def _wait_for_transaction_log(path: Path, timeout_s: float) -> bool:
+    """Wait until wandb-core has written the whole .wandb file; False on timeout.
+
+    wandb 0.31's run.finish() returns once the exit record is *handled*, then tells the
+    service to close the stream without waiting for it (ServerInformFinishRequest is
+    fire-and-forget), so the buffered transaction log can reach disk a moment later --
+    observed: a file holding only its 7-byte header right after finish(). Only
+    rescanned when its size changes, so waiting costs little.
+    """
+    deadline = time.monotonic() + timeout_s
+    size = -1
+    while True:
+        try:
+            new_size = path.stat().st_size
+        except OSError:
+            new_size = -1
+        if new_size != size:
+            size = new_size
+            if _transaction_log_complete(path):
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _offline_run_order(file: Path) -> tuple[str, int]:
+    """Chronological sort key for .../offline-run-<YYYYmmdd_HHMMSS>-<id>[-<n>]/run-<id>.wandb.
+
+    wandb appends "-1", "-2", ... when two runs start within the same second (a quick
+    resume); plain string order would put "-10" before "-2". The id is taken from the
+    file name, so ids that themselves end in "-<digits>" can't be mistaken for the suffix.
+    """
+    run_id = file.stem[len("run-"):]
+    name = file.parent.name
+    timestamp = name[len("offline-run-"):].split("-", 1)[0]
+    suffix = name[len(f"offline-run-{timestamp}-{run_id}"):].lstrip("-")
+    return timestamp, int(suffix) if suffix.isdigit() else 0
+
+
+def read_offline_wandb_history(run_dir: Path) -> list[dict]:
+    """History rows (what ``wandb.log`` recorded) of the offline W&B run(s) in run_dir/wandb/.
+
+    Returns one ``{key: value}`` dict per logged row, including wandb's own keys (``_step``,
+    ``_timestamp``, ``_runtime``); NaN/inf come back as floats. A resumed cell leaves one
+    ``offline-run-<time>-<id>`` directory per process; their rows are concatenated in
+    chronological order (steps re-logged after a resume appear again, as in W&B).
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    rows: list[dict] = []
+    wandb_root = Path(run_dir) / "wandb"
+    for file in sorted(wandb_root.glob("offline-run-*/run-*.wandb"), key=_offline_run_order):
+        for payload in _iter_wandb_records(file):
+            record = pb.Record()
+            record.ParseFromString(payload)
+            if record.WhichOneof("record_type") != "history":
+                continue
+            row = {}
+            for item in record.history.item:
+                # wandb-core fills nested_key (path of a nested dict); older writers, key.
+                key = item.key or ".".join(item.nested_key)
+                row[key] = json.loads(item.value_json)
+            rows.append(row)
+    return rows
