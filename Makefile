@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast train clean-venv
+.PHONY: setup test test-fast train clean-venv sweep
 
 setup: $(STAMP)
 
@@ -24,3 +24,17 @@ test-fast: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# A study (experiments/$(EXP).yaml) at a scale (conf/scale/$(SCALE).yaml), resumable: re-running skips
+# finished cells. `make sweep EXP=fig1 SCALE=smoke JOBS=2 ARGS="logger=none"`; LAUNCHER=submitit_local|slurm
+# with PARTITION= and TIME= (minutes) for submitit/SLURM.
+EXP ?= table2
+SCALE ?= cpu
+JOBS ?= 1
+LAUNCHER ?= local
+PARTITION ?=
+TIME ?=
+ARGS ?=
+
+sweep: setup
+	$(PY) -m factorial.sweep --exp $(EXP) --scale $(SCALE) --jobs $(JOBS) --launcher $(LAUNCHER) $(if $(PARTITION),--partition $(PARTITION)) $(if $(TIME),--time-min $(TIME)) -- $(ARGS)

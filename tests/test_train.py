@@ -183,3 +183,40 @@ def test_bad_input_from_the_command_line_exits_2(tmp_path):
     assert proc.returncode == 2
     assert "invalid optim.beta1=1.5; allowed: 0 <= beta1 < 1" in proc.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_a_cell_being_trained_elsewhere_is_not_started(tmp_path, cache_dir):
+    from factorial.runio import CellLock
+
+    run_dir = tmp_path / "busy"
+    run_dir.mkdir()
+    with CellLock(run_dir):
+        assert T.main(smoke(run_dir, cache_dir)) == T.EXIT_BUSY
+    assert not (run_dir / "summary.json").exists()
+    assert T.main(smoke(run_dir, cache_dir)) == 0  # the lock died with its holder
+
+
+def test_a_corrupt_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, cache_dir, monkeypatch):
+    reference = run(smoke(tmp_path / "ref", cache_dir))
+    real_save = T.save_checkpoint
+    calls = {"n": 0}
+
+    def crash_after_second_checkpoint(*args, **kwargs):
+        calls["n"] += 1
+        path = real_save(*args, **kwargs)
+        if calls["n"] == 2:
+            raise Crash()
+        return path
+
+    monkeypatch.setattr(T, "save_checkpoint", crash_after_second_checkpoint)
+    with pytest.raises(Crash):
+        run(smoke(tmp_path / "cut", cache_dir))
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    newest = sorted((tmp_path / "cut/checkpoints").glob("step-*.pt"))[-1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated by a crash mid-write
+
+    resumed = run(smoke(tmp_path / "cut", cache_dir))
+    assert (newest.parent / (newest.name + ".corrupt")).exists()
+    assert stable_summary(resumed) == stable_summary(reference)
+    meta = json.loads((tmp_path / "cut/meta.json").read_text())
+    assert [s["from_step"] for s in meta["starts"]] == [0, 10]

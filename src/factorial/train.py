@@ -38,13 +38,14 @@ from .data import DataError, TrainBatches, eval_batches, load_corpus
 from .model import Transformer, num_parameters
 from .optim import Adafactor
 from .optim import functional as OF
-from .runio import CellLock, atomic_write_json, atomic_write_text, load_latest_checkpoint, save_checkpoint
+from .runio import CellBusyError, CellLock, atomic_write_json, atomic_write_text, load_latest_checkpoint, save_checkpoint
 from .runlog import RunLogger, WandbSettings
 from .schedule import lr_lambda
 
 log = logging.getLogger("factorial.train")
 
 FINISHED = ("completed", "diverged")
+EXIT_BUSY = 75  # EX_TEMPFAIL: another process is training this cell right now
 # Keys that do not change what a cell computes: they may differ between a run and its resumption.
 NON_SEMANTIC = ("train.progress", "train.threads", "data.cache_dir", "logger", "run_dir", "cell")
 
@@ -363,6 +364,8 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
             break
 
         metrics: dict[str, Any] = {}
+        if step == 1:  # the state exists from the first step on; logged once
+            metrics["opt/state_bytes"] = state_bytes(optimizer)
         if step % t.log_every == 0 or step == t.steps:
             metrics.update({
                 "train/loss": sum(window_losses) / len(window_losses),
@@ -461,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, HydraException, OmegaConfBaseException) as err:
         print(f"factorial: error: {describe_error(err)}", file=sys.stderr)
         return 2
+    except CellBusyError as err:
+        print(f"factorial: {err}; not started", file=sys.stderr)
+        return EXIT_BUSY
     print(json.dumps({k: summary[k] for k in ("status", "step", "val_ppl", "test_ppl", "wall_time_s")}))
     print(f"run directory: {run_dir_for(cfg)}")
     return 0 if summary["status"] in FINISHED else 1
