@@ -187,24 +187,17 @@ def validate(cfg: DictConfig | Config) -> Config:
     o = obj.optim
     _one_of("optim.name", o.name, OPTIMIZERS)
     _positive_number("optim.lr_scale", o.lr_scale)
-    if o.name == "adafactor":
-        try:
-            validate_hyperparameters(
-                lr=o.lr_scale, beta1=o.beta1, momentum=o.momentum, beta2=o.beta2, beta2_exponent=o.beta2_exponent,
-                second_moment=o.second_moment, clip_threshold=o.clip_threshold, relative_step=o.relative_step,
-                eps1=o.eps1, eps2=o.eps2, weight_decay=o.weight_decay, prefix="optim.",
-            )
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    if o.name == "adam":
-        if not 0.0 <= o.beta1 < 1.0:
-            raise _bad("optim.beta1", o.beta1, "0 <= beta1 < 1")
-        if not 0.0 <= o.beta2 < 1.0:
-            raise _bad("optim.beta2", o.beta2, "0 <= beta2 < 1")
-        if o.adam_eps < 0:
-            raise _bad("optim.adam_eps", o.adam_eps, "adam_eps >= 0")
-    if o.weight_decay < 0:
-        raise _bad("optim.weight_decay", o.weight_decay, "weight_decay >= 0")
+    # Every knob is checked whatever the optimizer, so a typo never hides until it matters.
+    try:
+        validate_hyperparameters(
+            lr=o.lr_scale, beta1=o.beta1, momentum=o.momentum, beta2=o.beta2, beta2_exponent=o.beta2_exponent,
+            second_moment=o.second_moment, clip_threshold=o.clip_threshold, relative_step=o.relative_step,
+            eps1=o.eps1, eps2=o.eps2, weight_decay=o.weight_decay, prefix="optim.",
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if not (isinstance(o.adam_eps, (int, float)) and math.isfinite(o.adam_eps) and o.adam_eps >= 0):
+        raise _bad("optim.adam_eps", o.adam_eps, "a finite number >= 0")
 
     s = obj.schedule
     if s.warmup_steps is not None:

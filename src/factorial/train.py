@@ -245,32 +245,39 @@ def run_cell(cfg: Config) -> dict:
             log.info("cell already %s: %s", done["status"], run_dir)
             return done
 
+    # The data can still refuse the config (a vocabulary the corpus cannot support, a context
+    # longer than a split): find out before the run directory exists.
+    d = cfg.data
+    cache_dir = Path(d.cache_dir) if Path(d.cache_dir).is_absolute() else C.REPO_ROOT / d.cache_dir
+    corpus = load_corpus(
+        d.source, vocab_size=d.vocab_size, model_type=d.model_type, cache_dir=cache_dir,
+        train_file=d.train_file, validation_file=d.validation_file, test_file=d.test_file,
+    )
+    batches = TrainBatches(corpus.train, cfg.model.context_length, cfg.train.batch_size, cfg.train.seed)
+    eval_batches(corpus.validation, cfg.model.context_length, cfg.train.batch_size, cfg.train.eval_tokens)
+    eval_batches(corpus.test, cfg.model.context_length, cfg.train.batch_size)
+
     run_dir.mkdir(parents=True, exist_ok=True)
     with CellLock(run_dir):
         try:
-            return _train(cfg, cfg_dict, run_dir)
-        except (ConfigError, DataError):
-            raise
+            return _train(cfg, cfg_dict, run_dir, corpus, batches)
         except Exception as err:
             # A crash of the cell is recorded as a result (the sweep goes on); the next run retries it.
-            reason = "out of memory" if isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err) else str(err)
-            atomic_write_json(summary_path, {"status": "failed", "error": f"{type(err).__name__}: {reason}"})
+            oom = isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+            failed = {"status": "failed", "error": "out of memory" if oom else f"{type(err).__name__}: {err}"}
+            try:
+                atomic_write_json(summary_path, failed)
+            except OSError as write_err:  # e.g. the disk is full: the previous files stay as they were
+                log.error("could not record the failure in %s: %s", summary_path, write_err)
             raise
 
 
-def _train(cfg: Config, cfg_dict: dict, run_dir: Path) -> dict:
+def _train(cfg: Config, cfg_dict: dict, run_dir: Path, corpus, batches: TrainBatches) -> dict:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg)
     amp_dtype = autocast_dtype(cfg, device)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg_dict)))
-
-    d = cfg.data
-    corpus = load_corpus(
-        d.source, vocab_size=d.vocab_size, model_type=d.model_type, cache_dir=C.REPO_ROOT / d.cache_dir
-        if not Path(d.cache_dir).is_absolute() else d.cache_dir,
-        train_file=d.train_file, validation_file=d.validation_file, test_file=d.test_file,
-    )
     cfg.model.vocab_size = corpus.vocab_size
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model).to(device)
@@ -279,7 +286,6 @@ def _train(cfg: Config, cfg_dict: dict, run_dir: Path) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(warmup=cfg.schedule.warmup, warmup_steps=W, factor=cfg.schedule.multiplier, peak=cfg.schedule.peak)
     )
-    batches = TrainBatches(corpus.train, cfg.model.context_length, cfg.train.batch_size, cfg.train.seed)
     fwd_model = torch.compile(model) if cfg.train.compile else model
 
     progress = {"step": 0, "tokens": 0, "elapsed": 0.0, "best_val_loss": None}
