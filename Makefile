@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast train clean-venv sweep
+.PHONY: setup test test-fast clean-venv sweep table
 
 setup: $(STAMP)
 
@@ -36,5 +36,16 @@ PARTITION ?=
 TIME ?=
 ARGS ?=
 
+# The sweep ends by building the study's tables (also when some cell failed: status 1).
 sweep: setup
-	$(PY) -m factorial.sweep --exp $(EXP) --scale $(SCALE) --jobs $(JOBS) --launcher $(LAUNCHER) $(if $(PARTITION),--partition $(PARTITION)) $(if $(TIME),--time-min $(TIME)) -- $(ARGS)
+	@$(PY) -m factorial.sweep --exp $(EXP) --scale $(SCALE) --jobs $(JOBS) --launcher $(LAUNCHER) $(if $(PARTITION),--partition $(PARTITION)) $(if $(TIME),--time-min $(TIME)) -- $(ARGS); \
+	status=$$?; \
+	if [ $$status -le 1 ]; then $(PY) -m factorial.table --exp $(EXP) --scale $(SCALE) $(TABLE_ARGS) || status=$$?; fi; \
+	exit $$status
+
+# A study's tables, figures and REPORT.md from what its runs wrote: results/$(EXP)/$(SCALE)/.
+# TABLE_ARGS="--source wandb" reads the runs from W&B instead; TABLE_ARGS="--wandb" also logs a summary run.
+TABLE_ARGS ?=
+
+table: setup
+	$(PY) -m factorial.table --exp $(EXP) --scale $(SCALE) $(TABLE_ARGS)

@@ -1,4 +1,4 @@
-"""Table 2 of the paper as data (../shared/PAPER.md §4): each row's optimizer and the paper's BLEU.
+"""Tables 2 and 3 of the paper as data (../shared/PAPER.md §4, §5): settings and the paper's BLEU.
 
 A row is a complete optimizer setting. ``row=H`` on the command line selects it (registered as
 options of the Hydra group ``row``, see factorial.config); the results tables read the paper's
@@ -72,4 +72,12 @@ TABLE2: dict[str, Row] = {
         Row("Q200", _sgd(200), 24.3, DIVERGED),
         Row("Q300", _sgd(300), DIVERGED, DIVERGED),
     ]
+}
+
+
+# Table 3 (§8.1): (embedding init σ, embedding multiplier) -> (Adam BLEU, Adafactor BLEU); d = d_model.
+TABLE3: dict[tuple[str, str], tuple[float, float]] = {
+    ("1/√d", "√d"): (26.4, 26.6),
+    ("1", "1"): (25.8, 26.4),
+    ("1/√d", "1"): (24.2, 25.4),
 }

@@ -53,17 +53,25 @@ NON_SEMANTIC = ("train.progress", "train.threads", "data.cache_dir", "logger", "
 # --- composing and naming ------------------------------------------------------------------------
 
 
+_hydra_ready = False
+
+
 def compose(overrides: list[str]) -> Config:
-    """Compose conf/config.yaml with command-line overrides and validate it (raises on any error)."""
+    """Compose conf/config.yaml with command-line overrides and validate it (raises on any error).
+
+    Hydra is initialised once per process (a sweep composes every cell before starting any).
+    """
+    global _hydra_ready
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    C.register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(C.CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=overrides)
-    return C.validate(cfg)
+    if not (_hydra_ready and GlobalHydra.instance().is_initialized()):
+        C.register_configs()
+        GlobalHydra.instance().clear()
+        initialize_config_dir(config_dir=str(C.CONF_DIR), version_base="1.3")
+        _hydra_ready = True
+    return C.validate(hydra_compose(config_name="config", overrides=overrides))
 
 
 def cell_name(overrides: list[str]) -> str:

@@ -1,0 +1,591 @@
+"""What the runs wrote, as two tables: one row per run (``runs``) and the logged curves (``curves``).
+
+Three sources give the same frames:
+
+* ``load_local``  — run directories ``<runs_root>/<exp>/<scale>/<cell>/seed<k>/`` (config.yaml, summary.json,
+  meta.json, metrics.jsonl), read with pandas; no W&B needed.
+* ``load_wandb``  — the W&B public API: runs of group ``<exp>/<scale>``; ``run.config`` is the flattened
+  config (dotted keys), ``run.summary`` holds the summary.json keys (and the metric keys), ``run.history``
+  the curves.
+* ``load_csv``    — a ``cells.csv`` written earlier (and ``curves.csv`` beside it, if there), so every table
+  can be rebuilt without the runs.
+
+A cell is identified by its knob values (the resolved config), never by its directory name: ``cell_key``
+is the canonical JSON of every semantic knob except the seed. ``row_match`` is the Table 2 row whose
+optimizer settings (factorial.rows) the knobs equal, whatever the ``row`` label says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import typing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config, DataSchema, LoggerSchema, OptimSchema, ScheduleSchema, TrainSchema
+from ..model import ModelConfig
+from ..rows import TABLE2
+from ..runlog import flatten, read_metrics
+from . import rules as R
+
+log = logging.getLogger("factorial.report")
+
+
+class ReportError(Exception):
+    """Nothing to report on (no runs dir, no runs, bad csv); the CLI exits with code 2."""
+
+
+# --- the knobs -------------------------------------------------------------------------------------
+
+# Config keys that never go into cells.csv (machine paths, logging plumbing).
+DROPPED_KEYS = ("run_dir", "data.cache_dir", "logger.mode", "logger.tags")
+DROPPED_PREFIXES = ()
+# Keys in cells.csv that do not define a cell: the seed, names, and what only changes logging/speed.
+NON_IDENTITY = (
+    "exp", "scale", "cell", "row", "train.seed", "train.progress", "train.threads", "train.eval_every",
+    "train.log_every", "train.rms_every", "train.checkpoint_every", "train.compile", "optim.foreach",
+    "logger.project", "logger.entity",
+)
+# The optimizer keys Table 2's rows set (the union over rows): a row is identified by these.
+ROW_KEYS = tuple(sorted({f"optim.{k}" for row in TABLE2.values() for k in row.optim}))
+ROW_ORDER = list(TABLE2)  # A … P, Q1 … Q300
+
+RESULT_COLUMNS = [
+    "status", "outcome", "val_ppl", "best_val_ppl", "test_ppl", "val_loss", "step", "steps", "tokens",
+    "wall_time_s", "state_bytes", "params", "diverged_at", "error",
+]
+META_COLUMNS = ["git_commit", "git_dirty", "device_name", "torch_version", "warmup_steps_resolved", "train_tokens"]
+# Columns that are text whatever they look like (a commit hash can be all digits).
+STR_COLUMNS = ("run_id", "cell", "exp", "scale", "row", "row_match", "opt", "embedding", "status", "outcome", "error",
+               "git_commit", "device_name", "torch_version")
+RMS_STATS = ("excursion", "min", "max", "n")
+CURVE_KEYS = ("train/loss", "val/ppl", *(f"rms_u/{m}" for m in R.FIG1_MATRICES))
+
+
+def _schema_defaults() -> tuple[dict[str, Any], dict[str, str]]:
+    """Flat defaults and value types of every config key, from the schema dataclasses."""
+    defaults: dict[str, Any] = {}
+    types: dict[str, str] = {}
+    sections = {"model": ModelConfig, "data": DataSchema, "optim": OptimSchema, "schedule": ScheduleSchema,
+                "train": TrainSchema, "logger": LoggerSchema}
+    for prefix, cls in sections.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}.{f.name}"
+            if f.default is not dataclasses.MISSING:
+                defaults[key] = f.default
+            types[key] = _kind(hints[f.name])
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        if f.name not in sections:
+            types[f.name] = _kind(hints[f.name])
+    return defaults, types
+
+
+def _kind(tp) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    base = args[0]
+    for kind in (bool, int, float, str):
+        if base is kind:
+            return kind.__name__
+    return "any"
+
+
+DEFAULTS, KINDS = _schema_defaults()
+
+
+def canon(value: Any, kind: str = "any") -> Any:
+    """One spelling per value: None for missing/NaN, real bools, ints, floats, strs (CSV or YAML alike)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "" or text.lower() in ("nan", "none", "null"):
+            return None
+        if kind == "bool" or (kind == "any" and text.lower() in ("true", "false")):
+            if text.lower() in ("true", "false"):
+                return text.lower() == "true"
+        if kind in ("int", "float"):
+            value = float(text)
+        elif kind == "any":
+            try:
+                value = float(text)
+            except ValueError:
+                return text
+        else:
+            return text
+    if kind == "bool":
+        return bool(value)
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    if kind == "str":
+        return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return value  # keep floats floats: 1.0 in a float knob stays 1.0
+    return value
+
+
+def knob_equal(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b or a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
+    return a == b
+
+
+def match_row(knobs: dict[str, Any]) -> str | None:
+    """The Table 2 row whose optimizer settings these knobs have (None if none)."""
+    for letter, row in TABLE2.items():
+        if all(knob_equal(knobs.get(f"optim.{k}"), canon(v, KINDS.get(f"optim.{k}", "any"))) for k, v in row.optim.items()):
+            return letter
+    return None
+
+
+def _keep_key(key: str) -> bool:
+    return key not in DROPPED_KEYS and not (DROPPED_PREFIXES and key.startswith(DROPPED_PREFIXES))
+
+
+def complete_knobs(flat: dict[str, Any]) -> dict[str, Any]:
+    """Fill keys a config lacks: from its Table 2 row (``row`` given, optim.* absent), then schema defaults."""
+    out = dict(flat)
+    letter = out.get("row")
+    if isinstance(letter, str) and letter in TABLE2:
+        for k, v in TABLE2[letter].optim.items():
+            out.setdefault(f"optim.{k}", v)
+    for key, value in DEFAULTS.items():
+        if _keep_key(key):
+            out.setdefault(key, value)
+    return {k: canon(v, KINDS.get(k, "any")) for k, v in out.items() if _keep_key(k)}
+
+
+# --- one run ---------------------------------------------------------------------------------------
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def outcome_of(status: Any, val_ppl: Any) -> str:
+    """ok | diverged | failed | incomplete — what a run counts as (a completed non-finite run diverged)."""
+    if status == "completed":
+        return "ok" if _finite(val_ppl) is not None else "diverged"
+    if status == "diverged":
+        return "diverged"
+    if status == "failed":
+        return "failed"
+    return "incomplete"
+
+
+def rms_stats(curve: pd.DataFrame) -> dict[str, Any]:
+    """Per matrix: the excursion max|ln RMS(U)| after RMS_SKIP_STEPS, and min/max/count of RMS(U) there."""
+    out: dict[str, Any] = {}
+    for m in R.FIG1_MATRICES:
+        key = f"rms_u/{m}"
+        if curve is None or key not in curve or curve.empty:
+            vals = pd.Series(dtype=float)
+            steps = pd.Series(dtype=float)
+        else:
+            sub = curve[["step", key]].dropna()
+            steps, vals = sub["step"], pd.to_numeric(sub[key], errors="coerce")
+        steps = pd.to_numeric(steps, errors="coerce").astype(float)
+        vals = vals.astype(float)
+        keep = (steps > R.RMS_SKIP_STEPS) & np.isfinite(vals) & (vals > 0)
+        v = vals[keep]
+        out[f"{key}.excursion"] = R.rms_excursion(steps[keep].tolist(), v.tolist())
+        out[f"{key}.min"] = float(v.min()) if len(v) else None
+        out[f"{key}.max"] = float(v.max()) if len(v) else None
+        out[f"{key}.n"] = int(len(v))
+    return out
+
+
+def _curve_frame(records: list[dict], run_id: str) -> pd.DataFrame:
+    rows = []
+    for rec in records:
+        step = rec.get("step")
+        if step is None:
+            continue
+        row = {"run_id": run_id, "step": int(step)}
+        found = False
+        for k in CURVE_KEYS:
+            v = rec.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                row[k] = float(v)
+                found = True
+        if found:
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=["run_id", "step", *CURVE_KEYS])
+    return frame
+
+
+def run_record(run_id: str, config: dict, summary: dict | None, meta: dict | None) -> dict[str, Any]:
+    """One row of ``runs``: the knobs (flattened config), the results and the provenance."""
+    knobs = complete_knobs(config)
+    summary = summary or {}
+    meta = meta or {}
+    rec: dict[str, Any] = {"run_id": run_id, **knobs}
+    rec["seed"] = knobs.get("train.seed")
+    status = summary.get("status")
+    rec["status"] = status if isinstance(status, str) else "incomplete"
+    for key in ("val_ppl", "best_val_ppl", "test_ppl", "val_loss", "wall_time_s", "state_bytes", "params"):
+        rec[key] = _finite(summary.get(key))
+    for key in ("step", "steps", "tokens", "diverged_at"):
+        v = _finite(summary.get(key))
+        rec[key] = int(v) if v is not None else None
+    if rec["steps"] is None:
+        rec["steps"] = knobs.get("train.steps")
+    rec["error"] = summary.get("error")
+    rec["outcome"] = outcome_of(rec["status"], rec["val_ppl"])
+    git = meta.get("git") or {}
+    rec["git_commit"] = git.get("commit")
+    rec["git_dirty"] = git.get("dirty")
+    rec["device_name"] = meta.get("device_name")
+    rec["torch_version"] = (meta.get("packages") or {}).get("torch")
+    rec["warmup_steps_resolved"] = meta.get("warmup_steps") or knobs.get("schedule.warmup_steps") or (
+        max(1, int(knobs["train.steps"]) // 10) if knobs.get("train.steps") else None)
+    rec["train_tokens"] = (meta.get("data") or {}).get("train_tokens")
+    if rec["params"] is None and meta.get("params") is not None:
+        rec["params"] = _finite(meta["params"])
+    return rec
+
+
+# --- sources ---------------------------------------------------------------------------------------
+
+
+def study_dir(runs_root: Path, exp: str, scale: str) -> Path:
+    return Path(runs_root) / exp / scale
+
+
+def load_local(runs_root: Path, exp: str, scale: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every run dir ``<runs_root>/<exp>/<scale>/<cell>/seed<k>/`` that has a config.yaml."""
+    import yaml
+
+    root = study_dir(runs_root, exp, scale)
+    pattern = f"{root}/<cell>/seed<k>/config.yaml"
+    if not root.is_dir():
+        raise ReportError(f"no runs directory {root} (looked for {pattern}); run `make sweep EXP={exp} SCALE={scale}` first")
+    records, curves = [], []
+    for cfg_path in sorted(root.glob("*/*/config.yaml")):
+        run_dir = cfg_path.parent
+        run_id = f"{run_dir.parent.name}/{run_dir.name}"
+        try:
+            config = flatten(yaml.safe_load(cfg_path.read_text()) or {})
+            summary = _read_json(run_dir / "summary.json")
+            meta = _read_json(run_dir / "meta.json")
+            curve = _curve_frame(read_metrics(run_dir / "metrics.jsonl"), run_id)
+        except (OSError, ValueError, yaml.YAMLError) as err:
+            log.warning("skipping unreadable run %s: %s", run_dir, err)
+            continue
+        rec = run_record(run_id, config, summary, meta)
+        rec.update(rms_stats(curve))
+        records.append(rec)
+        curves.append(curve)
+    if not records:
+        raise ReportError(f"no runs in {root} (looked for {pattern})")
+    return finish_runs(pd.DataFrame(records)), _concat(curves)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "step", *CURVE_KEYS])
+    return pd.concat(frames, ignore_index=True)
+
+
+HISTORY_SAMPLES = 100_000  # rows per run asked of W&B's history (all of them at every scale we run)
+
+
+def _summary_value(summary: dict, key: str, metric: str | None = None, pick: str = "last") -> Any:
+    """summary.json's key, else the metric's W&B summary (a number, or {"min":…, "last":…})."""
+    if key in summary and summary[key] is not None:
+        return summary[key]
+    if metric and metric in summary:
+        v = summary[metric]
+        if isinstance(v, dict):
+            return v.get(pick)
+        return v
+    return None
+
+
+def load_wandb(exp: str, scale: str, project: str = "factorial", entity: str | None = None,
+               api: Any = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs of W&B group ``<exp>/<scale>`` — the same frames as ``load_local``.
+
+    ``api`` is a ``wandb.Api()`` (made here if None; tests pass a fake). Summary runs of this module
+    (job_type "table") are skipped.
+    """
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    path = f"{entity}/{project}" if entity else project
+    group = f"{exp}/{scale}"
+    try:
+        runs = list(api.runs(path, filters={"group": group}))
+    except Exception as err:  # network, auth, unknown project
+        raise ReportError(f"W&B: could not list runs of {path} group {group!r}: {type(err).__name__}: {err}") from err
+    records, curves = [], []
+    for run in runs:
+        if getattr(run, "job_type", None) == "table" or str(getattr(run, "name", "")).endswith("/summary"):
+            continue
+        config = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
+        config = flatten(config)  # already flat in W&B; nested dicts from older runs flatten the same way
+        summary = dict(run.summary) if run.summary is not None else {}
+        summ = {
+            "status": summary.get("status"),
+            "val_ppl": _summary_value(summary, "val_ppl", "val/ppl", "last"),
+            "best_val_ppl": _summary_value(summary, "best_val_ppl", "val/ppl", "min"),
+            "test_ppl": _summary_value(summary, "test_ppl", "test/ppl"),
+            **{k: summary.get(k) for k in ("val_loss", "step", "steps", "tokens", "wall_time_s", "state_bytes",
+                                          "params", "diverged_at", "error")},
+        }
+        if summ["status"] is None and getattr(run, "state", None) in ("running", "crashed", "failed", "killed"):
+            summ["status"] = "failed" if run.state != "running" else None
+        meta = {}
+        with _quiet():
+            md = getattr(run, "metadata", None)
+        if isinstance(md, dict):
+            meta["git"] = md.get("git") or {}
+        name = str(getattr(run, "name", "") or getattr(run, "id", "run"))
+        run_id = name if "/" in name else f"{config.get('cell') or name}/seed{config.get('train.seed', 0)}"
+        rec = run_record(run_id, config, summ, meta)
+        try:
+            hist = run.history(samples=HISTORY_SAMPLES, pandas=False)
+        except Exception as err:
+            log.warning("W&B: no history for %s: %s", run_id, err)
+            hist = []
+        if isinstance(hist, pd.DataFrame):
+            hist = hist.to_dict("records")
+        rows = []
+        for h in hist:
+            h = dict(h)
+            if "step" not in h or h["step"] is None or (isinstance(h["step"], float) and math.isnan(h["step"])):
+                h["step"] = h.get("_step")
+            rows.append({k: (float(v) if isinstance(v, str) and v in ("NaN", "Infinity", "-Infinity") else v)
+                         for k, v in h.items()})
+        curve = _curve_frame(rows, run_id)
+        rec.update(rms_stats(curve))
+        records.append(rec)
+        curves.append(curve)
+    if not records:
+        raise ReportError(f"W&B: no runs in project {path} with group {group!r}")
+    return finish_runs(pd.DataFrame(records)), _concat(curves)
+
+
+class _quiet:
+    """Suppress any error from a lazy W&B attribute (metadata needs a file download)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], Exception)
+
+
+def _csv_value(key: str, value: Any) -> Any:
+    return canon(value, "str" if key in STR_COLUMNS else KINDS.get(key, "any"))
+
+
+def load_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A cells.csv (and curves.csv beside it, if present)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(f"no cells.csv at {path}")
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if raw.empty:
+        raise ReportError(f"{path} holds no runs")
+    records = []
+    for i, row in enumerate(raw.to_dict("records")):
+        row = {k: v for k, v in row.items() if not str(k).startswith("Unnamed")}
+        run_id = row.get("run_id") or f"run{i}"
+        config = {k: canon(v, KINDS[k]) for k, v in row.items() if k in KINDS}
+        if "seed" in row and config.get("train.seed") is None:
+            config["train.seed"] = canon(row["seed"], "int")
+        rec = run_record(run_id, config, {k: _csv_value(k, row.get(k)) for k in RESULT_COLUMNS if k in row}, None)
+        for k in META_COLUMNS:
+            if k in row:
+                rec[k] = _csv_value(k, row[k])
+        for k, v in row.items():  # anything else (rms stats, extra columns) passes through
+            if k not in rec:
+                rec[k] = _csv_value(k, v)
+        if "outcome" in row and canon(row["outcome"]) and rec.get("status") == "incomplete":
+            rec["outcome"] = row["outcome"]
+        records.append(rec)
+    runs = finish_runs(pd.DataFrame(records))
+    curves_path = path.with_name("curves.csv")
+    curves = pd.read_csv(curves_path) if curves_path.is_file() else _concat([])
+    if not curves.empty:
+        curves["run_id"] = curves["run_id"].astype(str)
+        stats = {rid: rms_stats(g) for rid, g in curves.groupby("run_id", sort=False)}
+        for i, rid in enumerate(runs["run_id"]):
+            for k, v in stats.get(rid, {}).items():
+                runs.at[i, k] = v
+    return runs, curves
+
+
+# --- derived columns -------------------------------------------------------------------------------
+
+
+def identity_keys(columns) -> list[str]:
+    """The knob columns that define a cell (all config keys but the seed, names and logging cadence)."""
+    return [c for c in columns if (c in KINDS or c in DEFAULTS) and c not in NON_IDENTITY and _keep_key(c)]
+
+
+def _fmt_num(x: Any) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:g}"
+    return str(x)
+
+
+def opt_label(k: dict[str, Any]) -> str:
+    """The optimizer in words: the Table 2 row letter if it is one, else its settings."""
+    letter = match_row(k)
+    if letter:
+        return letter
+    name = k.get("optim.name")
+    if name == "sgd":
+        return f"SGD lr={_fmt_num(k.get('optim.lr_scale'))}·s_t"
+    if name == "adam":
+        return f"Adam β1={_fmt_num(k.get('optim.beta1'))} β2={_fmt_num(k.get('optim.beta2'))} α={_fmt_num(k.get('optim.lr_scale'))}·s_t"
+    exp = k.get("optim.beta2_exponent")
+    beta2 = f"1−t^−{_fmt_num(exp)}" if exp is not None else _fmt_num(k.get("optim.beta2"))
+    clip = k.get("optim.clip_threshold")
+    beta1 = k.get("optim.beta1") or 0.0
+    mom = f" ({k.get('optim.momentum')})" if beta1 and k.get("optim.momentum") not in (None, "gradient") else ""
+    step = "ρ" if k.get("optim.relative_step") else "α"
+    return (f"Adafactor {k.get('optim.second_moment')} β1={_fmt_num(beta1)}{mom} β2={beta2} "
+            f"d={_fmt_num(clip) if clip is not None else 'off'} {step}={_fmt_num(k.get('optim.lr_scale'))}·s_t")
+
+
+def embedding_labels(k: dict[str, Any]) -> tuple[str, str]:
+    """(init σ, multiplier) in the paper's terms: 1/√d, √d, 1, or the number."""
+    d = k.get("model.d_model")
+    std, mult = k.get("model.embedding_init_std"), k.get("model.embedding_multiplier")
+
+    def name(v, default, sym):
+        if v is None:
+            return sym
+        if d and math.isclose(v, default, rel_tol=1e-6):
+            return sym
+        if math.isclose(v, 1.0):
+            return "1"
+        return f"{v:g}"
+
+    return (name(std, d**-0.5 if d else 0.0, "1/√d"), name(mult, d**0.5 if d else 0.0, "√d"))
+
+
+def finish_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add the derived columns: row_match, opt, embedding, cell_key; order the columns for cells.csv."""
+    runs = runs.astype(object).where(runs.notna(), None)
+    idkeys = identity_keys(runs.columns)
+    derived = {"row_match": [], "opt": [], "embedding": [], "cell_key": []}
+    for rec in runs.to_dict("records"):
+        k = {key: rec.get(key) for key in idkeys}
+        derived["row_match"].append(match_row(k))
+        derived["opt"].append(opt_label(k))
+        std, mult = embedding_labels(k)
+        derived["embedding"].append(f"σ={std}, ×{mult}")
+        derived["cell_key"].append(json.dumps({key: k[key] for key in sorted(idkeys)}, sort_keys=True, default=str))
+    for col, values in derived.items():
+        runs[col] = pd.Series(values, index=runs.index, dtype=object)
+    runs["seed"] = pd.Series([int(v) if v is not None else None for v in runs["seed"]], index=runs.index, dtype=object)
+    first = ["run_id", "cell", "seed", "exp", "scale", "row", "row_match", "opt", "embedding", *RESULT_COLUMNS, *META_COLUMNS]
+    rms = sorted(c for c in runs.columns if c.startswith("rms_u/"))
+    knobs = sorted(c for c in runs.columns if c not in first and c not in rms and c != "cell_key")
+    order = [c for c in first if c in runs.columns] + knobs + rms + ["cell_key"]
+    runs = runs[order].sort_values(["run_id"], kind="stable").reset_index(drop=True)
+    return runs.astype(object).where(runs.notna(), None)  # Python values throughout: None, bool, int, float, str
+
+
+# --- cells: runs aggregated over seeds --------------------------------------------------------------
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _std(xs: list[float]) -> float | None:
+    if len(xs) < 2:
+        return None
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell (runs with the same knobs), with seed statistics of the final perplexity."""
+    idkeys = identity_keys(runs.columns)
+    out = []
+    for key, g in runs.groupby("cell_key", sort=False, dropna=False):
+        g = g.sort_values("seed", kind="stable", na_position="last")
+        first = g.iloc[0]
+        rec = {k: first[k] for k in idkeys}
+        rec.update({"cell_key": key, "row_match": first["row_match"], "opt": first["opt"], "embedding": first["embedding"]})
+        ok = g[g["outcome"] == "ok"]
+        div = g[g["outcome"] == "diverged"]
+        finished = g[g["outcome"].isin(["ok", "diverged"])]
+        ppls = [float(v) for v in ok["val_ppl"]]
+        rec.update({
+            "cells": ", ".join(sorted({str(c) for c in g["cell"] if c})) if "cell" in g else "",
+            "run_ids": list(g["run_id"]),
+            "finished_run_ids": list(finished["run_id"]),
+            "seeds": [int(s) for s in finished["seed"] if s is not None],
+            "n_runs": len(g), "n": len(finished), "n_ok": len(ok), "n_diverged": len(div),
+            "n_failed": int((g["outcome"] == "failed").sum()), "n_incomplete": int((g["outcome"] == "incomplete").sum()),
+            "ppl_values": ppls, "ppl_mean": _mean(ppls), "ppl_std": _std(ppls),
+            "best_ppl_mean": _mean([float(v) for v in ok["best_val_ppl"] if v is not None]),
+            "test_ppl_mean": _mean([float(v) for v in ok["test_ppl"] if v is not None]),
+            "diverged_at": [int(v) for v in div["diverged_at"] if v is not None],
+            "state_bytes": max((float(v) for v in finished["state_bytes"] if v is not None), default=None),
+            "params": max((float(v) for v in g["params"] if v is not None), default=None),
+            "wall_time_s": _mean([float(v) for v in finished["wall_time_s"] if v is not None]),
+        })
+        rec["rms_every"] = first.get("train.rms_every")
+        for m in R.FIG1_MATRICES:
+            for stat, name in (("excursion", "rms"), ("min", "rmsmin"), ("max", "rmsmax")):
+                col = f"rms_u/{m}.{stat}"
+                rec[f"{name}_{m}"] = [_finite(v) for v in finished[col]] if col in finished else []
+        out.append(rec)
+    cells = pd.DataFrame(out, dtype=object)
+    return cells.reset_index(drop=True)
+
+
+def stats_of(cell: dict | pd.Series | None, label: str) -> R.CellStats:
+    """The rules' view of one aggregated cell (None: missing)."""
+    if cell is None:
+        return R.CellStats(label)
+    return R.CellStats(label, n=int(cell["n"]), n_diverged=int(cell["n_diverged"]), mean=cell["ppl_mean"],
+                       std=cell["ppl_std"], n_failed=int(cell.get("n_failed") or 0),
+                       n_incomplete=int(cell.get("n_incomplete") or 0))
+
+
+def varying(frame: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The keys that take more than one value in frame."""
+    out = []
+    for k in keys:
+        if k in frame and len({json.dumps(v, default=str) for v in frame[k]}) > 1:
+            out.append(k)
+    return out

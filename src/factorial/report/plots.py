@@ -1,0 +1,453 @@
+"""The study's figures (PNG, matplotlib's Agg backend): curves, Figure 1, Table 3's bars, sweeps.
+
+Every function takes the aggregated cells (and the curves) and writes one PNG; each returns
+``(file name, caption)`` pairs, so REPORT.md can embed what was drawn. Nothing here decides a verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
+
+from ..rows import TABLE2  # noqa: E402
+from . import rules as R  # noqa: E402
+from .data import ROW_ORDER, stats_of  # noqa: E402
+from .tables import (  # noqa: E402
+    LAYOUTS, Field, Layout, _row_of, generic_fields, section_title, sections, table2_paper_columns,
+)
+
+DPI = 110
+WARMUP_COLORS = {True: "#1f77b4", False: "#d62728"}  # blue: warmup, red: no warmup
+PALETTE = plt.get_cmap("tab10").colors
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _curves_of(curves: pd.DataFrame, run_ids: Iterable[str], key: str) -> list[tuple[str, pd.DataFrame]]:
+    out = []
+    if curves is None or curves.empty or key not in curves:
+        return out
+    for rid in run_ids:
+        sub = curves[(curves["run_id"] == rid)][["step", key]].dropna()
+        sub = sub[sub[key].map(lambda v: math.isfinite(float(v)))]
+        if len(sub):
+            out.append((rid, sub.sort_values("step")))
+    return out
+
+
+def _diverged_steps(runs: pd.DataFrame, run_ids: Iterable[str]) -> list[int]:
+    ids = set(run_ids)
+    sub = runs[runs["run_id"].isin(ids) & (runs["outcome"] == "diverged")]
+    return [int(s) if s is not None else int(t or 0) for s, t in zip(sub["diverged_at"], sub["step"])]
+
+
+def _log_if_wide(ax, values: list[float], axis: str = "y") -> None:
+    """Log scale when the values span a factor ≥ 5, with labelled ticks even inside one decade."""
+    vals = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if not vals or max(vals) / min(vals) < 5:
+        return
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    decades = math.log10(max(vals) / min(vals))
+    subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0) if decades < 1.2 else (1.0, 2.0, 5.0) if decades < 2.5 else (1.0,)
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(mticker.LogLocator(base=10, subs=subs))
+    target.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_locator(mticker.LogLocator(base=10, subs=tuple(range(1, 10))))
+    target.set_minor_formatter(mticker.NullFormatter())
+
+
+def _draw_cell(ax, runs, curves, cell: dict, color, label: str, linestyle="-") -> list[float]:
+    """Every seed of a cell as a line; diverged seeds as × at the top, at the step they diverged."""
+    ys = []
+    drawn = False
+    for i, (_, c) in enumerate(_curves_of(curves, cell["run_ids"], "val/ppl")):
+        ax.plot(c["step"], c["val/ppl"], color=color, lw=1.4, ls=linestyle, alpha=0.85,
+                marker="o" if len(c) < 12 else None, ms=3, label=label if not drawn else None)
+        drawn = True
+        ys += [float(v) for v in c["val/ppl"]]
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    for step in _diverged_steps(runs, cell["run_ids"]):
+        ax.plot([step], [0.94], marker="x", ms=9, mew=2.2, color=color, transform=trans, clip_on=False,
+                label=None if drawn else label)
+        drawn = True
+    return ys
+
+
+# --- validation perplexity against step --------------------------------------------------------------
+
+
+def _short_row(letter: str) -> str:
+    p = table2_paper_columns(letter)
+    if TABLE2[letter].is_sgd:
+        return f"{letter}: SGD, {p['step']}"
+    bits = [p["second moment"], f"β1={p['β1']}", p["β2"].replace("β2 = ", "β2=")]
+    if p["d"]:
+        bits.append(f"d={p['d']}")
+    if p["step"].startswith("ρ"):
+        bits.append("relative step")
+    return f"{letter}: " + ", ".join(bits)
+
+
+def table2_curves(runs, cells: pd.DataFrame, curves, out: Path, name: str, subtitle: str = "") -> list[tuple[str, str]]:
+    """A grid of small panels, one per Table 2 row: warmup (blue) and no warmup (red), all seeds."""
+    recs = [c for c in cells.to_dict("records") if c.get("row_match")]
+    letters = [r for r in ROW_ORDER if any(c["row_match"] == r for c in recs)]
+    if not letters:
+        return []
+    n = len(letters)
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.1 * nrows + 0.8), sharex=True, sharey=True,
+                             squeeze=False)
+    all_y = []
+    for ax, letter in zip(axes.flat, letters):
+        handles = []
+        for warmup in (True, False):
+            cell = next((c for c in recs if c["row_match"] == letter and bool(c["schedule.warmup"]) == warmup), None)
+            if cell is None:
+                continue
+            s = stats_of(cell, "")
+            all_y += _draw_cell(ax, runs, curves, cell, WARMUP_COLORS[warmup], None)
+            handles.append(Line2D([], [], color=WARMUP_COLORS[warmup], lw=2,
+                                  label=f"{'warmup' if warmup else 'no warmup'}: {R.format_stats(s)}"))
+        ax.legend(handles=handles, loc="best", fontsize=7.5, framealpha=0.85, handlelength=1.2)
+        ax.set_title(_short_row(letter), fontsize=9.5, loc="left")
+        ax.grid(True, alpha=0.3, which="both")
+    _hide_unused(axes, n)
+    _log_if_wide(axes.flat[0], all_y)
+    _clip_ylim(axes.flat[0], all_y)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation perplexity")
+    handles = [Line2D([], [], color=WARMUP_COLORS[True], lw=2, label="warmup"),
+               Line2D([], [], color=WARMUP_COLORS[False], lw=2, label="no warmup"),
+               Line2D([], [], color="k", marker="x", ls="", ms=8, mew=2, label="diverged (at that step)")]
+    fig.legend(handles=handles, loc="upper right", ncol=3, fontsize=10, frameon=False, bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle("Table 2 rows: validation perplexity against step" + (f" ({subtitle})" if subtitle else ""),
+                 x=0.01, ha="left", fontsize=13)
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if nrows > 2 else 0.93))
+    _save(fig, out / name)
+    return [(name, "Validation perplexity against step, one panel per Table 2 row; blue: with warmup, red: without; "
+                   "one line per seed, × where a seed diverged; the numbers are final perplexity (mean ± std, n seeds).")]
+
+
+def _hide_unused(axes, n: int) -> None:
+    """Hide the panels past n; the lowest visible panel of each column gets the step axis labels."""
+    nrows, ncols = axes.shape
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.set_visible(False)
+    for col in range(ncols):
+        visible = [r for r in range(nrows) if r * ncols + col < n]
+        if visible:
+            ax = axes[visible[-1], col]
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel("step")
+
+
+def _clip_ylim(ax, ys: list[float]) -> None:
+    """Keep the first evaluations (perplexity ≈ vocabulary size) from flattening the interesting part."""
+    ys = sorted(y for y in ys if math.isfinite(y) and y > 0)
+    if len(ys) < 4:
+        return
+    lo, hi = ys[0], ys[-1]
+    cap = ys[int(0.9 * (len(ys) - 1))] * 1.5  # the 90th percentile, with room
+    top = min(hi * 1.05, max(cap, lo * 1.2))
+    if ax.get_yscale() == "log":
+        ax.set_ylim(lo / 1.05, top)
+    else:
+        ax.set_ylim(lo - 0.05 * (top - lo), top)
+
+
+def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out: Path, name: str,
+                   title: str) -> list[tuple[str, str]]:
+    """One panel per column group of the layout (or one panel), one colour per table row."""
+    recs = cells.to_dict("records")
+    if not recs:
+        return []
+    if layout is not None:
+        panel_of = lambda c: tuple(f.of(c) for f in layout.columns)  # noqa: E731
+        line_of = lambda c: tuple(f.of(c) for f in layout.index)  # noqa: E731
+    else:
+        fields = generic_fields(cells) or [Field("cell", lambda c: ((), c.get("cells") or c.get("opt") or "?"))]
+        panel_of = lambda c: ()  # noqa: E731
+        line_of = lambda c: tuple(f.of(c) for f in fields)  # noqa: E731
+    panels = sorted({panel_of(c) for c in recs}, key=lambda t: tuple(x[0] for x in t))
+    lines = sorted({line_of(c) for c in recs}, key=lambda t: tuple(x[0] for x in t))
+    cmap = plt.get_cmap("tab10" if len(lines) <= 10 else "tab20")
+    colors = {ln: cmap(i % cmap.N) for i, ln in enumerate(lines)}
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.0 * nrows + 0.6), sharex=True, sharey=True, squeeze=False)
+    all_y = []
+    for ax, panel in zip(axes.flat, panels):
+        for ln in lines:
+            for c in recs:
+                if panel_of(c) == panel and line_of(c) == ln:
+                    lab = ", ".join(x[1] for x in ln)
+                    all_y += _draw_cell(ax, runs, curves, c, colors[ln], f"{lab}: {R.format_stats(stats_of(c, ''))}")
+        ax.set_title(", ".join(x[1] for x in panel) if panel else title, fontsize=10, loc="left")
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(fontsize=7.5, loc="best", title=", ".join(f.header for f in (layout.index if layout else fields)),
+                  title_fontsize=8, framealpha=0.85)
+    _hide_unused(axes, len(panels))
+    _log_if_wide(axes.flat[0], all_y)
+    _clip_ylim(axes.flat[0], all_y)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation perplexity")
+    fig.suptitle(f"{title}: validation perplexity against step (× = diverged)", x=0.01, ha="left", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    _save(fig, out / name)
+    return [(name, "Validation perplexity against step; one line per seed, × where a seed diverged; the legend gives "
+                   "final perplexity (mean ± std, n seeds).")]
+
+
+# --- Figure 1 -----------------------------------------------------------------------------------------
+
+
+def fig1_cells(cells: pd.DataFrame, exp: str) -> list[dict]:
+    """The cells Figure 1 shows: every cell of the fig1 study; elsewhere A and G with warmup."""
+    recs = [c for c in cells.to_dict("records") if any(x is not None for x in c.get(f"rms_{R.FIG1_MATRIX}") or [])]
+    if exp != "fig1":
+        recs = [c for c in recs if c.get("row_match") in ("A", "G") and c.get("schedule.warmup")]
+        if len(recs) < 2:
+            return []
+    return sorted(recs, key=lambda c: (_row_of(c)[0], not c.get("schedule.warmup")))
+
+
+def _beta2_label(c: dict) -> str:
+    if c.get("optim.beta2_exponent") is not None:
+        b = f"β̂2t = 1 − t^−{c['optim.beta2_exponent']:g}"
+    else:
+        b = f"β2 = {c.get('optim.beta2'):g}"
+    w = "" if c.get("schedule.warmup") else ", no warmup"
+    return f"{_row_of(c)[1]}: {b}{w}"
+
+
+def figure1(runs, cells: pd.DataFrame, curves, exp: str, out: Path, name: str = "fig1_rms_u.png") -> list[tuple[str, str]]:
+    recs = fig1_cells(cells, exp)
+    if not recs:
+        return []
+    fig, axes = plt.subplots(1, len(R.FIG1_MATRICES), figsize=(5.4 * len(R.FIG1_MATRICES), 4.4), sharey=True)
+    colors = {id(c): PALETTE[i % 10] for i, c in enumerate(recs)}
+    titles = {"tok_emb": "token embedding (shared with softmax when tied)",
+              "attn_proj.0": "attention output projection, block 0", "ff1.0": "first feed-forward matrix, block 0"}
+    ys = []
+    for ax, m in zip(axes, R.FIG1_MATRICES):
+        ax.axhspan(1 / R.RMS_NEAR, R.RMS_NEAR, color="#2ca02c", alpha=0.10, lw=0)
+        for y in (R.RMS_FAR, 1 / R.RMS_FAR):
+            ax.axhline(y, color="0.4", ls=":", lw=1)
+        ax.axhline(1.0, color="k", ls="--", lw=1.2)
+        ax.axvspan(0, R.RMS_SKIP_STEPS + 0.5, color="0.5", alpha=0.12, lw=0)
+        for c in recs:
+            first = True
+            for _, cur in _curves_of(curves, c["run_ids"], f"rms_u/{m}"):
+                cur = cur[cur[f"rms_u/{m}"] > 0]
+                ax.plot(cur["step"], cur[f"rms_u/{m}"], color=colors[id(c)], lw=1.1, alpha=0.9,
+                        label=_beta2_label(c) if first else None)
+                ys += [float(v) for v in cur[f"rms_u/{m}"]]
+                first = False
+        ax.set_yscale("log")
+        ax.set_title(f"RMS(U) — {titles.get(m, m)}" + ("  [C13]" if m == R.FIG1_MATRIX else ""), fontsize=10, loc="left")
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3, which="major")
+    if ys:
+        lo, hi = min(ys), max(ys)
+        axes[0].set_ylim(min(lo, 1 / R.RMS_FAR) / 1.15, max(hi, R.RMS_FAR) * 1.15)
+    ticks = [t for t in (0.1, 0.2, 0.33, 0.5, 0.67, 0.77, 1, 1.3, 1.5, 2, 3, 5, 10)]
+    axes[0].yaxis.set_major_locator(mticker.FixedLocator(ticks))
+    axes[0].yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[0].yaxis.set_minor_formatter(mticker.NullFormatter())
+    axes[0].set_ylabel("RMS(U),  U = G / √V̂  (log scale)")
+    extra = [Line2D([], [], color="k", ls="--", label="RMS(U) = 1"),
+             Line2D([], [], color="0.4", ls=":", label=f"C13 'far' bounds {1 / R.RMS_FAR:.2f}, {R.RMS_FAR:g}"),
+             plt.Rectangle((0, 0), 1, 1, color="#2ca02c", alpha=0.2, label=f"C13 'near' band {1 / R.RMS_NEAR:.2f}–{R.RMS_NEAR:g}"),
+             plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.25, label=f"steps ≤ {R.RMS_SKIP_STEPS} (ignored by C13)")]
+    handles, _ = axes[0].get_legend_handles_labels()
+    fig.legend(handles=handles + extra, loc="lower center", ncol=min(6, len(handles) + 4), fontsize=9, frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    every = sorted({str(c.get("rms_every")) for c in recs})
+    fig.suptitle(f"Figure 1: RMS of the unscaled update over training (logged every {', '.join(every)} step(s))",
+                 x=0.01, ha="left", fontsize=12)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    _save(fig, out / name)
+    return [(name, f"RMS(U) of three weight matrices against step (the paper's Figure 1 uses one; C13 is judged on "
+                   f"`rms_u/{R.FIG1_MATRIX}`, left). Dashed: 1; dotted: the 'far' bounds; green: the 'near' band.")]
+
+
+# --- Table 3 ------------------------------------------------------------------------------------------
+
+
+def table3_bars(cells: pd.DataFrame, out: Path, name: str = "table3_bars.png") -> list[tuple[str, str]]:
+    layout = LAYOUTS["table3"]
+    recs = cells.to_dict("records")
+    if not recs:
+        return []
+    groups = sorted({tuple(f.of(c) for f in layout.index) for c in recs}, key=lambda t: tuple(x[0] for x in t))
+    bars = sorted({tuple(f.of(c) for f in layout.columns) for c in recs}, key=lambda t: tuple(x[0] for x in t))
+    width = 0.8 / max(1, len(bars))
+    fig, ax = plt.subplots(figsize=(2.2 + 2.4 * len(groups), 4.6))
+    top = 0.0
+    found = []
+    for j, bar in enumerate(bars):
+        for i, grp in enumerate(groups):
+            c = next((c for c in recs if tuple(f.of(c) for f in layout.index) == grp
+                      and tuple(f.of(c) for f in layout.columns) == bar), None)
+            found.append((i, j, stats_of(c, "")))
+            if c is not None and c.get("ppl_mean") is not None:
+                top = max(top, c["ppl_mean"] + (c.get("ppl_std") or 0))
+    top = top or 1.0
+    for i, j, s in found:
+        x = i - 0.4 + width * (j + 0.5)
+        color = PALETTE[j % 10]
+        if s.missing:
+            ax.text(x, top * 0.02, "not run", ha="center", va="bottom", rotation=90, fontsize=8, color="0.4")
+        elif s.all_diverged:
+            ax.bar(x, top * 1.05, width, color="white", edgecolor=color, hatch="//")
+            ax.text(x, top * 0.5, f"diverged ({s.n_diverged}/{s.n})", ha="center", va="center", rotation=90, fontsize=9,
+                    bbox=dict(facecolor="white", edgecolor="none", alpha=0.9))
+        else:
+            ax.bar(x, s.mean, width, color=color, yerr=s.std if s.std else None, capsize=4)
+            note = f"{R.format_ppl(s.mean)}" + (f"\n{s.n_diverged}/{s.n} div." if s.n_diverged else "")
+            ax.text(x, s.mean + (s.std or 0) + top * 0.025, note, ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"init σ = {g[0][1]}\nmultiplier = {g[1][1]}" for g in groups])
+    ax.set_ylabel("final validation perplexity (lower is better)")
+    ax.set_ylim(0, top * 1.18)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=PALETTE[j % 10], label=", ".join(x[1] for x in bar)) for j, bar in enumerate(bars)]
+    ax.legend(handles=handles, fontsize=9, loc="upper left")
+    ax.set_title("Table 3: embedding scaling (untied embeddings), mean ± std over seeds", fontsize=11, loc="left")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, out / name)
+    return [(name, "Final validation perplexity for the three embedding settings of Table 3; error bars: std over seeds.")]
+
+
+# --- sweeps over a number -----------------------------------------------------------------------------
+
+
+def sweep(cells: pd.DataFrame, index: list, columns: list, xkey: str, xlabel: str, title: str, out: Path, name: str,
+          log_x: bool | None = None) -> list[tuple[str, str]]:
+    """Final perplexity against a number, one line per column group; × for diverged, dashed for x = None."""
+    recs = cells.to_dict("records")
+    series = sorted({tuple(f.of(c) for f in columns) for c in recs}, key=lambda t: tuple(x[0] for x in t))
+    xs_all = sorted({c.get(xkey) for c in recs if c.get(xkey) is not None})
+    if not xs_all:
+        return []
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    ys = []
+    any_div = False
+    for j, ser in enumerate(series):
+        color = PALETTE[j % 10]
+        label = ", ".join(x[1] for x in ser) or "val ppl"
+        pts = sorted(((c[xkey], stats_of(c, "")) for c in recs if tuple(f.of(c) for f in columns) == ser
+                      and c.get(xkey) is not None), key=lambda p: p[0])
+        fin = [(x, s) for x, s in pts if not s.all_diverged and s.mean is not None]
+        if fin:
+            ax.errorbar([x for x, _ in fin], [s.mean for _, s in fin], yerr=[s.std or 0 for _, s in fin], color=color,
+                        marker="o", capsize=3, lw=1.6, label=label)
+            ys += [s.mean for _, s in fin]
+            for x, s in fin:
+                if s.n_diverged:
+                    ax.annotate(f"{s.n_diverged}/{s.n} div.", (x, s.mean), textcoords="offset points", xytext=(4, 6),
+                                fontsize=8, color=color)
+        for x, s in pts:
+            if s.all_diverged:
+                any_div = True
+                ax.plot([x], [0.95 - 0.04 * j], marker="x", ms=10, mew=2.4, color=color, transform=trans, clip_on=False,
+                        label=None if fin else label)
+        none = [stats_of(c, "") for c in recs if tuple(f.of(c) for f in columns) == ser and c.get(xkey) is None]
+        for s in none:
+            if s.mean is not None and not s.all_diverged:
+                ax.axhline(s.mean, color=color, ls="--", lw=1, alpha=0.8)
+                ys.append(s.mean)
+    _log_if_wide(ax, ys)
+    if any_div and ys:  # room above the data for the × row
+        lo, hi = min(ys), max(ys)
+        if ax.get_yscale() == "log":
+            ax.set_ylim(lo / 1.1, hi * (hi / lo) ** 0.25 * 1.1)
+        else:
+            span = (hi - lo) or hi * 0.1
+            ax.set_ylim(lo - 0.08 * span, hi + 0.3 * span)
+    if log_x is None:
+        log_x = all(x > 0 for x in xs_all) and max(xs_all) / min(xs_all) >= 20
+    if log_x:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xticks(xs_all)
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+    if log_x and len(xs_all) > 4:
+        plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("final validation perplexity")
+    handles, labels = ax.get_legend_handles_labels()
+    if any_div:
+        handles.append(Line2D([], [], color="k", marker="x", ls="", ms=8, mew=2, label="all seeds diverged"))
+    if any(c.get(xkey) is None for c in recs):
+        handles.append(Line2D([], [], color="k", ls="--", lw=1, label=f"{xlabel.split(' (')[0]} off"))
+    ax.legend(handles=handles, fontsize=8.5, loc="best", title=", ".join(f.header for f in columns) or None,
+              title_fontsize=8.5)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.set_title(title, fontsize=11, loc="left")
+    fig.tight_layout()
+    _save(fig, out / name)
+    return [(name, f"Final validation perplexity against {xlabel}; mean ± std over seeds; × marks a cell whose seeds all "
+                   "diverged; a dashed line is the same series with the knob off.")]
+
+
+def _slug(values: dict) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", section_title(values))[:80]
+
+
+def make_plots(exp: str, runs: pd.DataFrame, cells: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
+    """Every figure of the study; returns (file name, caption) for REPORT.md."""
+    made: list[tuple[str, str]] = []
+    if cells.empty:
+        return made
+    has_curves = curves is not None and "val/ppl" in curves and curves["val/ppl"].notna().any()
+    if exp == "table2":
+        from .tables import ROW_FIELD, WARMUP_FIELD
+
+        matched = cells[[c is not None for c in cells["row_match"]]].reset_index(drop=True)
+        secs = sections(matched, [ROW_FIELD, WARMUP_FIELD]) if len(matched) else []
+        for i, (sec, sub) in enumerate(secs):
+            suffix = "" if i == 0 else f"_{_slug(sec)}"
+            if has_curves:
+                made += table2_curves(runs, sub, curves, out, f"curves{suffix}.png", section_title(sec))
+            sgd = sub[[str(c).startswith("Q") for c in sub["row_match"]]]
+            sgd = sgd.assign(**{"sgd_k": [TABLE2[c].optim["lr_scale"] for c in sgd["row_match"]]}) if len(sgd) else sgd
+            if len(sgd) >= 2:
+                made += sweep(sgd, [], [WARMUP_FIELD], "sgd_k", "k (SGD lr = k·s_t)", "Row Q: SGD, final perplexity against k",
+                              out, f"sgd_lr{suffix}.png", log_x=True)
+        made += figure1(runs, cells, curves, exp, out)
+        return made
+    layout = LAYOUTS.get(exp)
+    if has_curves:
+        made += generic_curves(runs, cells, curves, layout, out, "curves.png", exp)
+    if exp in ("fig1",) or fig1_cells(cells, exp):
+        made += figure1(runs, cells, curves, exp, out)
+    if exp == "table3":
+        made += table3_bars(cells, out)
+    if layout is not None and layout.sweep is not None:
+        f = layout.sweep
+        for i, (sec, sub) in enumerate(sections(cells, layout.index + layout.columns)):
+            suffix = "" if i == 0 else f"_{_slug(sec)}"
+            made += sweep(sub, layout.index, layout.columns, f.numeric, f.header,
+                          f"{layout.title}" + (f" ({section_title(sec)})" if sec else ""), out,
+                          f"sweep_{f.numeric.split('.')[-1]}{suffix}.png")
+    return made

@@ -1,0 +1,921 @@
+"""A study: a resumable grid of cells, each one ``python -m factorial.train`` run.
+
+    python -m factorial.sweep --exp table2 --scale cpu --jobs 4            # or: make sweep EXP=table2 JOBS=4
+    python -m factorial.sweep --exp fig1 --scale smoke --dry-run            # list the cells, run nothing
+    python -m factorial.sweep --exp smoke --scale smoke -- logger=none train.steps=60
+
+Study files: ``experiments/<name>.yaml``
+----------------------------------------
+
+A study is a set of *cells*; a cell is a list of Hydra overrides of conf/config.yaml, run once per seed::
+
+    description: Table 2 — rows A–P and the SGD rows, with and without warmup   # free text
+    grid:                      # cartesian product of override values; each combination is one cell
+      row: [A, B, C]           #   a config group choice (row, optim, data, model, logger) -> `row=A`
+      schedule.warmup: [true, false]   # a plain key -> `schedule.warmup=true`; null -> `key=null`
+      optimizer:               #   a value that is a mapping sets several keys together; the axis
+        - {optim: adam, schedule.warmup: true}      # name ("optimizer") is then only a label
+        - {optim: adafactor, schedule.warmup: false}
+    seeds: [0]                 # seeds of every cell (default [0])
+    more_seeds:                # more seeds for the cells that match `when` (the union of seeds is run)
+      - when: {schedule.warmup: false, row: [A, B]}   # every key must match; a list means "any of"
+        seeds: [0, 1, 2]
+    fixed: [train.rms_every=1] # overrides applied to every cell but not part of its name
+                               # (a list of key=value strings, or a mapping)
+    cells:                     # explicit cells (mappings), added to the grid's; optional `seeds:` of their own
+      - {row: O, schedule.warmup: false, seeds: [0, 1, 2]}
+
+``grid`` may also be a list of grids (their union). A scalar grid value is a one-value axis. Every key
+is checked by composing each cell with Hydra before anything runs; ``exp``, ``scale``, ``cell``,
+``run_dir`` and ``train.seed`` are set by the sweep and may not appear in a study. Two cells with the
+same name (the same overrides) are one cell, run for the union of their seeds. ``more_seeds`` compares
+values as the overrides spell them (``1`` and ``1.0`` differ); a rule that matches no cell is an error.
+
+Cells, names and run directories
+--------------------------------
+
+A cell's name is ``factorial.train.cell_name`` of its study overrides plus the extra overrides given
+after ``--`` (they change what a cell computes), without ``fixed`` overrides and without keys that do not
+change the result (``logger*``, ``train.threads``, ``train.progress``, ``run_dir``, ``data.cache_dir``).
+Each (cell, seed) runs in ``<runs>/<exp>/<scale>/<cell>/seed<k>/`` (``<runs>`` is ``runs/`` of the
+repository, or ``--runs-root`` / ``$FACTORIAL_RUNS``) as::
+
+    python -m factorial.train <study overrides> <extra> <fixed> exp=<exp> scale=<scale> cell=<name> \
+        train.seed=<k> run_dir=<run dir> train.progress=false [train.threads=N] [data.cache_dir=...]
+
+with its stdout and stderr appended to ``<run dir>/train.log``. ``train.threads`` is
+max(1, cpu_count // jobs) (``--cpus-per-cell``) unless the config (scale file or overrides) sets it.
+
+Before any cell starts, every cell is composed and validated, and every existing run directory is
+checked to hold the same config; any error (unknown study or scale, a bad override or row, a run
+directory from another config) is reported with the key, the value and what is allowed, and the
+sweep exits 2 having written nothing.
+
+Resuming: a run whose ``summary.json`` says ``completed`` or ``diverged`` is skipped without starting a
+process; ``failed`` or missing runs again (the trainer resumes from its last checkpoint). A run still
+locked by a live trainer (an orphan of a killed sweep) is waited for. A diverged or failed cell never
+stops the sweep. So a sweep interrupted any way (Ctrl-C, SIGTERM, SIGKILL of its process group) and run
+again ends with the same summaries as one that was never interrupted.
+
+Launchers (``--launcher``)
+--------------------------
+
+``local`` (default)  ``--jobs`` worker threads, each running one cell subprocess at a time; on a machine
+                     with several CUDA GPUs, worker i runs its cells on GPU i % n_gpus
+                     (CUDA_VISIBLE_DEVICES). Ctrl-C / SIGTERM terminate the running cells.
+``submitit_local``   the submitit library (what hydra-submitit-launcher uses) with its local executor:
+                     at most ``--jobs`` jobs at a time, each running the same subprocess (job slot i on
+                     GPU i % n_gpus when ``--gpus-per-cell`` > 0); job files in ``<runs>/<exp>/<scale>/.submitit/``.
+``slurm``            submitit's SLURM executor: the pending cells as one job array
+                     (``slurm_array_parallelism=--jobs``, ``--partition``, ``--time-min``,
+                     ``--gpus-per-cell``, ``--cpus-per-cell``); a job that reaches its time limit is
+                     requeued and its cell resumes from the checkpoint.
+
+Exit status: 0 when every cell completed or diverged, 1 when a cell failed, 2 for bad input (nothing
+run), 130 / 143 when interrupted by SIGINT / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import itertools
+import json
+import os
+import queue
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+SCALES_DIR = REPO_ROOT / "conf" / "scale"
+
+FINISHED = ("completed", "diverged")  # = factorial.train.FINISHED (not imported: job processes stay light)
+LAUNCHERS = ("local", "submitit_local", "slurm")
+STUDY_KEYS = ("description", "grid", "seeds", "more_seeds", "fixed", "cells")
+# Set by the sweep for every run: a study or an extra override may not set them.
+RESERVED = ("exp", "scale", "cell", "run_dir", "train.seed")
+# Keys that do not change what a cell computes: never part of a cell's name.
+UNNAMED = ("logger", "train.threads", "train.progress", "run_dir", "data.cache_dir")
+KEY_RE = re.compile(r"[+~]{0,2}[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+PLAIN_STRING_RE = re.compile(r"[A-Za-z0-9_.+\-/:@]+")
+DEFAULT_SLURM_CPUS = 8
+DEFAULT_TIME_MIN = 240
+
+
+class SweepError(Exception):
+    """Bad input to the sweep: the message names the key, the value and what is allowed (exit 2)."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM of the sweep (SIGINT raises KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+# --- study files ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    name: str
+    overrides: list[str]  # the study's overrides and the extra ones: they name the cell
+    values: dict[str, str]  # key -> value as the override spells it (for more_seeds)
+    seeds: list[int]
+
+
+@dataclass
+class Run:
+    cell: Cell
+    seed: int
+    run_dir: Path
+    command: list[str]
+    data: Any = None  # the composed data config (DataSchema), to prepare the corpus once for the study
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    description: str
+    cells: list[Cell]
+    fixed: list[str]
+
+
+def available_studies() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def available_scales() -> list[str]:
+    return sorted(p.stem for p in SCALES_DIR.glob("*.yaml"))
+
+
+def study_path(exp: str) -> Path:
+    """``--exp`` is a study name (experiments/<name>.yaml) or a path to a study file."""
+    if exp.endswith((".yaml", ".yml")) or "/" in exp:
+        path = Path(exp)
+        if not path.is_file():
+            raise SweepError(f"invalid --exp={exp!r}; allowed: an existing study file, or one of: {', '.join(available_studies())}")
+        return path
+    path = EXPERIMENTS_DIR / f"{exp}.yaml"
+    if not path.is_file():
+        raise SweepError(f"invalid --exp={exp!r}; allowed: {' | '.join(available_studies())} (files in {EXPERIMENTS_DIR}) or a path to a study file")
+    return path
+
+
+def format_value(value: Any, where: str) -> str:
+    """A YAML value as a Hydra override value: null, true/false, numbers, plain or quoted strings."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        if PLAIN_STRING_RE.fullmatch(value):
+            return value
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    raise SweepError(f"invalid {where}={value!r}; allowed: null, a boolean, a number or a string")
+
+
+def check_key(key: Any, where: str) -> str:
+    if not isinstance(key, str) or not KEY_RE.fullmatch(key):
+        raise SweepError(f"invalid key {key!r} in {where}; allowed: a config key such as row or optim.beta1")
+    bare = key.lstrip("+~")
+    if bare in RESERVED or bare.startswith("hydra"):
+        raise SweepError(
+            f"invalid key {key!r} in {where}; allowed: any config key except {', '.join(RESERVED)} and hydra.* "
+            "(the sweep sets them: use --exp, --scale, --seeds, --runs-root)"
+        )
+    return key
+
+
+def split_override(text: Any, where: str) -> tuple[str, str]:
+    if not isinstance(text, str) or "=" not in text:
+        raise SweepError(f"invalid {where} entry {text!r}; allowed: key=value")
+    key, value = text.split("=", 1)
+    return check_key(key, where), value
+
+
+def _seed_list(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        raise SweepError(f"invalid {where}={value!r}; allowed: a non-empty list of integers >= 0")
+    return sorted(set(value))
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise SweepError(f"invalid {where}={value!r}; allowed: a mapping of key: value")
+    return value
+
+
+def _grid_cells(grid: Any, where: str) -> list[dict[str, str]]:
+    """The combinations of one grid: [{key: formatted value}] in file order."""
+    axes = []
+    for axis, values in _mapping(grid, where).items():
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise SweepError(f"invalid {where}.{axis}=[]; allowed: a non-empty list of values")
+        if all(isinstance(v, dict) for v in values):  # linked keys; the axis name is a label
+            options = []
+            for i, v in enumerate(values):
+                options.append({check_key(k, f"{where}.{axis}[{i}]"): format_value(x, f"{where}.{axis}[{i}].{k}") for k, x in v.items()})
+        elif any(isinstance(v, dict) for v in values):
+            raise SweepError(f"invalid {where}.{axis}: mixes mappings and values; allowed: all values, or all mappings")
+        else:
+            check_key(axis, where)
+            options = [{axis: format_value(v, f"{where}.{axis}")} for v in values]
+        axes.append(options)
+    cells = []
+    for combo in itertools.product(*axes):
+        merged: dict[str, str] = {}
+        for part in combo:
+            for k, v in part.items():
+                if k in merged:
+                    raise SweepError(f"invalid {where}: key {k!r} is set by two axes; allowed: each key on one axis")
+                merged[k] = v
+        cells.append(merged)
+    return cells
+
+
+def load_study(
+    exp: str,
+    extra: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> Study:
+    """Read a study file and expand it into cells (names, overrides, seeds); no composing yet."""
+    from .train import cell_name
+
+    path = study_path(exp)
+    name = path.stem
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SweepError(f"study file {path} is not valid YAML: {err}") from None
+    raw = _mapping(raw, f"study file {path}")
+    unknown = sorted(set(raw) - set(STUDY_KEYS))
+    if unknown:
+        raise SweepError(f"invalid key {unknown[0]!r} in study file {path}; allowed: {', '.join(STUDY_KEYS)}")
+
+    base_seeds = _seed_list(raw.get("seeds") if raw.get("seeds") is not None else [0], "seeds")
+
+    # Extra overrides from the command line: named unless they do not change the result.
+    extra_named, extra_unnamed = [], []
+    for text in extra or []:
+        key, _ = split_override(text, "extra overrides")
+        (extra_unnamed if key.lstrip("+~").startswith(UNNAMED) else extra_named).append(text)
+    extra_keys = {o.split("=", 1)[0].lstrip("+~") for o in extra or []}
+
+    fixed_raw = raw.get("fixed") or []
+    if isinstance(fixed_raw, dict):
+        fixed = [f"{check_key(k, 'fixed')}={format_value(v, f'fixed.{k}')}" for k, v in fixed_raw.items()]
+    elif isinstance(fixed_raw, list):
+        fixed = [f"{k}={v}" for k, v in (split_override(o, "fixed") for o in fixed_raw)]
+    else:
+        raise SweepError(f"invalid fixed={fixed_raw!r}; allowed: a list of key=value strings or a mapping")
+    fixed_keys = {o.split("=", 1)[0].lstrip("+~") for o in fixed}
+
+    # The cells: grid combinations, then explicit cells.
+    specs: list[tuple[dict[str, str], list[int]]] = []
+    grids = raw.get("grid")
+    if grids is not None:
+        for i, grid in enumerate(grids if isinstance(grids, list) else [grids]):
+            where = f"grid[{i}]" if isinstance(grids, list) else "grid"
+            specs += [(values, []) for values in _grid_cells(grid, where)]
+    for i, entry in enumerate(raw.get("cells") or []):
+        entry = dict(_mapping(entry, f"cells[{i}]"))
+        own = _seed_list(entry.pop("seeds"), f"cells[{i}].seeds") if "seeds" in entry else []
+        specs.append(({check_key(k, f"cells[{i}]"): format_value(v, f"cells[{i}].{k}") for k, v in entry.items()}, own))
+    if not specs:
+        raise SweepError(f"study file {path} defines no cells; allowed: a grid and/or a list of cells")
+
+    cells: dict[str, Cell] = {}
+    for values, own in specs:
+        for key in values:
+            bare = key.lstrip("+~")
+            if bare in extra_keys or bare in fixed_keys:
+                what = "extra override" if bare in extra_keys else "fixed override"
+                raise SweepError(f"invalid {what} of {bare}: the study sets {bare} for its cells; allowed: keys the study does not set")
+        overrides = [f"{k}={v}" for k, v in values.items()] + extra_named
+        cname = cell_name(overrides)
+        cell = cells.get(cname)
+        if cell is None:
+            cells[cname] = Cell(cname, overrides, dict(values), sorted(set(base_seeds) | set(own)))
+        elif sorted(cell.overrides) != sorted(overrides):
+            raise SweepError(f"cells {cell.overrides} and {overrides} get the same name {cname!r}; allowed: distinct cells")
+        else:
+            cell.seeds = sorted(set(cell.seeds) | set(own))
+
+    for i, rule in enumerate(raw.get("more_seeds") or []):
+        rule = _mapping(rule, f"more_seeds[{i}]")
+        if set(rule) != {"when", "seeds"}:
+            raise SweepError(f"invalid more_seeds[{i}] keys {sorted(rule)}; allowed: when, seeds")
+        more = _seed_list(rule["seeds"], f"more_seeds[{i}].seeds")
+        when = {
+            check_key(k, f"more_seeds[{i}].when"): {format_value(x, f"more_seeds[{i}].when.{k}") for x in (v if isinstance(v, list) else [v])}
+            for k, v in _mapping(rule["when"], f"more_seeds[{i}].when").items()
+        }
+        matched = [c for c in cells.values() if all(c.values.get(k) in allowed for k, allowed in when.items())]
+        if not matched:
+            raise SweepError(f"invalid more_seeds[{i}].when={rule['when']!r}: it matches no cell of the study; allowed: keys and values of the study's cells")
+        for c in matched:
+            c.seeds = sorted(set(c.seeds) | set(more))
+
+    if seeds is not None:
+        for c in cells.values():
+            c.seeds = list(seeds)
+    study = Study(name, path, str(raw.get("description") or ""), list(cells.values()), fixed + extra_unnamed)
+    return study
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def quote(value: str) -> str:
+    """A Hydra override value that is taken literally (cell names hold ',' and '=')."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def run_status(run_dir: Path) -> str:
+    summary = read_summary(run_dir)
+    return (summary or {}).get("status") or "pending"
+
+
+def plan_runs(
+    study: Study,
+    scale: str,
+    runs_root: Path,
+    cache_dir: str | None = None,
+    threads: int | None = None,
+) -> tuple[list[Run], list[str]]:
+    """Every (cell, seed) with its run directory and command; composes and validates each cell.
+
+    Returns the runs and the list of errors (empty when everything can run)."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from . import config as C
+    from . import train as T
+
+    runs, errors = [], []
+    for cell in study.cells:
+        cell_runs = []
+        for seed in cell.seeds:
+            run_dir = runs_root / study.name / scale / cell.name / f"seed{seed}"
+            command = [
+                *cell.overrides, *study.fixed, f"exp={study.name}", f"scale={scale}", f"cell={quote(cell.name)}",
+                f"train.seed={seed}", f"run_dir={quote(str(run_dir))}",
+            ]
+            keys = {o.split("=", 1)[0].lstrip("+~") for o in command}
+            if "train.progress" not in keys:
+                command.append("train.progress=false")
+            if cache_dir is not None and "data.cache_dir" not in keys:
+                command.append(f"data.cache_dir={quote(str(cache_dir))}")
+            cell_runs.append(Run(cell, seed, run_dir, command))
+        # Compose once per cell (the seeds differ only in train.seed and run_dir).
+        try:
+            cfg = T.compose(cell_runs[0].command)
+        except (ValueError, HydraException, OmegaConfBaseException) as err:
+            errors.append(f"cell {cell.name}: {T.describe_error(err)}")
+            continue
+        for r in cell_runs:
+            r.data = cfg.data
+        given = {o.split("=", 1)[0].lstrip("+~") for o in cell_runs[0].command}
+        if cfg.train.threads is None and threads is not None and "train.threads" not in given:
+            for r in cell_runs:
+                r.command.append(f"train.threads={threads}")
+        # A run directory must hold this cell's config (a changed study or scale file must not be mixed in).
+        semantic = T.semantic_config(C.to_dict(cfg))
+        for r in cell_runs:
+            if (r.run_dir / "config.yaml").exists():
+                try:
+                    old = OmegaConf.to_container(OmegaConf.load(r.run_dir / "config.yaml"))
+                except Exception as err:
+                    errors.append(f"run {r.run_dir}: its config.yaml does not load ({err}); allowed: a run directory of this cell")
+                    continue
+                if isinstance(old.get("train"), dict):
+                    old["train"]["seed"] = cfg.train.seed  # the seeds of a cell differ by design
+                diffs = T.config_differences(T.semantic_config(old), semantic)
+                if diffs:
+                    errors.append(
+                        f"run_dir={str(r.run_dir)!r} holds a run with a different config ({'; '.join(diffs[:5])}); "
+                        "allowed: the same config, or another --exp/--runs-root (remove the directory to redo it)"
+                    )
+        runs += cell_runs
+    return runs, errors
+
+
+def prepare_data(runs: list[Run]) -> list[str]:
+    """Build (or find) each distinct corpus of the pending runs once, before any cell starts.
+
+    A corpus that cannot be had (no network for a hub dataset, a vocabulary the corpus cannot
+    support) is then one error up front instead of one failed cell after another, and parallel
+    cells do not all build the same tokenizer at once. Returns the errors."""
+    from . import config as C
+    from .data import DataError, load_corpus
+
+    errors, seen = [], set()
+    for r in runs:
+        d = r.data
+        key = (d.source, d.vocab_size, d.model_type, d.train_file, d.validation_file, d.test_file, d.cache_dir)
+        if key in seen:
+            continue
+        seen.add(key)
+        cache_dir = Path(d.cache_dir) if Path(d.cache_dir).is_absolute() else C.REPO_ROOT / d.cache_dir
+        try:
+            load_corpus(d.source, vocab_size=d.vocab_size, model_type=d.model_type, cache_dir=cache_dir,
+                        train_file=d.train_file, validation_file=d.validation_file, test_file=d.test_file)
+        except DataError as err:
+            errors.append(f"data={d.source} (cell {r.cell.name}): {err}")
+    return errors
+
+
+# --- one run in a subprocess (shared by every launcher) -------------------------------------------
+
+
+def wait_for_cell_lock(run_dir: Path, stop: threading.Event | None = None, poll: float = 0.5) -> None:
+    """Wait while another live process (an orphan of a killed sweep) trains this run."""
+    lock = run_dir / ".lock"
+    while lock.exists():
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+        if stop is not None and stop.is_set():
+            return
+        time.sleep(poll)
+
+
+def execute_run(
+    command: list[str],
+    run_dir: Path,
+    env: dict[str, str] | None = None,
+    start: Callable[..., subprocess.Popen | None] | None = None,
+    stop: threading.Event | None = None,
+) -> int | None:
+    """Run ``python -m factorial.train <command>`` with its output appended to <run_dir>/train.log.
+
+    Returns its exit status; 0 without a process when the run is already finished; None when ``start``
+    refused to start it (the sweep is stopping)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    wait_for_cell_lock(run_dir, stop)
+    if run_status(run_dir) in FINISHED:  # finished meanwhile (an orphan, another sweep)
+        return 0
+    argv = [sys.executable, "-m", "factorial.train", *command]
+    full_env = {**os.environ, **(env or {})}
+    with open(run_dir / "train.log", "ab") as log:
+        log.write(f"\n=== factorial.sweep {time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}: {shlex.join(argv)}\n".encode())
+        log.flush()
+        popen = start or subprocess.Popen
+        proc = popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        if proc is None:
+            return None
+        try:
+            rc = proc.wait()
+        except BaseException:  # interrupted (a submitit job being cancelled): stop the cell too
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+        log.write(f"=== exit status {rc}\n".encode())
+    return rc
+
+
+def outcome(run: Run, rc: int | None, error: str | None = None) -> dict:
+    """The run's summary when it finished, else a 'failed' record with the reason."""
+    summary = read_summary(run.run_dir)
+    if summary and summary.get("status") in FINISHED:  # written atomically at the very end: trust it
+        return summary
+    if error is None:
+        error = (summary or {}).get("error") if summary and summary.get("status") == "failed" else None
+    if error is None:
+        tail = ""
+        with contextlib.suppress(OSError):
+            lines = [x for x in (run.run_dir / "train.log").read_text(errors="replace").splitlines() if x.strip() and not x.startswith("===")]
+            tail = lines[-1].strip() if lines else ""
+        error = f"exit status {rc}" + (f": {tail}" if tail else "")
+    return {"status": "failed", "error": error}
+
+
+class CellJob:
+    """A submitit job: one run's subprocess. On a time limit submitit calls ``checkpoint``: the cell
+    is stopped and the job requeued, and the trainer resumes from its last checkpoint."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+
+    def __call__(self, command: list[str], run_dir: str, env: dict[str, str]) -> int | None:
+        def start(*args, **kwargs):
+            self._proc = subprocess.Popen(*args, **kwargs)
+            return self._proc
+
+        return execute_run(command, Path(run_dir), env, start=start)
+
+    def checkpoint(self, command: list[str], run_dir: str, env: dict[str, str]):
+        import submitit
+
+        # Called from a signal handler that interrupted ``proc.wait()``, which holds the Popen's wait
+        # lock: only signal the cell here (a blocking wait would never see it exit). The requeued job
+        # waits for the cell's lock before starting it again.
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(OSError):
+                self._proc.send_signal(signal.SIGTERM)
+        return submitit.helpers.DelayedSubmission(CellJob(), command, run_dir, env)
+
+    def __getstate__(self) -> dict:
+        return {"_proc": None}
+
+
+# --- launchers -----------------------------------------------------------------------------------
+
+Report = Callable[[Run, dict, float], None]
+
+
+def gpu_ids() -> list[str]:
+    """The CUDA devices this process may use, as CUDA_VISIBLE_DEVICES names them."""
+    try:
+        import torch
+
+        n = torch.cuda.device_count()
+    except Exception:
+        n = 0
+    if n == 0:
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [x.strip() for x in visible.split(",") if x.strip()] if visible else [str(i) for i in range(n)]
+    return names[:n]
+
+
+def slot_env(slot: int, gpus: list[str]) -> dict[str, str]:
+    return {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if len(gpus) > 1 else {}
+
+
+def launch_local(runs: list[Run], jobs: int, gpus: list[str], report: Report) -> None:
+    """``jobs`` worker threads, each running one cell subprocess at a time."""
+    todo: queue.Queue[Run] = queue.Queue()
+    for r in runs:
+        todo.put(r)
+    results: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    guard = threading.Lock()
+    procs: dict[int, subprocess.Popen] = {}
+
+    def worker(slot: int) -> None:
+        env = slot_env(slot, gpus)
+
+        def start(*args, **kwargs):
+            with guard:
+                if stop.is_set():
+                    return None
+                procs[slot] = subprocess.Popen(*args, **kwargs)
+                return procs[slot]
+
+        while not stop.is_set():
+            try:
+                run = todo.get_nowait()
+            except queue.Empty:
+                break
+            t0 = time.perf_counter()
+            try:
+                rc = execute_run(run.command, run.run_dir, env, start=start, stop=stop)
+                error = None
+            except Exception as err:  # e.g. the run dir cannot be written: a failed cell, not a crashed sweep
+                rc, error = None, f"{type(err).__name__}: {err}"
+            with guard:
+                procs.pop(slot, None)
+            result = outcome(run, rc, error)
+            if stop.is_set() and result["status"] not in FINISHED:
+                result = None  # stopped by the sweep's interruption: neither a result nor a failure
+            results.put((run, result, time.perf_counter() - t0))
+        results.put(None)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"sweep-worker-{i}") for i in range(min(jobs, len(runs)))]
+    for t in threads:
+        t.start()
+    alive = len(threads)
+    try:
+        while alive:
+            try:
+                item = results.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item is None:
+                alive -= 1
+            elif item[1] is not None:
+                report(*item)
+    except BaseException:
+        with guard:
+            stop.set()
+            for p in procs.values():
+                if p.poll() is None:
+                    p.terminate()
+        deadline = time.monotonic() + 15
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        with guard:
+            for p in procs.values():
+                if p.poll() is None:
+                    p.kill()
+        while True:  # cells that finished as the sweep stopped are results all the same
+            try:
+                item = results.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and item[1] is not None:
+                report(*item)
+        raise
+
+
+def make_executor(launcher: str, folder: Path, args: argparse.Namespace, cpus: int | None):
+    import submitit
+
+    cluster = "slurm" if launcher == "slurm" else "local"
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        reason = "`sbatch` is not on PATH"
+        try:  # submitit's own check, for its message
+            submitit.AutoExecutor(folder=folder, cluster="slurm")
+        except RuntimeError as err:
+            reason += f"; submitit: {err}"
+        raise SweepError(
+            f"invalid --launcher=slurm: SLURM is not available on this machine ({reason}); "
+            "allowed here: --launcher local | submitit_local"
+        )
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    except RuntimeError as err:
+        raise SweepError(f"invalid --launcher={launcher}: {err}; allowed here: --launcher local") from None
+    params: dict[str, Any] = dict(
+        timeout_min=args.time_min, gpus_per_node=args.gpus_per_cell, name=f"factorial-{args.exp_name}-{args.scale}",
+        slurm_array_parallelism=args.jobs,
+    )
+    if cpus is not None:
+        params["cpus_per_task"] = cpus
+    if args.partition:
+        params["slurm_partition"] = args.partition
+    executor.update_parameters(**params)
+    return executor
+
+
+def launch_submitit(runs: list[Run], executor, launcher: str, jobs: int, gpus: list[str], report: Report,
+                    gpus_per_cell: int = 0) -> None:
+    """Submit the runs with submitit and wait: local, at most ``jobs`` at a time; SLURM, one job array."""
+    pending = list(runs)
+    in_flight: list[tuple[Any, Run, int, float]] = []
+    free_slots = list(range(jobs))
+
+    def env_for(slot: int) -> dict[str, str]:
+        # SLURM assigns GPUs itself; submitit's local executor gives every job GPU 0, so a slot names its own.
+        if launcher == "slurm" or not gpus or gpus_per_cell == 0:
+            return {}
+        return {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]}
+
+    def submit(batch: list[tuple[Run, int]]) -> None:
+        specs = [(r.command, str(r.run_dir), env_for(slot)) for r, slot in batch]
+        for r, _ in batch:
+            r.run_dir.mkdir(parents=True, exist_ok=True)
+        if len(specs) == 1:
+            submitted = [executor.submit(CellJob(), *specs[0])]
+        else:
+            submitted = executor.map_array(CellJob(), *zip(*specs))
+        now = time.perf_counter()
+        in_flight.extend((job, r, slot, now) for job, (r, slot) in zip(submitted, batch))
+
+    try:
+        if launcher == "slurm":
+            submit([(r, 0) for r in pending])
+            pending = []
+        while pending or in_flight:
+            while pending and free_slots:
+                submit([(pending.pop(0), free_slots.pop(0))])
+            time.sleep(0.5)
+            for item in list(in_flight):
+                job, run, slot, t0 = item
+                if not job.done():
+                    continue
+                in_flight.remove(item)
+                if launcher != "slurm":
+                    free_slots.append(slot)
+                try:
+                    rc, error = job.result(), None
+                except Exception as err:
+                    lines = [x for x in str(err).splitlines() if x.strip()]
+                    rc, error = None, f"submitit job {job.job_id} failed: {lines[-1] if lines else type(err).__name__}"
+                report(run, outcome(run, rc, error), time.perf_counter() - t0)
+    except BaseException:
+        for job, *_ in in_flight:
+            with contextlib.suppress(Exception):
+                job.cancel(check=False)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(not _quiet_done(job) for job, *_ in in_flight):
+            time.sleep(0.2)
+        raise
+
+
+def _quiet_done(job) -> bool:
+    try:
+        return job.done()
+    except Exception:
+        return True
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m factorial.sweep",
+        description="Run a study (experiments/<name>.yaml): every cell x seed, resumably. Extra Hydra overrides after --.",
+    )
+    p.add_argument("--exp", default="table2", help="study name in experiments/, or a path to a study file (default: table2)")
+    p.add_argument("--scale", default="cpu", help="scale preset, a file in conf/scale/ (default: cpu)")
+    p.add_argument("--jobs", type=int, default=1, help="cells run at the same time (default: 1)")
+    p.add_argument("--launcher", default="local", help="local | submitit_local | slurm (default: local)")
+    p.add_argument("--partition", default=None, help="SLURM partition")
+    p.add_argument("--time-min", type=float, default=None, help=f"time limit of a submitit job in minutes (default: {DEFAULT_TIME_MIN})")
+    p.add_argument("--gpus-per-cell", type=int, default=None, help="GPUs of a submitit job (default: 1 if this machine has a GPU, else 0)")
+    p.add_argument("--cpus-per-cell", type=int, default=None,
+                   help=f"train.threads (and SLURM cpus_per_task) of a cell unless the config sets it (default: cpu_count // jobs; SLURM {DEFAULT_SLURM_CPUS})")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds for every cell, replacing the study's (e.g. 0,1,2)")
+    p.add_argument("--runs-root", default=None, help="where run directories go (default: $FACTORIAL_RUNS or runs/ of the repository)")
+    p.add_argument("--cache-dir", default=None, help="data cache (data.cache_dir, not part of cell names; default: $FACTORIAL_CACHE_DIR or the config's)")
+    p.add_argument("--dry-run", action="store_true", help="compose and list the cells, run nothing")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every cell (after --)")
+    return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.launcher not in LAUNCHERS:
+        raise SweepError(f"invalid --launcher={args.launcher!r}; allowed: {' | '.join(LAUNCHERS)}")
+    scales = available_scales()
+    if args.scale not in scales:
+        raise SweepError(f"invalid --scale={args.scale!r}; allowed: {' | '.join(scales)} (files in {SCALES_DIR})")
+    if args.jobs < 1:
+        raise SweepError(f"invalid --jobs={args.jobs}; allowed: an integer >= 1")
+    if args.time_min is not None and not args.time_min > 0:
+        raise SweepError(f"invalid --time-min={args.time_min}; allowed: a number of minutes > 0")
+    if args.gpus_per_cell is not None and args.gpus_per_cell < 0:
+        raise SweepError(f"invalid --gpus-per-cell={args.gpus_per_cell}; allowed: an integer >= 0")
+    if args.cpus_per_cell is not None and args.cpus_per_cell < 1:
+        raise SweepError(f"invalid --cpus-per-cell={args.cpus_per_cell}; allowed: an integer >= 1")
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            seeds = []
+        if not seeds or any(s < 0 for s in seeds):
+            raise SweepError(f"invalid --seeds={args.seeds!r}; allowed: comma-separated integers >= 0, e.g. 0,1,2")
+        args.seeds = sorted(set(seeds))
+
+
+def _fmt_ppl(summary: dict) -> str:
+    ppl = summary.get("val_ppl")
+    return f"{ppl:.2f}" if isinstance(ppl, (int, float)) else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        check_args(args)
+        study = load_study(args.exp, args.overrides, args.seeds)
+    except SweepError as err:
+        print(f"factorial.sweep: error: {err}", file=sys.stderr)
+        return 2
+    args.exp_name = study.name
+    runs_root = Path(args.runs_root or os.environ.get("FACTORIAL_RUNS") or REPO_ROOT / "runs").resolve()
+    cache_dir = args.cache_dir or os.environ.get("FACTORIAL_CACHE_DIR")
+    if cache_dir is not None:
+        cache_dir = str(Path(cache_dir).resolve())
+    if args.launcher == "slurm":
+        cpus = args.cpus_per_cell or DEFAULT_SLURM_CPUS
+    else:
+        cpus = args.cpus_per_cell or max(1, (os.cpu_count() or 1) // args.jobs)
+
+    n_runs = sum(len(c.seeds) for c in study.cells)
+    print(f"study {study.name}: {len(study.cells)} cells, {n_runs} runs, scale {args.scale} — {study.description}", flush=True)
+    runs, errors = plan_runs(study, args.scale, runs_root, cache_dir, cpus)
+    if errors:
+        print(f"factorial.sweep: error: the study cannot run as it is ({len(errors)} problem(s)); nothing was run:", file=sys.stderr)
+        seen: dict[str, int] = {}
+        for e in errors:  # the same message for many cells is shown once
+            msg = e.split(": ", 1)[1] if e.startswith("cell ") else e
+            seen[msg] = seen.get(msg, 0) + 1
+            if seen[msg] == 1:
+                print(f"  {e}", file=sys.stderr)
+        for msg, n in seen.items():
+            if n > 1:
+                print(f"  (and {n - 1} more cells: {msg})", file=sys.stderr)
+        return 2
+
+    study_dir = runs_root / study.name / args.scale
+    status = {id(r): run_status(r.run_dir) for r in runs}
+    pending = [r for r in runs if status[id(r)] not in FINISHED]
+    skipped = len(runs) - len(pending)
+    if args.dry_run:
+        for r in runs:
+            print(f"{status[id(r)]:9s} {r.cell.name}/seed{r.seed}   python -m factorial.train {shlex.join(r.command)}")
+        print(f"{len(runs)} runs ({len(pending)} to run, {skipped} already finished) in {study_dir}")
+        return 0
+
+    data_errors = prepare_data(pending)
+    if data_errors:
+        print("factorial.sweep: error: the study's data cannot be prepared; nothing was run:", file=sys.stderr)
+        for e in data_errors:
+            print(f"  {e}", file=sys.stderr)
+        return 2
+
+    gpus = gpu_ids()
+    executor = None
+    if args.launcher != "local":
+        if args.time_min is None:
+            args.time_min = DEFAULT_TIME_MIN
+        if args.gpus_per_cell is None:
+            args.gpus_per_cell = 1 if gpus else 0
+        try:
+            executor = make_executor(args.launcher, study_dir / ".submitit", args, cpus if args.launcher == "slurm" else None)
+        except SweepError as err:
+            print(f"factorial.sweep: error: {err}", file=sys.stderr)
+            return 2
+
+    from tqdm import tqdm
+
+    counts = {"completed": 0, "diverged": 0, "failed": 0}
+    bar = tqdm(total=len(runs), initial=skipped, unit="run", desc=f"{study.name}/{args.scale}", dynamic_ncols=True,
+               file=sys.stderr, smoothing=0.1)
+    bar.set_postfix(diverged=0, failed=0)
+
+    def report(run: Run, summary: dict, seconds: float) -> None:
+        s = summary.get("status", "failed")
+        counts[s if s in counts else "failed"] += 1
+        extra = f"val_ppl {_fmt_ppl(summary)}" if s != "failed" else f"error: {summary.get('error')}"
+        if s == "diverged":
+            extra += f" (diverged at step {summary.get('diverged_at')})"
+        tqdm.write(f"{s:9s} {run.cell.name}/seed{run.seed}  {extra}  [{seconds:.0f}s]", file=sys.stdout)
+        sys.stdout.flush()
+        bar.update(1)
+        bar.set_postfix(diverged=counts["diverged"], failed=counts["failed"])
+
+    def on_term(signum, frame):
+        raise Interrupted(signum)
+
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    interrupted = None
+    try:
+        if pending:
+            if args.launcher == "local":
+                launch_local(pending, args.jobs, gpus, report)
+            else:
+                launch_submitit(pending, executor, args.launcher, args.jobs, gpus, report, args.gpus_per_cell)
+    except KeyboardInterrupt:
+        interrupted = signal.SIGINT
+    except Interrupted as err:
+        interrupted = err.signum
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        bar.close()
+
+    print(
+        f"{study.name}/{args.scale}: {counts['completed']} completed, {counts['diverged']} diverged, "
+        f"{counts['failed']} failed, {skipped} skipped (finished before)"
+        + (f", {len(pending) - sum(counts.values())} not run (interrupted)" if interrupted else "")
+    )
+    print(f"runs: {study_dir}")
+    if interrupted:
+        print("interrupted: the running cells were stopped; run the same command again to resume them from their checkpoints")
+        return 128 + int(interrupted)
+    print(f"tables: make table EXP={study.name} SCALE={args.scale}")
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

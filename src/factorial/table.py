@@ -1,0 +1,144 @@
+"""Build a study's results folder from what its runs wrote: ``make table EXP=table2 SCALE=cpu``.
+
+    python -m factorial.table --exp EXP --scale SCALE [--runs-root runs] [--out results]
+                              [--source local|wandb] [--from-csv results/EXP/SCALE/cells.csv]
+                              [--project factorial] [--entity ENTITY] [--wandb [MODE]]
+
+Reads ``<runs-root>/<exp>/<scale>/<cell>/seed<k>/`` (or the W&B group ``<exp>/<scale>``, or a cells.csv
+written earlier) and writes ``<out>/<exp>/<scale>/``:
+
+    cells.csv    one row per run: every knob, seed, status, perplexities, steps, tokens, time, state bytes
+    curves.csv   the logged curves (validation perplexity, train loss, RMS(U)) — with cells.csv, enough to
+                 rebuild everything here without the runs (--from-csv)
+    table.md / table.csv / table.tex    the study's table
+    *.png        the figures
+    claims.csv   one row per claim verdict
+    REPORT.md    provenance, the table, the figures, and each claim of PAPER.md §8 the study speaks to
+                 with the cells compared, the numbers, the rule and the verdict
+
+Every file is written to a temporary folder first and moved into place (never half written). With
+``--wandb`` (or FACTORIAL_TABLE_WANDB=auto|online|offline) the tables are also logged to a W&B run
+``<exp>/<scale>/summary`` (job_type "table") in the study's group; a W&B failure only warns.
+Exit codes: 0 written, 2 nothing to report on (no runs dir, no runs, no csv) or a bad argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shlex
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from .config import REPO_ROOT
+from .report import claims as CL
+from .report import data as D
+from .report import document, output, plots
+from .report import tables as T
+
+log = logging.getLogger("factorial.table")
+ENV_WANDB = "FACTORIAL_TABLE_WANDB"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m factorial.table", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp", required=True, help="the study (experiments/<exp>.yaml), e.g. table2")
+    p.add_argument("--scale", required=True, help="the scale it ran at, e.g. cpu")
+    p.add_argument("--runs-root", type=Path, default=REPO_ROOT / "runs", help="where the run dirs are (default: runs/)")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "results", help="results root (default: results/)")
+    p.add_argument("--source", choices=("local", "wandb"), default="local", help="run dirs (default) or the W&B API")
+    p.add_argument("--from-csv", type=Path, default=None, help="rebuild from a cells.csv (and curves.csv beside it)")
+    p.add_argument("--project", default=None, help="W&B project (default: the runs' logger.project, else factorial)")
+    p.add_argument("--entity", default=None, help="W&B entity (default: the runs' logger.entity, else yours)")
+    p.add_argument("--wandb", nargs="?", const="auto", default=os.environ.get(ENV_WANDB) or None,
+                   choices=("auto", "online", "offline", "disabled"),
+                   help=f"also log the tables to a W&B summary run (mode; default auto; env {ENV_WANDB})")
+    return p.parse_args(argv)
+
+
+def load(args) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    if args.from_csv is not None:
+        runs, curves = D.load_csv(args.from_csv)
+        return runs, curves, f"`{args.from_csv}`"
+    if args.source == "wandb":
+        runs, curves = D.load_wandb(args.exp, args.scale, project=args.project or "factorial", entity=args.entity)
+        where = f"{args.entity + '/' if args.entity else ''}{args.project or 'factorial'}"
+        return runs, curves, f"W&B project `{where}`, group `{args.exp}/{args.scale}`"
+    runs, curves = D.load_local(args.runs_root, args.exp, args.scale)
+    where = Path(D.study_dir(args.runs_root, args.exp, args.scale)).resolve()
+    with contextlib.suppress(ValueError):  # a committed report names the repository's own paths relatively
+        where = where.relative_to(REPO_ROOT)
+    return runs, curves, f"`{where}`"
+
+
+def cells_csv(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs.drop(columns=["cell_key"], errors="ignore")
+
+
+def claims_frame(results: list[CL.ClaimResult], skipped) -> pd.DataFrame:
+    rows = [{"claim": r.claim.id, "context": T.section_title(r.context), "paper": r.claim.where, "statement": r.claim.text,
+             "verdict": r.verdict, "reason": r.reason,
+             "parts": " | ".join(f"{p.text}: {p.judgement.value} ({p.judgement.reason})" for p in r.parts)} for r in results]
+    rows += [{"claim": c.id, "context": "", "paper": c.where, "statement": c.text, "verdict": "not covered", "reason": why,
+              "parts": ""} for c, why in skipped]
+    return pd.DataFrame(rows)
+
+
+def build(args, command: str) -> Path:
+    runs, curves, source = load(args)
+    cells = D.aggregate(runs)
+    results, skipped = CL.evaluate(cells, args.exp)
+    tables = T.build_tables(args.exp, cells)
+    final = Path(args.out) / args.exp / args.scale
+    with output.Staging(final) as stage:
+        stage.csv("cells.csv", cells_csv(runs))
+        stage.csv("curves.csv", curves)
+        stage.csv("claims.csv", claims_frame(results, skipped))
+        stage.text("table.md", T.to_markdown(tables, "##") + "\n")
+        stage.csv("table.csv", T.to_csv_frame(tables))
+        stage.text("table.tex", T.to_latex(tables))
+        made = plots.make_plots(args.exp, runs, cells, curves, stage.tmp)
+        for name, _ in made:
+            stage.written.append(name)
+        stage.text("REPORT.md", document.build_report(args.exp, args.scale, source, runs, cells, tables, made,
+                                                      results, skipped, command))
+        stage.commit()
+    counts = Counter(r.verdict for r in results)
+    print(f"wrote {final}: {len(runs)} runs, {len(cells)} cells, {len(made)} figures; claims: "
+          + (", ".join(f"{n} {v}" for v, n in counts.items()) or "none"))
+    if args.wandb and args.wandb != "disabled":
+        project = args.project or next((p for p in runs.get("logger.project", []) if p), None) or "factorial"
+        entity = args.entity or next((e for e in runs.get("logger.entity", []) if e), None)
+        output.log_to_wandb(
+            args.wandb, project, entity, args.exp, args.scale, final,
+            {"table": T.to_csv_frame(tables), "claims": claims_frame(results, skipped), "cells": cells_csv(runs)},
+            made, {f"claims/{k}": v for k, v in counts.items()} | {"runs": len(runs), "cells": len(cells)},
+        )
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as err:  # argparse: --help (0) or a usage error (2)
+        return int(err.code or 0)
+    command = "python -m factorial.table " + " ".join(shlex.quote(a) for a in argv)
+    try:
+        build(args, command)
+    except D.ReportError as err:
+        print(f"factorial.table: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

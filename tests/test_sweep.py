@@ -1,0 +1,405 @@
+"""Studies and the sweep: expansion, names, bad input, resumability, launchers, interruption."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from factorial import sweep as S
+from factorial import train as T
+from factorial.config import REPO_ROOT
+
+VOLATILE_SUMMARY = ("wall_time_s", "tokens_per_s")
+STABILITY_ROWS = ("A", "B", "C", "F", "H", "I", "J", "K", "L", "M", "N", "O")
+ENV = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> str:
+    """A data cache shared by every sweep of the session, built once (the smoke scale's tokenizer)."""
+    from factorial.data import load_corpus
+
+    path = tmp_path_factory.mktemp("sweep-cache")
+    load_corpus("shakespeare", vocab_size=512, model_type="bpe", cache_dir=path)
+    return str(path)
+
+
+def sweep_cli(*args: str, root: Path, cache: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "factorial.sweep", "--runs-root", str(root), *(["--cache-dir", cache] if cache else []), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def summaries(root: Path) -> dict[str, dict]:
+    out = {}
+    for path in sorted(root.rglob("summary.json")):
+        s = json.loads(path.read_text())
+        out[str(path.parent.relative_to(root))] = {k: v for k, v in s.items() if k not in VOLATILE_SUMMARY}
+    return out
+
+
+def locked(run_dir: Path) -> bool:
+    """Whether a live trainer holds the run's lock."""
+    lock = run_dir / ".lock"
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return [p for p in root.rglob("seed*") if p.is_dir()]
+
+
+def wait_for(condition, what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+# --- expansion and names (no training) -----------------------------------------------------------
+
+
+def test_table2_has_44_cells_and_more_seeds_for_the_stability_cells():
+    study = S.load_study("table2")
+    assert len(study.cells) == 44
+    by_name = {c.name: c for c in study.cells}
+    assert len(by_name) == 44
+    for row in STABILITY_ROWS:
+        assert by_name[f"row={row},schedule.warmup=false"].seeds == [0, 1, 2]
+        assert by_name[f"row={row},schedule.warmup=true"].seeds == [0]
+    assert by_name["row=Q300,schedule.warmup=false"].seeds == [0]
+    assert by_name["row=G,schedule.warmup=false"].seeds == [0]
+    assert sum(len(c.seeds) for c in study.cells) == 32 + 12 * 3
+    # Names are deterministic, and --seeds replaces every cell's seeds.
+    assert [c.name for c in S.load_study("table2").cells] == [c.name for c in study.cells]
+    assert sum(len(c.seeds) for c in S.load_study("table2", seeds=[0]).cells) == 44
+    assert all(c.seeds == [3, 4] for c in S.load_study("table2", seeds=[3, 4]).cells)
+
+
+def test_fixed_and_non_semantic_overrides_are_not_in_the_names(tmp_path):
+    study = S.load_study("fig1", ["logger=none", "train.threads=1", "train.steps=50"])
+    assert sorted(c.name for c in study.cells) == ["row=A,schedule.warmup=true,train.steps=50", "row=G,schedule.warmup=true,train.steps=50"]
+    assert study.fixed == ["train.rms_every=1", "logger=none", "train.threads=1"]
+    runs, errors = S.plan_runs(study, "smoke", tmp_path, cache_dir=str(tmp_path / "cache"), threads=2)
+    assert errors == [] and len(runs) == 2
+    run = runs[0]
+    assert run.run_dir == tmp_path / "fig1" / "smoke" / run.cell.name / "seed0"
+    assert "train.rms_every=1" in run.command and "train.progress=false" in run.command
+    assert f'data.cache_dir="{tmp_path / "cache"}"' in run.command
+    assert "train.threads=2" not in run.command  # given by the user
+    # The run directory is the trainer's own: run_dir_for(cfg) with exp, scale, cell and seed.
+    cfg = T.compose([o for o in run.command if not o.startswith("run_dir=")])
+    assert cfg.cell == run.cell.name and cfg.train.rms_every == 1 and cfg.train.steps == 50
+    assert T.run_dir_for(cfg) == REPO_ROOT / "runs" / "fig1" / "smoke" / run.cell.name / "seed0"
+    # train.threads is cpu_count // jobs unless the config sets it (the smoke scale does: 1).
+    unset = next(s for s in S.available_scales() if T.compose([f"scale={s}"]).train.threads is None)
+    runs, _ = S.plan_runs(S.load_study("fig1"), unset, tmp_path, threads=3)
+    assert all("train.threads=3" in r.command for r in runs)
+    runs, _ = S.plan_runs(S.load_study("fig1"), "smoke", tmp_path, threads=3)
+    assert all(not any(o.startswith("train.threads") for o in r.command) for r in runs)
+    assert not (tmp_path / "fig1").exists()
+
+
+def test_linked_axes_nulls_and_duplicate_cells():
+    table3 = S.load_study("table3")
+    assert len(table3.cells) == 6
+    names = {c.name for c in table3.cells}
+    assert ("model.embedding_init_std=null,model.embedding_multiplier=null,model.tie_embeddings=false,"
+            "optim.beta2=0.98,optim=adam,schedule.warmup=true") in names
+    assert ("model.embedding_init_std=1.0,model.embedding_multiplier=1.0,model.tie_embeddings=false,"
+            "optim=adafactor,schedule.warmup=false") in names
+    assert ("model.embedding_init_std=null,model.embedding_multiplier=1.0,model.tie_embeddings=false,"
+            "optim.beta2=0.98,optim=adam,schedule.warmup=true") in names
+    questions = {c.name: c for c in S.load_study("questions").cells}
+    # Row O without warmup is in three groups: one cell, with the union of their seeds.
+    assert questions["row=O,schedule.warmup=false"].seeds == [0, 1, 2]
+    assert questions["optim.beta2_exponent=null,row=O,schedule.warmup=false"].seeds == [0]
+    calibrate = S.load_study("calibrate")
+    assert len(calibrate.cells) == 30
+    assert {len(S.load_study(n).cells) for n in ("beta2_exponent", "clipping", "factoring", "smoke")} == {16, 12, 8, 4}
+
+
+@pytest.mark.slow
+def test_every_study_composes_at_every_scale(tmp_path):
+    for name in S.available_studies():
+        study = S.load_study(name)
+        runs, errors = S.plan_runs(study, "smoke", tmp_path)
+        assert errors == [], (name, errors)
+        assert len(runs) == sum(len(c.seeds) for c in study.cells)
+    assert not any(tmp_path.iterdir())
+
+
+def test_worker_slots_share_the_gpus(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    gpus = S.gpu_ids()
+    assert gpus == ["4", "6"]
+    assert [S.slot_env(i, gpus) for i in range(3)] == [{"CUDA_VISIBLE_DEVICES": g} for g in ("4", "6", "4")]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert S.gpu_ids() == ["0", "1"]
+    assert S.slot_env(5, ["0"]) == {}  # one GPU: every cell on it, as the trainer picks it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert S.gpu_ids() == [] and S.slot_env(1, []) == {}
+
+
+def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path, capsys):
+    assert S.main(["--exp", "smoke", "--scale", "smoke", "--runs-root", str(tmp_path / "runs"), "--dry-run", "--", "logger=none"]) == 0
+    out = capsys.readouterr().out
+    assert "pending   row=A,schedule.warmup=true/seed0" in out
+    assert "4 runs (4 to run, 0 already finished)" in out
+    assert not (tmp_path / "runs").exists()
+
+
+# --- bad input: exit 2, nothing written --------------------------------------------------------
+
+
+def _bad_study(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--exp", "nope"], "invalid --exp='nope'; allowed: beta2_exponent | calibrate"),
+        (["--exp", "smoke", "--scale", "huge"], "invalid --scale='huge'; allowed: "),
+        (["--exp", "smoke", "--scale", "smoke", "--", "optim.beta1=2"], "invalid optim.beta1=2.0; allowed: 0 <= beta1 < 1"),
+        (["--exp", "smoke", "--scale", "smoke", "--", "nonsense=1"], "Could not override 'nonsense'"),
+        (["--exp", "smoke", "--scale", "smoke", "--", "train.seed=1"], "invalid key 'train.seed' in extra overrides"),
+        (["--exp", "smoke", "--scale", "smoke", "--", "row=B"], "the study sets row"),
+        (["--exp", "smoke", "--scale", "smoke", "--seeds", "x"], "invalid --seeds='x'"),
+        (["--exp", "smoke", "--scale", "smoke", "--jobs", "0"], "invalid --jobs=0"),
+        (["--exp", "smoke", "--scale", "smoke", "--launcher", "pbs"], "invalid --launcher='pbs'; allowed: local | submitit_local | slurm"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, expected):
+    root = tmp_path / "runs"
+    assert S.main(["--runs-root", str(root), *args]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert not root.exists()
+
+
+def test_unknown_scale_lists_the_scales(capsys, tmp_path):
+    assert S.main(["--exp", "smoke", "--scale", "huge", "--runs-root", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    for scale in S.available_scales():
+        assert scale in err
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("grid:\n  row: [A, Z]\n", "Could not find 'row/Z'"),
+        ("grid:\n  row: [A]\nbogus: 1\n", "invalid key 'bogus' in study file"),
+        ("grid:\n  row: [A]\nmore_seeds:\n  - when: {row: B}\n    seeds: [1]\n", "matches no cell"),
+        ("grid:\n  row: [A]\n  scale: [smoke]\n", "invalid key 'scale' in grid"),
+        ("grid:\n  row: [A]\nseeds: [-1]\n", "invalid seeds=[-1]"),
+        ("cells:\n  - {row: A, optim.clip_threshold: -1}\n", "optim.clip_threshold=-1"),
+        ("description: nothing\n", "defines no cells"),
+    ],
+)
+def test_bad_study_file_exits_2_and_writes_nothing(tmp_path, capsys, text, expected):
+    root = tmp_path / "runs"
+    assert S.main(["--exp", _bad_study(tmp_path, text), "--scale", "smoke", "--runs-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert not root.exists()
+
+
+def test_a_run_dir_with_another_config_is_refused_before_anything_runs(tmp_path, capsys):
+    root = tmp_path / "runs"
+    study = S.load_study("smoke")
+    runs, _ = S.plan_runs(study, "smoke", root)
+    # A run directory left by an older version of the study (another step count).
+    from omegaconf import OmegaConf
+
+    from factorial import config as C
+
+    cfg = T.compose([*runs[0].command, "train.steps=31"])
+    runs[0].run_dir.mkdir(parents=True)
+    (runs[0].run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(C.to_dict(cfg))))
+    before = sorted(p.name for p in root.rglob("*"))
+    assert S.main(["--exp", "smoke", "--scale", "smoke", "--runs-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with a different config (train.steps: 31 -> 30)" in err, err
+    assert sorted(p.name for p in root.rglob("*")) == before
+
+
+def test_slurm_launcher_without_slurm_fails_clearly(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no sbatch, no srun, whatever this machine has
+    root = tmp_path / "runs"
+    rc = S.main(["--exp", "smoke", "--scale", "smoke", "--launcher", "slurm", "--partition", "gpu", "--time-min", "30",
+                 "--runs-root", str(root), "--", "logger=none"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "invalid --launcher=slurm: SLURM is not available on this machine (`sbatch` is not on PATH" in err, err
+    assert not root.exists()
+
+
+def test_slurm_executor_parameters(tmp_path, monkeypatch):
+    """The executor the slurm launcher builds (submitit's own check of the parameters, no cluster)."""
+    import argparse
+
+    import submitit
+
+    built = {}
+
+    class FakeAuto:
+        def __init__(self, folder, cluster):
+            built.update(folder=folder, cluster=cluster)
+
+        def update_parameters(self, **params):
+            built.update(params)
+
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeAuto)
+    monkeypatch.setattr(S.shutil, "which", lambda name: f"/usr/bin/{name}")
+    args = argparse.Namespace(time_min=90, gpus_per_cell=1, exp_name="table2", scale="paper", jobs=8, partition="gpu")
+    S.make_executor("slurm", tmp_path / ".submitit", args, cpus=8)
+    assert built == dict(folder=tmp_path / ".submitit", cluster="slurm", timeout_min=90, gpus_per_node=1, cpus_per_task=8,
+                         name="factorial-table2-paper", slurm_array_parallelism=8, slurm_partition="gpu")
+    # And the real AutoExecutor accepts exactly these parameters (local cluster: no SLURM needed).
+    monkeypatch.undo()
+    real = submitit.AutoExecutor(folder=tmp_path / ".submitit", cluster="local")
+    real.update_parameters(**{k: v for k, v in built.items() if k not in ("folder", "cluster")})
+
+
+def test_makefile_has_a_sweep_target():
+    proc = subprocess.run(["make", "-n", "-C", str(REPO_ROOT), "sweep", "EXP=fig1", "SCALE=smoke", "JOBS=2", "ARGS=logger=none",
+                           "PARTITION=gpu", "TIME=30", "LAUNCHER=slurm"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert ("-m factorial.sweep --exp fig1 --scale smoke --jobs 2 --launcher slurm --partition gpu --time-min 30 -- logger=none"
+            in proc.stdout), proc.stdout
+
+
+# --- real sweeps ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_table2_smoke_sweep_finishes_and_a_second_run_trains_nothing(tmp_path, cache_dir):
+    root = tmp_path / "runs"
+    t0 = time.monotonic()
+    proc = sweep_cli("--exp", "table2", "--scale", "smoke", "--jobs", "2", "--seeds", "0", "--", "logger=none",
+                     root=root, cache=cache_dir)
+    first = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    found = summaries(root)
+    assert len(found) == 44
+    assert {s["status"] for s in found.values()} <= {"completed", "diverged"}
+    assert "failed" not in {s["status"] for s in found.values()}
+    for run in found:
+        assert run.startswith("table2/smoke/row=") and run.endswith("/seed0")
+    assert "0 failed, 0 skipped" in proc.stdout and "make table EXP=table2 SCALE=smoke" in proc.stdout
+    logs = {p: p.read_text() for p in root.rglob("train.log")}
+
+    t0 = time.monotonic()
+    again = sweep_cli("--exp", "table2", "--scale", "smoke", "--jobs", "2", "--seeds", "0", "--", "logger=none",
+                      root=root, cache=cache_dir)
+    second = time.monotonic() - t0
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 completed, 0 diverged, 0 failed, 44 skipped" in again.stdout
+    assert {p: p.read_text() for p in root.rglob("train.log")} == logs  # no process was started
+    assert summaries(root) == found
+    assert second < first / 3, (first, second)
+
+
+@pytest.mark.slow
+def test_smoke_study_with_the_submitit_local_launcher(tmp_path, cache_dir):
+    root = tmp_path / "runs"
+    proc = sweep_cli("--exp", "smoke", "--scale", "smoke", "--launcher", "submitit_local", "--jobs", "2", "--", "logger=none",
+                     root=root, cache=cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    found = summaries(root)
+    assert len(found) == 4 and {s["status"] for s in found.values()} <= {"completed", "diverged"}
+    assert (root / "smoke" / "smoke" / ".submitit").is_dir()
+    assert "4 completed" in proc.stdout or "diverged" in proc.stdout
+
+
+@pytest.mark.slow
+def test_killed_and_terminated_sweeps_resume_to_the_same_summaries(tmp_path, cache_dir):
+    extra = ["--", "logger=none", "train.steps=200", "train.checkpoint_every=50"]
+    reference = tmp_path / "reference"
+    proc = sweep_cli("--exp", "smoke", "--scale", "smoke", "--jobs", "2", *extra, root=reference, cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = summaries(reference)
+    assert len(expected) == 4
+
+    root = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "factorial.sweep", "--exp", "smoke", "--scale", "smoke", "--runs-root", str(root),
+           "--cache-dir", cache_dir, *extra]
+
+    def start() -> subprocess.Popen:
+        # Its own process group (session), as a shell job would be: killpg reaches the cells too.
+        return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+    def finished() -> list[Path]:
+        return [d for d in run_dirs(root) if (d / "summary.json").exists()]
+
+    # 1. SIGKILL of the whole process group once a cell has finished and another is training.
+    sweep = start()
+    wait_for(lambda: finished() and any(locked(d) and (d / "meta.json").exists() for d in run_dirs(root) if d not in finished()),
+             "one finished cell and one training")
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait(timeout=30)
+    time.sleep(0.2)
+    assert not any(locked(d) for d in run_dirs(root)), "a cell survived the killed process group"
+    n_done = len(finished())
+    assert n_done < 4
+
+    # 2. SIGTERM of the sweep alone: it stops its running cell and exits 143.
+    sweep = start()
+    wait_for(lambda: any(locked(d) for d in run_dirs(root)), "a cell training")
+    sweep.send_signal(signal.SIGTERM)
+    out, _ = sweep.communicate(timeout=60)
+    assert sweep.returncode == 128 + signal.SIGTERM, out
+    assert "interrupted" in out
+    assert not any(locked(d) for d in run_dirs(root)), "SIGTERM left a cell running"
+
+    # 3. Run to the end: the same summaries as the sweep that was never interrupted.
+    proc = sweep_cli("--exp", "smoke", "--scale", "smoke", "--jobs", "2", *extra, root=root, cache=cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = summaries(root)
+    assert got == expected
+    # Some cells were resumed from a checkpoint rather than started over.
+    starts = [json.loads((d / "meta.json").read_text())["starts"] for d in run_dirs(root)]
+    assert sum(len(s) for s in starts) > 4
+
+
+@pytest.mark.slow
+def test_a_submitit_job_at_its_time_limit_is_requeued_and_its_cell_resumes(tmp_path, cache_dir):
+    """What SLURM does at a time limit, with submitit's local executor: SIGUSR2 -> CellJob.checkpoint."""
+    import submitit
+
+    study = S.load_study("smoke", ["logger=none", "train.steps=1500", "train.checkpoint_every=100"])
+    runs, errors = S.plan_runs(study, "smoke", tmp_path / "runs", cache_dir=cache_dir)
+    assert errors == []
+    run = next(r for r in runs if r.cell.values["row"] == "O")
+    executor = submitit.LocalExecutor(folder=tmp_path / ".submitit", max_num_timeout=10)
+    executor.update_parameters(timeout_min=0.2, signal_delay_s=5)  # the "time limit" signal 7 s into each job
+    run.run_dir.mkdir(parents=True)
+    job = executor.submit(S.CellJob(), run.command, str(run.run_dir), dict(ENV))
+    assert job.result() == 0
+    assert S.read_summary(run.run_dir)["status"] == "completed"
+    starts = json.loads((run.run_dir / "meta.json").read_text())["starts"]
+    assert len(starts) >= 2 and starts[-1]["from_step"] > 0, starts
