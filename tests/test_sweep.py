@@ -403,3 +403,46 @@ def test_a_submitit_job_at_its_time_limit_is_requeued_and_its_cell_resumes(tmp_p
     assert S.read_summary(run.run_dir)["status"] == "completed"
     starts = json.loads((run.run_dir / "meta.json").read_text())["starts"]
     assert len(starts) >= 2 and starts[-1]["from_step"] > 0, starts
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_the_same_study_train_each_cell_once(tmp_path, cache_dir):
+    """Started together on one runs root: both finish, no cell is trained twice or by both at once."""
+    extra = ["--", "logger=none", "train.steps=150", "train.checkpoint_every=50"]
+    cmd = [sys.executable, "-m", "factorial.sweep", "--exp", "smoke", "--scale", "smoke", "--runs-root", str(tmp_path),
+           "--cache-dir", cache_dir, "--jobs", "1", *extra]
+    sweeps = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in sweeps]
+    assert [p.returncode for p in sweeps] == [0, 0], outs
+    dirs = run_dirs(tmp_path)
+    assert len(dirs) == 4
+    for d in dirs:
+        assert json.loads((d / "summary.json").read_text())["status"] in ("completed", "diverged")
+        starts = json.loads((d / "meta.json").read_text())["starts"]
+        assert [s["from_step"] for s in starts] == [0], (d, starts)  # trained once, never by two processes
+        records = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        steps = [r["step"] for r in records]
+        assert steps == sorted(steps)
+        logged = [r["step"] for r in records if "train/loss" in r]
+        assert len(logged) == len(set(logged))  # no step logged by two trainers
+
+
+@pytest.mark.slow
+def test_a_failed_cell_does_not_stop_the_sweep_and_is_retried(tmp_path, cache_dir):
+    """One cell crashes (its checkpoint directory is a file, so it cannot save); the others finish, the
+    sweep exits 1 and says so; once the cause is gone the next sweep retries only that cell."""
+    extra = ["--", "logger=none"]
+    plan, _ = S.plan_runs(S.load_study("smoke"), "smoke", tmp_path)
+    victim = plan[0].run_dir
+    victim.mkdir(parents=True)
+    (victim / "checkpoints").write_text("not a directory")
+    proc = sweep_cli("--exp", "smoke", "--scale", "smoke", *extra, root=tmp_path, cache=cache_dir)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "1 failed" in proc.stdout
+    statuses = {d.parent.name: json.loads((d / "summary.json").read_text())["status"]
+                for d in run_dirs(tmp_path)}
+    assert sorted(statuses.values()) == ["completed", "completed", "completed", "failed"]
+    (victim / "checkpoints").unlink()
+    proc = sweep_cli("--exp", "smoke", "--scale", "smoke", *extra, root=tmp_path, cache=cache_dir)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "1 completed" in proc.stdout and "3 skipped" in proc.stdout

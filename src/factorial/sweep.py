@@ -103,6 +103,7 @@ EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 SCALES_DIR = REPO_ROOT / "conf" / "scale"
 
 FINISHED = ("completed", "diverged")  # = factorial.train.FINISHED (not imported: job processes stay light)
+EXIT_BUSY = 75  # = factorial.train.EXIT_BUSY: another process trains the cell right now
 LAUNCHERS = ("local", "submitit_local", "slurm")
 STUDY_KEYS = ("description", "grid", "seeds", "more_seeds", "fixed", "cells")
 # Set by the sweep for every run: a study or an extra override may not set them.
@@ -487,9 +488,17 @@ def execute_run(
     refused to start it (the sweep is stopping)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    wait_for_cell_lock(run_dir, stop)
-    if run_status(run_dir) in FINISHED:  # finished meanwhile (an orphan, another sweep)
-        return 0
+    while True:
+        wait_for_cell_lock(run_dir, stop)
+        if run_status(run_dir) in FINISHED:  # finished meanwhile (an orphan, another sweep)
+            return 0
+        rc = _run_trainer(command, run_dir, env, start)
+        # Another sweep took the cell between our wait and the trainer's lock: wait for it, then look again.
+        if rc != EXIT_BUSY or (stop is not None and stop.is_set()):
+            return rc
+
+
+def _run_trainer(command, run_dir: Path, env, start) -> int | None:
     argv = [sys.executable, "-m", "factorial.train", *command]
     full_env = {**os.environ, **(env or {})}
     with open(run_dir / "train.log", "ab") as log:

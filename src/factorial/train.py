@@ -267,6 +267,9 @@ def run_cell(cfg: Config) -> dict:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     with CellLock(run_dir):
+        # Another process may have finished the cell between the check above and the lock.
+        if summary_path.exists() and json.loads(summary_path.read_text()).get("status") in FINISHED:
+            return json.loads(summary_path.read_text())
         try:
             return _train(cfg, cfg_dict, run_dir, corpus, batches)
         except Exception as err:
