@@ -28,7 +28,6 @@ import netrc
 import os
 import platform
 import struct
-import tempfile
 import time
 import zlib
 from collections.abc import Mapping
@@ -36,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from .runio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -318,16 +319,7 @@ def _truncate_metrics(path: Path, resume_step: int | None) -> None:
             "%s: resuming from step %d, dropped %d record(s) logged after it",
             path, resume_step, len(records) - len(keep),
         )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(new)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, new)
 
 
 # ============================================================================ RunLogger
