@@ -273,7 +273,17 @@ def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_numbers(tmp
     assert ref.wait(timeout=600) == 0
     duration = time.perf_counter() - began  # imports included, so early kills land in start-up too
     rng = random.Random(1234)
-    kills = 0
+    # The first kill lands once the first checkpoint exists, so the cell is surely cut mid-run
+    # whatever the machine's speed; the later ones land at random moments.
+    first = start(tmp_path / "cut")
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "cut" / "checkpoints").glob("step-*.pt")):
+        assert first.poll() is None, "the cell finished before its first checkpoint could be cut"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    kills = 1
     while True:
         proc = start(tmp_path / "cut")
         try:

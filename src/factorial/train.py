@@ -347,7 +347,8 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
     tokens_per_step = batches.tokens_per_batch
     status, diverged_at, error = "completed", None, None
     val_loss = None
-    window_losses: list[float] = []
+    # Losses since the last log line; part of a checkpoint, so a resumed run logs the same means.
+    window_losses: list[float] = list(progress.get("window_losses", []))
     window_time = 0.0  # seconds spent in training steps since the last log (evaluation excluded)
     start_time = time.perf_counter() - progress["elapsed"]
 
@@ -415,6 +416,7 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
                             tok_s=f"{metrics['perf/tokens_per_s']:.0f}")
         if step % t.checkpoint_every == 0 and step < t.steps:
             progress["step"], progress["elapsed"] = step, time.perf_counter() - start_time
+            progress["window_losses"] = list(window_losses)
             save_checkpoint(run_dir, step, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "batches": batches.state_dict(), "progress": dict(progress),
