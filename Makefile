@@ -49,3 +49,12 @@ TABLE_ARGS ?=
 
 table: setup
 	$(PY) -m factorial.table --exp $(EXP) --scale $(SCALE) $(TABLE_ARGS)
+
+# Optimizer step time against torch/transformers peers, state bytes, and the trainer's overhead:
+# results/bench/<device>.{json,md}. `make bench BENCH_ARGS=--quick` checks the plumbing in seconds;
+# `.venv/bin/pip install -e '.[bench]'` adds transformers' Adafactor to the comparison.
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: setup
+	$(PY) -m factorial.bench $(BENCH_ARGS)

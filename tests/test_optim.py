@@ -534,3 +534,132 @@ def test_works_with_a_torch_lr_scheduler():
         sched.step()
     # steps of 1, 0.5, 0.25 with U = 1 each time
     torch.testing.assert_close(p.detach(), torch.full((3,), -1.75))
+
+
+# --- the fused path (the default on CPU) against the reference ------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["factored", "row", "col", "full"])
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        dict(beta1=0.0, beta2_exponent=0.8, clip_threshold=1.0, relative_step=True),  # Alg. 6
+        dict(beta1=0.9, momentum="gradient", clip_threshold=1.0, relative_step=True, weight_decay=0.01),
+        dict(beta1=0.9, momentum="update", clip_threshold=2.0, relative_step=False),
+        dict(beta1=0.0, clip_threshold=None, relative_step=False, beta2=0.9),
+        dict(beta1=0.0, clip_threshold=0.5, relative_step=True, eps1=0.0),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_matches_reference(mode, knobs, dtype):
+    """Same parameters, state and update_rms as the single-tensor reference, step after step."""
+    results = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        shapes = [(9, 7), (7,), (2, 3, 4), (6, 2), (1, 5), ()]
+        ps = [torch.nn.Parameter(torch.randn(s).to(dtype)) for s in shapes]
+        opt = Adafactor(ps, lr=0.05, second_moment=mode, fused=fused, foreach=False, **knobs)
+        for step in range(6):
+            for p in ps:  # large gradients at the last step so that clipping acts
+                p.grad = (torch.randn_like(p, dtype=torch.float32) * (30.0 if step == 5 else 1.0)).to(dtype)
+            opt.step()
+        results.append((ps, opt))
+    (ref_ps, ref), (fused_ps, fused) = results
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    for p, q in zip(ref_ps, fused_ps):
+        torch.testing.assert_close(q, p, **tol)
+        s, t = ref.state[p], fused.state[q]
+        assert set(s) == set(t)
+        for key in s:
+            if torch.is_tensor(s[key]):
+                assert t[key].dtype == s[key].dtype == torch.float32 and t[key].shape == s[key].shape, key
+                torch.testing.assert_close(t[key], s[key], rtol=1e-5, atol=1e-6)
+            else:
+                assert t[key] == s[key]
+    if knobs["clip_threshold"] and knobs["beta1"] == 0:  # clipping acted at the last step
+        assert any(ref.state[p]["update_rms"] > knobs["clip_threshold"] for p in ref_ps)
+
+
+def test_fused_is_the_cpu_default_and_foreach_false_is_the_reference():
+    p = torch.nn.Parameter(torch.zeros(2, 2))
+    assert Adafactor([p])._path(None, is_cuda=False) == "fused"
+    assert Adafactor([p])._path(None, is_cuda=True) == "foreach"
+    assert Adafactor([p], foreach=False)._path(False, is_cuda=False) == "single"
+    assert Adafactor([p], fused=False)._path(None, is_cuda=False) == "single"
+    assert Adafactor([p], foreach=True)._path(True, is_cuda=False) == "foreach"
+    assert Adafactor([p], fused=True, foreach=False)._path(False, is_cuda=True) == "fused"
+    with pytest.raises(ValueError, match="fused=True"):
+        Adafactor([p], fused=True, foreach=True)
+    with pytest.raises(ValueError, match="fused='yes'"):
+        Adafactor([p], fused="yes")
+
+
+@pytest.mark.parametrize("kw", [dict(fused=True), dict(foreach=False), dict(foreach=True)])
+def test_step_never_reads_a_tensor_on_the_host(kw, monkeypatch):
+    """No .item() (or float()/bool() of a tensor) inside step(): on a GPU each would be a sync."""
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(5, 4)), torch.nn.Parameter(torch.randn(4))]
+    opt = Adafactor(ps, beta1=0.9, **kw)
+
+    def forbidden(self, *args):
+        raise AssertionError("host read of a tensor inside step()")
+
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    with monkeypatch.context() as m:
+        for name in ("item", "__float__", "__bool__", "tolist"):
+            m.setattr(torch.Tensor, name, forbidden)
+        opt.step()
+        opt.step()
+
+
+def test_fused_state_dict_resumes_the_reference_and_back():
+    """The fused path keeps the reference's state format: either path resumes the other's state dict."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 5)
+    grads = [torch.randn(6, 5) for _ in range(6)]
+    a, b = torch.nn.Parameter(x.clone()), torch.nn.Parameter(x.clone())
+    ref, fused = Adafactor([a], beta1=0.9, fused=False), Adafactor([b], beta1=0.9, fused=True)
+    for g in grads[:3]:
+        a.grad, b.grad = g.clone(), g.clone()
+        ref.step()
+        fused.step()
+    ref2, fused2 = Adafactor([a], beta1=0.9, fused=True), Adafactor([b], beta1=0.9, fused=False)
+    ref2.load_state_dict(ref.state_dict())
+    fused2.load_state_dict(fused.state_dict())
+    assert ref.state_dict()["param_groups"] == fused.state_dict()["param_groups"]
+    for g in grads[3:]:
+        a.grad, b.grad = g.clone(), g.clone()
+        ref2.step()
+        fused2.step()
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        dict(beta1=0.0, beta2_exponent=0.8, clip_threshold=1.0, relative_step=True),  # Alg. 6
+        dict(beta1=0.9, clip_threshold=1.0, relative_step=True, weight_decay=0.01, beta2=0.9),
+        dict(beta1=0.9, momentum="update", clip_threshold=1.0, relative_step=True),  # stays on the eager fused path
+    ],
+)
+def test_compiled_path_matches_reference(knobs):
+    """compile=True (torch.compile of the factored mode's two heavy loops) against the reference."""
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(s)) for s in [(9, 7), (7,), (2, 3, 4)]]
+        opt = Adafactor(ps, lr=0.05, compile=True, **knobs) if compiled else Adafactor(ps, lr=0.05, foreach=False, **knobs)
+        for step in range(5):
+            for p in ps:
+                p.grad = torch.randn_like(p) * (30.0 if step == 4 else 1.0)
+            opt.step()
+        results.append((ps, opt))
+    (ref_ps, ref), (ps, opt) = results
+    for p, q in zip(ref_ps, ps):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+        for key, v in ref.state[p].items():
+            if torch.is_tensor(v):
+                torch.testing.assert_close(opt.state[q][key], v, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="compile"):
+        Adafactor(ps, compile=True, foreach=True)

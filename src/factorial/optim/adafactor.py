@@ -19,6 +19,7 @@ Corners of the space (see README):
 from __future__ import annotations
 
 import math
+import types
 from collections import defaultdict
 from itertools import chain
 from typing import Any
@@ -110,6 +111,15 @@ class Adafactor(Optimizer):
         eps2: floor of RMS(X) for the relative step, so zero-initialised parameters move.
         weight_decay: decoupled decay, X ← X·(1 − lr·wd) before the update; 0 in every paper cell.
         foreach: use the multi-tensor (``torch._foreach_*``) path. None picks it on CUDA.
+        fused: use the per-tensor fast path (``_fused_step``): the reference chain with step size
+            and clipping folded into one 0-d scale of the final multiply-add, which saves two full
+            passes over U. None picks it on CPU when ``foreach`` is None too; ``foreach=False``
+            alone selects the reference path (``_single_tensor_step``). Not stored in the state dict.
+        compile: on the fused path, run the heavy loops of the factored mode through ``torch.compile``
+            (``functional.factored_statistics`` and ``factored_apply_``: two loops over G and one over X
+            instead of ~13 passes, no temporary the size of G). Opt-in: the first step compiles one
+            graph per parameter shape (seconds each, a C++ compiler on CPU); later steps reuse them.
+            Other modes, and ``momentum="update"``, stay on the eager fused path.
 
     After each step ``state[p]["update_rms"]`` is the unclipped RMS(U) of that step as a 0-d float32
     tensor (with β1 = 0 it is Figure 1's √mean(G²/V̂)); reading it is the caller's host sync, not ours.
@@ -133,6 +143,8 @@ class Adafactor(Optimizer):
         eps2: float = 1e-3,
         weight_decay: float = 0.0,
         foreach: bool | None = None,
+        fused: bool | None = None,
+        compile: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -148,7 +160,19 @@ class Adafactor(Optimizer):
             weight_decay=weight_decay,
         )
         validate_hyperparameters(**defaults)
+        if fused not in (None, True, False):
+            raise _invalid("fused", fused, "None, True or False")
+        if fused and foreach:
+            raise _invalid("fused", fused, "fused=True only with foreach=None or False")
+        if not isinstance(compile, bool):
+            raise _invalid("compile", compile, "True or False")
+        if compile and (foreach or fused is False):
+            raise _invalid("compile", compile, "compile=True only on the fused path (foreach=None or False, fused=None or True)")
+        if compile:
+            fused = True
+        self.compile = compile
         defaults["foreach"] = foreach
+        self.fused = fused
         super().__init__(params, defaults)
         # Groups added later (add_param_group) are validated too.
         for group in self.param_groups:
@@ -216,15 +240,26 @@ class Adafactor(Optimizer):
                 params.append(p)
             if not params:
                 continue
-            foreach = group["foreach"]
-            if foreach is None:
-                foreach = params[0].is_cuda
-            if foreach:
+            path = self._path(group["foreach"], params[0].is_cuda)
+            if path == "foreach":
                 self._multi_tensor_step(params, group)
+            elif path == "fused":
+                for p in params:
+                    self._fused_step(p, group)
             else:
                 for p in params:
                     self._single_tensor_step(p, group)
         return loss
+
+    def _path(self, foreach: bool | None, is_cuda: bool) -> str:
+        """Which implementation a group runs: "fused", "foreach" or "single" (the reference)."""
+        if self.fused:
+            return "fused"
+        if foreach is None:
+            if is_cuda:
+                return "foreach"
+            return "fused" if self.fused is None else "single"
+        return "foreach" if foreach else "single"
 
     def _single_tensor_step(self, param: Tensor, group: dict) -> None:
         """The reference path: the chain of PAPER.md §2 for one tensor, link by link."""
@@ -251,6 +286,75 @@ class Adafactor(Optimizer):
         if group["weight_decay"]:
             param.mul_(1.0 - group["lr"] * group["weight_decay"])
         _subtract_(param, update)
+
+    def _fused_step(self, param: Tensor, group: dict) -> None:
+        """The reference chain in fewer passes over memory (the default on CPU).
+
+        The same functions as ``_single_tensor_step`` up to RMS(U); then, instead of three passes
+        over U (U ← U/max(1, RMS(U)/d), U ← α·U, X ← X − U), one 0-d scale
+        s = α/max(1, RMS(U)/d) and one multiply-add X ← X − s·U. Equal to the reference up to float32
+        rounding (tests/test_optim.py checks every setting).
+        """
+        state = self.state[param]
+        grad = param.grad
+        t = state["step"]
+        mode = self.accumulator_mode(param, group["second_moment"])
+        beta1 = group["beta1"]
+        if self.compile and mode == "factored" and not (beta1 > 0 and group["momentum"] == "update"):
+            self._compiled_factored_step(param, group)
+            return
+
+        alpha = F.step_size(param, group["lr"], group["relative_step"], group["eps2"])
+        rate = F.second_moment_rate(group["beta2"], group["beta2_exponent"], t)
+        F.update_second_moment_(state, grad, mode, rate, group["eps1"])
+
+        direction = grad
+        if beta1 > 0 and group["momentum"] == "gradient":
+            direction = F.gradient_momentum_(state["exp_avg"], grad, beta1, t)
+        update = F.precondition(direction, state, mode)
+        state["update_rms"] = F.rms(update)
+        scale = F.clipped_step_size(alpha, state["update_rms"], group["clip_threshold"])
+        if beta1 > 0 and group["momentum"] == "update":
+            update = F.update_momentum_(state["exp_avg"], _scaled_(update, scale), beta1)
+            scale = 1.0
+
+        if group["weight_decay"]:
+            param.mul_(1.0 - group["lr"] * group["weight_decay"])
+        _subtract_scaled_(param, update, scale)
+
+    def _compiled_factored_step(self, param: Tensor, group: dict) -> None:
+        """The factored chain with its two heavy parts compiled (``compile=True``).
+
+        statistics (one loop over X, one over G) → the EMAs of R and C and the step size α_t (eager,
+        vectors) → U = D·rsqrt(R/mean R)·rsqrt(C)ᵀ, RMS(U) and X ← X − α_t/max(1, RMS(U)/d)·U (one
+        reduction over D, one loop over X and D).
+        """
+        state = self.state[param]
+        grad = param.grad
+        t = state["step"]
+        lr, relative = group["lr"], group["relative_step"]
+        rate = F.second_moment_rate(group["beta2"], group["beta2_exponent"], t)
+
+        key = (tuple(param.shape), param.dtype, grad.dtype, param.device)
+        x_sq, row_sum, col_sum = _compiled("factored_statistics", *key, relative)(param, grad, relative)
+        F.ema_(state["exp_avg_sq_row"], row_sum.div_(param.shape[-1]), rate, group["eps1"])
+        F.ema_(state["exp_avg_sq_col"], col_sum.div_(param.shape[-2]), rate, group["eps1"])
+        if relative:  # α_t = max(ε2, RMS(X_{t−1}))·ρ_t
+            alpha = torch.clamp(x_sq.div_(param.numel()).sqrt_(), min=group["eps2"]).mul_(lr)
+        else:
+            alpha = torch.full((), lr, dtype=torch.float32, device=param.device)  # a fill, not a host copy
+        direction = grad
+        if group["beta1"] > 0:
+            direction = F.gradient_momentum_(state["exp_avg"], grad, group["beta1"], t)
+        row = state["exp_avg_sq_row"]
+        row_scale = (row / row.mean(dim=-1, keepdim=True)).rsqrt_()
+        col_scale = state["exp_avg_sq_col"].rsqrt()
+
+        if group["weight_decay"]:
+            param.mul_(1.0 - lr * group["weight_decay"])
+        threshold = group["clip_threshold"]
+        state["update_rms"] = _compiled("factored_apply_", *key, direction.dtype, threshold)(
+            param, direction, row_scale, col_scale, alpha, threshold)
 
     def _multi_tensor_step(self, params: list[Tensor], group: dict) -> None:
         """The same chain with ``torch._foreach_*`` ops, tensors bucketed by shape class.
@@ -318,6 +422,39 @@ class Adafactor(Optimizer):
             else:
                 for p, u in zip(ps, updates):
                     _subtract_(p, u)
+
+
+_COMPILED: dict[tuple, Any] = {}
+
+
+def _compiled(name: str, *key: Any):
+    """``torch.compile`` of a kernel of ``functional`` for one kind of call (shape, dtypes, flags).
+
+    Each key gets its own copy of the function, so its own compile cache with a single static-shape
+    graph: dynamo's limit of 8 recompiles per function would otherwise send a model with more
+    parameter shapes back to eager, and dynamic-shape kernels measured slower than eager here.
+    """
+    if (name, *key) not in _COMPILED:
+        fn = getattr(F, name)
+        copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+        _COMPILED[(name, *key)] = torch.compile(copy, dynamic=False)
+    return _COMPILED[(name, *key)]
+
+
+def _scaled_(update: Tensor, scale: Tensor | float) -> Tensor:
+    """update ← scale·update, in place (``scale`` a 0-d tensor or a number)."""
+    return update.mul_(scale)
+
+
+def _subtract_scaled_(param: Tensor, update: Tensor, scale: Tensor | float) -> None:
+    """X ← X − scale·update in one pass, in float32, rounded once into the parameter's dtype."""
+    target = param if param.dtype == torch.float32 else param.float()
+    if torch.is_tensor(scale):
+        target.addcmul_(update, scale, value=-1.0)
+    else:
+        target.add_(update, alpha=-scale)
+    if target is not param:
+        param.copy_(target)
 
 
 def _subtract_(param: Tensor, update: Tensor) -> None:

@@ -67,8 +67,13 @@ def row_mean_sq(grad: Tensor) -> Tensor:
 
 
 def col_mean_sq(grad: Tensor) -> Tensor:
-    """mean over the second-to-last dim of G², shape (..., m), without a temporary the size of G."""
-    return torch.linalg.vector_norm(grad, 2, dim=-2, dtype=torch.float32).square_().div_(grad.shape[-2])
+    """mean over the second-to-last dim of G², shape (..., m).
+
+    This one squares into a temporary the size of G: on CPU, ``vector_norm(dim=-2)`` (no temporary)
+    is an order of magnitude slower than square-then-sum on the embedding's gradient and was most of
+    the step's time (``python -m factorial.bench``, "Kernels").
+    """
+    return grad.float().square().sum(dim=-2).div_(grad.shape[-2])
 
 
 def ema_(acc: Tensor, observation: Tensor, rate: float, eps1: float) -> None:
@@ -122,14 +127,29 @@ def precondition(direction: Tensor, state: dict, mode: str) -> Tensor:
 
 
 def rms(x: Tensor) -> Tensor:
-    """RMS(Z) = √mean(z²) of a whole tensor, as a 0-d float32 tensor (no temporary the size of Z)."""
-    return torch.linalg.vector_norm(x, 2, dtype=torch.float32).div_(math.sqrt(x.numel()))
+    """RMS(Z) = √mean(z²) of a whole tensor, as a 0-d float32 tensor (no temporary the size of Z).
+
+    Row norms first, then the norm of those: a single float32 ``vector_norm`` over a tensor of
+    millions of entries loses several digits on CPU (it accumulates without pairwise summation);
+    the two-stage sum stays at float32 rounding (``python -m factorial.bench``, "Kernels").
+    """
+    numel = x.numel()
+    if x.dim() >= 2:
+        x = torch.linalg.vector_norm(x, 2, dim=-1, dtype=torch.float32)
+    return torch.linalg.vector_norm(x, 2, dtype=torch.float32).div_(math.sqrt(numel))
 
 
 def clip_(update: Tensor, update_rms: Tensor, threshold: float | None) -> None:
     """Û = U / max(1, RMS(U)/d)  (§6), in place. Shrinks an update whose RMS exceeds d, never enlarges one."""
     if threshold is not None:
         update.div_(torch.clamp(update_rms / threshold, min=1.0))
+
+
+def clipped_step_size(alpha: Tensor | float, update_rms: Tensor, threshold: float | None) -> Tensor | float:
+    """α_t / max(1, RMS(U)/d): step size and clipping (§6) as one 0-d scale of U (the fused path)."""
+    if threshold is None:
+        return alpha
+    return torch.clamp(update_rms / threshold, min=1.0).reciprocal_().mul_(alpha)
 
 
 def step_size(param: Tensor, lr: float, relative: bool, eps2: float) -> Tensor | float:
@@ -152,3 +172,31 @@ def update_momentum_(exp_avg: Tensor, scaled_update: Tensor, beta1: float) -> Te
     """m ← β1·m + (1 − β1)·α_t·Û  (Tensor2Tensor / Hugging Face convention: no bias correction)."""
     exp_avg.lerp_(scaled_update, 1.0 - beta1)
     return exp_avg
+
+
+# --- kernels of the compiled path (Adafactor(compile=True)) -------------------------------------------
+#
+# Written for torch.compile: each is one or two loops over the tensor once inductor fuses it, with no
+# temporary the size of G. Eagerly they compute the same numbers (and allocate). Only the factored
+# mode goes through them; the small per-row and per-column arithmetic between them stays eager.
+
+
+def factored_statistics(param: Tensor, grad: Tensor, relative: bool) -> tuple[Tensor | None, Tensor, Tensor]:
+    """Σ X² (for the relative step; None without it) and the row and column sums of G²."""
+    g = grad.float()
+    g2 = g * g
+    x_sq = param.float().square().sum() if relative else None
+    return x_sq, g2.sum(dim=-1), g2.sum(dim=-2)
+
+
+def factored_apply_(param: Tensor, direction: Tensor, row_scale: Tensor, col_scale: Tensor, alpha: Tensor,
+                    threshold: float | None) -> Tensor:
+    """U = D·a·bᵀ (a = rsqrt(R/mean R), b = rsqrt(C), given), RMS(U), X ← X − α/max(1, RMS(U)/d)·U.
+
+    U is never stored: the RMS is one reduction over D and the update a second loop. Returns RMS(U).
+    """
+    u = direction.float() * row_scale.unsqueeze(-1) * col_scale.unsqueeze(-2)
+    update_rms = u.square().sum().div(u.numel()).sqrt()
+    scale = alpha if threshold is None else alpha / torch.clamp(update_rms / threshold, min=1.0)
+    param.copy_(param.float() - u * scale)
+    return update_rms
