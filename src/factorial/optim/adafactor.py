@@ -261,8 +261,9 @@ class Adafactor(Optimizer):
             return "fused" if self.fused is None else "single"
         return "foreach" if foreach else "single"
 
-    def _single_tensor_step(self, param: Tensor, group: dict) -> None:
-        """The reference path: the chain of PAPER.md §2 for one tensor, link by link."""
+    def _unscaled_update(self, param: Tensor, group: dict) -> tuple[dict, Tensor, Tensor | float]:
+        """Links 1–4 of the chain, shared by both per-tensor paths: α_t, the decay rate, the
+        second-moment accumulators, the (momentum) direction and U = direction/√V̂ with its RMS."""
         state = self.state[param]
         grad = param.grad
         t = state["step"]
@@ -278,8 +279,14 @@ class Adafactor(Optimizer):
             direction = F.gradient_momentum_(state["exp_avg"], grad, beta1, t)
         update = F.precondition(direction, state, mode)
         state["update_rms"] = F.rms(update)
+        return state, update, alpha
+
+    def _single_tensor_step(self, param: Tensor, group: dict) -> None:
+        """The reference path: the chain of PAPER.md §2 for one tensor, link by link."""
+        state, update, alpha = self._unscaled_update(param, group)
         F.clip_(update, state["update_rms"], group["clip_threshold"])
         update.mul_(alpha)
+        beta1 = group["beta1"]
         if beta1 > 0 and group["momentum"] == "update":
             update = F.update_momentum_(state["exp_avg"], update, beta1)
 
@@ -290,31 +297,20 @@ class Adafactor(Optimizer):
     def _fused_step(self, param: Tensor, group: dict) -> None:
         """The reference chain in fewer passes over memory (the default on CPU).
 
-        The same functions as ``_single_tensor_step`` up to RMS(U); then, instead of three passes
+        The same links as ``_single_tensor_step`` up to RMS(U); then, instead of three passes
         over U (U ← U/max(1, RMS(U)/d), U ← α·U, X ← X − U), one 0-d scale
         s = α/max(1, RMS(U)/d) and one multiply-add X ← X − s·U. Equal to the reference up to float32
         rounding (tests/test_optim.py checks every setting).
         """
-        state = self.state[param]
-        grad = param.grad
-        t = state["step"]
-        mode = self.accumulator_mode(param, group["second_moment"])
         beta1 = group["beta1"]
-        if self.compile and mode == "factored" and not (beta1 > 0 and group["momentum"] == "update"):
+        momentum_on_update = beta1 > 0 and group["momentum"] == "update"
+        if self.compile and self.accumulator_mode(param, group["second_moment"]) == "factored" and not momentum_on_update:
             self._compiled_factored_step(param, group)
             return
 
-        alpha = F.step_size(param, group["lr"], group["relative_step"], group["eps2"])
-        rate = F.second_moment_rate(group["beta2"], group["beta2_exponent"], t)
-        F.update_second_moment_(state, grad, mode, rate, group["eps1"])
-
-        direction = grad
-        if beta1 > 0 and group["momentum"] == "gradient":
-            direction = F.gradient_momentum_(state["exp_avg"], grad, beta1, t)
-        update = F.precondition(direction, state, mode)
-        state["update_rms"] = F.rms(update)
+        state, update, alpha = self._unscaled_update(param, group)
         scale = F.clipped_step_size(alpha, state["update_rms"], group["clip_threshold"])
-        if beta1 > 0 and group["momentum"] == "update":
+        if momentum_on_update:
             update = F.update_momentum_(state["exp_avg"], _scaled_(update, scale), beta1)
             scale = 1.0
 
