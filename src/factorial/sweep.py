@@ -435,8 +435,8 @@ def prepare_data(runs: list[Run]) -> list[str]:
     A corpus that cannot be had (no network for a hub dataset, a vocabulary the corpus cannot
     support) is then one error up front instead of one failed cell after another, and parallel
     cells do not all build the same tokenizer at once. Returns the errors."""
-    from . import config as C
-    from .data import DataError, load_corpus
+    from .data import DataError
+    from .train import load_cell_corpus
 
     errors, seen = [], set()
     for r in runs:
@@ -445,10 +445,8 @@ def prepare_data(runs: list[Run]) -> list[str]:
         if key in seen:
             continue
         seen.add(key)
-        cache_dir = Path(d.cache_dir) if Path(d.cache_dir).is_absolute() else C.REPO_ROOT / d.cache_dir
         try:
-            load_corpus(d.source, vocab_size=d.vocab_size, model_type=d.model_type, cache_dir=cache_dir,
-                        train_file=d.train_file, validation_file=d.validation_file, test_file=d.test_file)
+            load_cell_corpus(d)
         except DataError as err:
             errors.append(f"data={d.source} (cell {r.cell.name}): {err}")
     return errors

@@ -230,6 +230,24 @@ def _ppl(loss: float | None) -> float | None:
     return math.exp(loss) if loss < 700 else math.inf
 
 
+def finished_summary(path: Path) -> dict | None:
+    """The summary of a cell that completed or diverged; None while it has still to run."""
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("status") in FINISHED else None
+
+
+def load_cell_corpus(data: C.DataSchema):
+    """The corpus a data config names (built once, then read from its cache; relative cache dirs
+    are under the repository)."""
+    cache_dir = Path(data.cache_dir) if Path(data.cache_dir).is_absolute() else C.REPO_ROOT / data.cache_dir
+    return load_corpus(
+        data.source, vocab_size=data.vocab_size, model_type=data.model_type, cache_dir=cache_dir,
+        train_file=data.train_file, validation_file=data.validation_file, test_file=data.test_file,
+    )
+
+
 # --- the cell --------------------------------------------------------------------------------------
 
 
@@ -247,20 +265,14 @@ def run_cell(cfg: Config) -> dict:
                 f"run_dir={str(run_dir)!r} holds a run with a different config ({'; '.join(diffs[:5])}); "
                 "allowed: the same config to resume it, or another cell/run_dir (nothing there was changed)"
             )
-    if summary_path.exists():
-        done = json.loads(summary_path.read_text())
-        if done.get("status") in FINISHED:
-            log.info("cell already %s: %s", done["status"], run_dir)
-            return done
+    done = finished_summary(summary_path)
+    if done is not None:
+        log.info("cell already %s: %s", done["status"], run_dir)
+        return done
 
     # The data can still refuse the config (a vocabulary the corpus cannot support, a context
     # longer than a split): find out before the run directory exists.
-    d = cfg.data
-    cache_dir = Path(d.cache_dir) if Path(d.cache_dir).is_absolute() else C.REPO_ROOT / d.cache_dir
-    corpus = load_corpus(
-        d.source, vocab_size=d.vocab_size, model_type=d.model_type, cache_dir=cache_dir,
-        train_file=d.train_file, validation_file=d.validation_file, test_file=d.test_file,
-    )
+    corpus = load_cell_corpus(cfg.data)
     batches = TrainBatches(corpus.train, cfg.model.context_length, cfg.train.batch_size, cfg.train.seed)
     eval_batches(corpus.validation, cfg.model.context_length, cfg.train.batch_size, cfg.train.eval_tokens)
     eval_batches(corpus.test, cfg.model.context_length, cfg.train.batch_size)
@@ -268,8 +280,9 @@ def run_cell(cfg: Config) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     with CellLock(run_dir):
         # Another process may have finished the cell between the check above and the lock.
-        if summary_path.exists() and json.loads(summary_path.read_text()).get("status") in FINISHED:
-            return json.loads(summary_path.read_text())
+        done = finished_summary(summary_path)
+        if done is not None:
+            return done
         try:
             return _train(cfg, cfg_dict, run_dir, corpus, batches)
         except Exception as err:
