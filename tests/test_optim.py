@@ -663,3 +663,27 @@ def test_compiled_path_matches_reference(knobs):
                 torch.testing.assert_close(opt.state[q][key], v, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="compile"):
         Adafactor(ps, compile=True, foreach=True)
+
+
+@pytest.mark.parametrize("kw", [dict(fused=True), dict(foreach=False), dict(foreach=True)])
+def test_update_rms_and_relative_scale_are_accurate_on_a_large_matrix(kw):
+    """RMS(U) and RMS(X) stay at float32 rounding on millions of entries, on every path.
+
+    A single float32 reduction over a whole 8192×512 tensor (``vector_norm`` or ``_foreach_norm``
+    on CPU) is off by ~1e-4 relative; the clipping denominator and ρ·RMS(X) must not carry that.
+    """
+    torch.manual_seed(0)
+    x = torch.randn(8192, 512) * 3 + 1
+    g = torch.randn(8192, 512) * 2 + 0.5
+    p = torch.nn.Parameter(x.clone())
+    p.grad = g.clone()
+    opt = Adafactor([p], lr=1e-2, second_moment="full", relative_step=True, clip_threshold=None,
+                    eps1=0.0, eps2=0.0, **kw)
+    opt.step()
+    # step 1, full mode, eps1 = 0: V̂ = G², U = G/|G| = sign(G), RMS(U) = 1 exactly in float64.
+    assert abs(float(opt.state[p]["update_rms"]) - 1.0) < 1e-6
+    rms_x = x.double().pow(2).mean().sqrt()
+    # Each element's step is ρ·RMS(X); read back through float32 parameters it carries their
+    # rounding (~1e-5 relative each), which the mean over 4M elements averages away.
+    step = ((x.double() - p.detach().double()) / g.double().sign()).mean()
+    assert abs(float(step) / (1e-2 * float(rms_x)) - 1.0) < 1e-6
