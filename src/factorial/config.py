@@ -73,6 +73,9 @@ class OptimSchema:
     weight_decay: float = 0.0
     adam_eps: float = 1e-9  # torch.optim.Adam only (Tensor2Tensor's default)
     foreach: Optional[bool] = None
+    # Adafactor only: torch.compile of the factored mode's two heavy loops (Adafactor(compile=True));
+    # the same arithmetic to float32 rounding, so not part of a cell's identity (train.NON_SEMANTIC).
+    compile: bool = False
 
 
 @dataclass
@@ -196,6 +199,10 @@ def validate(cfg: DictConfig | Config) -> Config:
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    if o.compile and o.name != "adafactor":
+        raise _bad("optim.compile", o.compile, f"false with optim.name={o.name!r} (the compiled step is Adafactor's)")
+    if o.compile and o.foreach:
+        raise _bad("optim.compile", o.compile, "false with optim.foreach=true (the compiled step replaces the per-tensor path)")
     if not (isinstance(o.adam_eps, (int, float)) and math.isfinite(o.adam_eps) and o.adam_eps >= 0):
         raise _bad("optim.adam_eps", o.adam_eps, "a finite number >= 0")
 

@@ -47,7 +47,7 @@ log = logging.getLogger("factorial.train")
 FINISHED = ("completed", "diverged")
 EXIT_BUSY = 75  # EX_TEMPFAIL: another process is training this cell right now
 # Keys that do not change what a cell computes: they may differ between a run and its resumption.
-NON_SEMANTIC = ("train.progress", "train.threads", "data.cache_dir", "logger", "run_dir", "cell")
+NON_SEMANTIC = ("train.progress", "train.threads", "optim.compile", "data.cache_dir", "logger", "run_dir", "cell")
 
 
 # --- composing and naming ------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
         return Adafactor(
             params, lr=o.lr_scale, beta1=o.beta1, momentum=o.momentum, beta2=o.beta2, beta2_exponent=o.beta2_exponent,
             second_moment=o.second_moment, clip_threshold=o.clip_threshold, relative_step=o.relative_step,
-            eps1=o.eps1, eps2=o.eps2, weight_decay=o.weight_decay, foreach=o.foreach,
+            eps1=o.eps1, eps2=o.eps2, weight_decay=o.weight_decay, foreach=o.foreach, compile=o.compile,
         )
     if o.name == "adam":
         return torch.optim.AdamW(
