@@ -378,6 +378,8 @@ def test_cli_from_fixture_and_from_csv_agree(tmp_path, monkeypatch):
     out = tmp_path / "results"
     assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(out)]) == 0
     d = out / "fig1" / "tiny"
+    # every build also refreshes the scale's claim-by-claim summary
+    assert "| C13 | §5, Fig. 1 |" in (out / "CLAIMS-tiny.md").read_text()
     names = {p.name for p in d.iterdir()}
     assert {"cells.csv", "curves.csv", "claims.csv", "table.md", "table.csv", "table.tex", "REPORT.md",
             "fig1_rms_u.png", "curves.png"} <= names
@@ -459,3 +461,52 @@ def test_end_to_end_real_cells(tmp_path):
     assert "C13" in verdicts.index  # A and G with warmup logged RMS(U): table2 speaks to C13 too
     assert verdicts["C15"] == "reproduced"  # factored state of the tiny model ≤ 2/32 of 4·params
     assert verdicts["C14"] == "not covered"
+
+
+def _claims_csv(out: Path, exp: str, rows: list[tuple[str, str, str]]) -> None:
+    d = out / exp / "cpu"
+    d.mkdir(parents=True)
+    pd.DataFrame([{"claim": c, "context": ctx, "paper": "", "statement": "", "verdict": v, "reason": f"{exp} says {v}",
+                   "parts": ""} for c, ctx, v in rows]).to_csv(d / "claims.csv", index=False)
+
+
+def test_summary_takes_each_claims_verdict_from_its_home_study(tmp_path):
+    out = tmp_path / "results"
+    _claims_csv(out, "table2", [("C1", "", "reproduced"), ("C4", "", "not reproduced"), ("C13", "", "not covered"),
+                                ("C15", "", "reproduced")])
+    # calibrate is a home of C4 too, but only after table2; its contexts are further evidence
+    _claims_csv(out, "calibrate", [("C4", "schedule.multiplier=1", "reproduced"), ("C4", "schedule.multiplier=2", "inconclusive")])
+    _claims_csv(out, "fig1", [("C13", "", "reproduced")])
+    # a home study whose contexts disagree gives no verdict of its own
+    _claims_csv(out, "beta2_exponent", [("C9", "optim.clip_threshold=None", "reproduced"),
+                                        ("C9", "optim.clip_threshold=1.0", "not reproduced")])
+    assert CLI.main(["--summary", "--scale", "cpu", "--out", str(out)]) == 0
+    frame = pd.read_csv(out / "claims-cpu.csv", keep_default_na=False).set_index("claim")
+    assert list(frame.index) == [f"C{i}" for i in range(1, 16)]
+    assert frame.loc["C1", "verdict"] == "reproduced" and frame.loc["C1", "study"] == "table2"
+    assert frame.loc["C4", "verdict"] == "not reproduced" and frame.loc["C4", "reason"] == "table2 says not reproduced"
+    assert frame.loc["C4", "other_studies"] == ("calibrate @ schedule.multiplier=1: reproduced; "
+                                                "calibrate @ schedule.multiplier=2: inconclusive")
+    assert frame.loc["C13", "verdict"] == "reproduced" and frame.loc["C13", "study"] == "fig1"
+    assert frame.loc["C9", "verdict"] == "not run"  # table2 (its first home) has no C9 row here
+    assert "beta2_exponent @ optim.clip_threshold=1.0: not reproduced" in frame.loc["C9", "other_studies"]
+    assert frame.loc["C14", "verdict"] == "not run"
+    md = (out / "CLAIMS-cpu.md").read_text()
+    assert "**3 of 15 reproduced**, 1 not reproduced, 0 inconclusive, 11 not run." in md
+    assert "[fig1](fig1/cpu/REPORT.md)" in md
+
+
+def test_summary_of_contexts_that_disagree_is_inconclusive(tmp_path):
+    out = tmp_path / "results"
+    _claims_csv(out, "calibrate", [("C4", "schedule.multiplier=1", "reproduced"), ("C4", "schedule.multiplier=2", "not reproduced")])
+    assert CLI.main(["--summary", "--scale", "cpu", "--out", str(out)]) == 0
+    frame = pd.read_csv(out / "claims-cpu.csv", keep_default_na=False).set_index("claim")
+    assert frame.loc["C4", "verdict"] == "inconclusive"
+    assert frame.loc["C4", "reason"] == "contexts disagree: 1 reproduced, 1 not reproduced"
+
+
+def test_summary_without_any_study_is_exit_code_2(tmp_path, capsys):
+    assert CLI.main(["--summary", "--scale", "cpu", "--out", str(tmp_path)]) == 2
+    assert "claims.csv" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    assert CLI.main(["--scale", "cpu"]) == 2  # neither --exp nor --summary

@@ -3,6 +3,7 @@
     python -m factorial.table --exp EXP --scale SCALE [--runs-root runs] [--out results]
                               [--source local|wandb] [--from-csv results/EXP/SCALE/cells.csv]
                               [--project factorial] [--entity ENTITY] [--wandb [MODE]]
+    python -m factorial.table --summary --scale SCALE [--out results]
 
 Reads ``<runs-root>/<exp>/<scale>/<cell>/seed<k>/`` (or the W&B group ``<exp>/<scale>``, or a cells.csv
 written earlier) and writes ``<out>/<exp>/<scale>/``:
@@ -15,6 +16,10 @@ written earlier) and writes ``<out>/<exp>/<scale>/``:
     claims.csv   one row per claim verdict
     REPORT.md    provenance, the table, the figures, and each claim of PAPER.md §8 the study speaks to
                  with the cells compared, the numbers, the rule and the verdict
+
+and then ``<out>/CLAIMS-<scale>.md`` (+ ``claims-<scale>.csv``): one headline verdict per claim C1–C15
+from the claims.csv of every study at that scale, each from the claim's home study
+(``factorial.report.summary``). ``--summary`` writes only that.
 
 Every file is written to a temporary folder first and moved into place (never half written). With
 ``--wandb`` (or FACTORIAL_TABLE_WANDB=auto|online|offline) the tables are also logged to a W&B run
@@ -38,7 +43,7 @@ import pandas as pd
 from .config import REPO_ROOT
 from .report import claims as CL
 from .report import data as D
-from .report import document, output, plots
+from .report import document, output, plots, summary
 from .report import tables as T
 
 log = logging.getLogger("factorial.table")
@@ -48,7 +53,9 @@ ENV_WANDB = "FACTORIAL_TABLE_WANDB"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m factorial.table", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exp", required=True, help="the study (experiments/<exp>.yaml), e.g. table2")
+    p.add_argument("--exp", help="the study (experiments/<exp>.yaml), e.g. table2 (required unless --summary)")
+    p.add_argument("--summary", action="store_true",
+                   help="only rebuild <out>/CLAIMS-<scale>.md from the studies' claims.csv at that scale")
     p.add_argument("--scale", required=True, help="the scale it ran at, e.g. cpu")
     p.add_argument("--runs-root", type=Path, default=REPO_ROOT / "runs", help="where the run dirs are (default: runs/)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results", help="results root (default: results/)")
@@ -59,7 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wandb", nargs="?", const="auto", default=os.environ.get(ENV_WANDB) or None,
                    choices=("auto", "online", "offline", "disabled"),
                    help=f"also log the tables to a W&B summary run (mode; default auto; env {ENV_WANDB})")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.summary and not args.exp:
+        p.error("the following arguments are required: --exp (or --summary)")
+    return args
 
 
 def load(args) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -133,9 +143,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(err.code or 0)
     command = "python -m factorial.table " + " ".join(shlex.quote(a) for a in argv)
     try:
-        build(args, command)
+        if not args.summary:
+            build(args, command)
     except D.ReportError as err:
         print(f"factorial.table: error: {err}", file=sys.stderr)
+        return 2
+    path = summary.write(args.out, args.scale)
+    if path is not None:
+        print(f"wrote {path}")
+    elif args.summary:
+        print(f"factorial.table: error: no {args.out}/*/{args.scale}/claims.csv to summarise", file=sys.stderr)
         return 2
     return 0
 
