@@ -171,6 +171,9 @@ def _clip_ylim(ax, ys: list[float]) -> None:
         ax.set_ylim(lo - 0.05 * (top - lo), top)
 
 
+MAX_LINES_PER_PANEL = 8
+
+
 def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out: Path, name: str,
                    title: str) -> list[tuple[str, str]]:
     """One panel per column group of the layout (or one panel), one colour per table row."""
@@ -182,8 +185,15 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
         line_of = lambda c: tuple(f.of(c) for f in layout.index)  # noqa: E731
     else:
         fields = generic_fields(cells) or [Field("cell", lambda c: ((), c.get("cells") or c.get("opt") or "?"))]
-        panel_of = lambda c: ()  # noqa: E731
-        line_of = lambda c: tuple(f.of(c) for f in fields)  # noqa: E731
+        # Many cells: one panel per setting of the other knobs (model, multiplier, …), the optimizer and
+        # warmup as lines within it — a single legend of 20 lines would cover the curves.
+        line_fields = [f for f in fields if f.header in ("optimizer", "warmup")]
+        panel_fields = [f for f in fields if f not in line_fields]
+        if len(recs) <= MAX_LINES_PER_PANEL or not line_fields or not panel_fields:
+            line_fields, panel_fields = fields, []
+        panel_of = lambda c: tuple(f.of(c) for f in panel_fields)  # noqa: E731
+        line_of = lambda c: tuple(f.of(c) for f in line_fields)  # noqa: E731
+        fields = line_fields
     panels = sorted({panel_of(c) for c in recs}, key=lambda t: tuple(x[0] for x in t))
     lines = sorted({line_of(c) for c in recs}, key=lambda t: tuple(x[0] for x in t))
     cmap = plt.get_cmap("tab10" if len(lines) <= 10 else "tab20")
@@ -198,7 +208,9 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
                 if panel_of(c) == panel and line_of(c) == ln:
                     lab = ", ".join(x[1] for x in ln)
                     all_y += _draw_cell(ax, runs, curves, c, colors[ln], f"{lab}: {R.format_stats(stats_of(c, ''))}")
-        ax.set_title(", ".join(x[1] for x in panel) if panel else title, fontsize=10, loc="left")
+        heads = (layout.columns if layout else panel_fields)
+        ax.set_title(", ".join(f"{f.header}={x[1]}" if f.header.count(".") else x[1] for f, x in zip(heads, panel))
+                     if panel else title, fontsize=10, loc="left")
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=7.5, loc="best", title=", ".join(f.header for f in (layout.index if layout else fields)),
                   title_fontsize=8, framealpha=0.85)
