@@ -510,3 +510,26 @@ def test_summary_without_any_study_is_exit_code_2(tmp_path, capsys):
     assert "claims.csv" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
     assert CLI.main(["--scale", "cpu"]) == 2  # neither --exp nor --summary
+
+
+def _sgd_verdict(tmp_path, q100_with_warmup: str) -> CL.ClaimResult:
+    rows = [("A-w", "A", "true", "completed", 100.0), ("Q10-w", "Q10", "true", "completed", 180.0),
+            ("Q10-nw", "Q10", "false", "completed", 190.0), ("Q100-nw", "Q100", "false", "diverged", ""),
+            ("Q100-w", "Q100", "true", q100_with_warmup, 150.0 if q100_with_warmup == "completed" else "")]
+    path = tmp_path / q100_with_warmup / "cells.csv"
+    path.parent.mkdir()
+    pd.DataFrame([{"run_id": f"{r}/seed0", "row": row, "schedule.warmup": w, "seed": 0, "status": st, "val_ppl": v}
+                  for r, row, w, st, v in rows]).to_csv(path, index=False)
+    runs, _ = D.load_csv(path)
+    return only(results(cells_of(runs), "table2"), "C12")
+
+
+def test_c12_needs_the_large_sgd_lr_to_train_with_warmup(tmp_path):
+    """'Diverges at large lr without warmup' is the contrast with warmup: a row that diverges both ways
+    (the step too large for the model) says nothing about warmup."""
+    contrast = part(_sgd_verdict(tmp_path, "completed"), "at large lr")
+    assert contrast.judgement.value is True, contrast.judgement.reason
+    both = _sgd_verdict(tmp_path, "diverged")
+    p = part(both, "at large lr")
+    assert p.judgement.value is None and "diverged too" in p.judgement.reason
+    assert both.verdict == "inconclusive"
