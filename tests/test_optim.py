@@ -665,6 +665,29 @@ def test_compiled_path_matches_reference(knobs):
         Adafactor(ps, compile=True, foreach=True)
 
 
+@pytest.mark.parametrize(
+    "kw, expected",
+    [
+        (dict(foreach="yes"), r"foreach='yes'; allowed: None, True or False"),
+        (dict(fused=1.0), r"fused=1\.0; allowed: None, True or False"),
+        (dict(fused=True, foreach=True), r"fused=True; allowed: fused=True only with foreach=None or False"),
+        (dict(compile="yes"), r"compile='yes'; allowed: True or False"),
+        (dict(compile=True, foreach=True), r"compile=True; allowed: false with (optim\.)?foreach=True, (optim\.)?fused=None"),
+        (dict(compile=True, fused=False), r"compile=True; allowed: false with (optim\.)?foreach=None, (optim\.)?fused=False"),
+    ],
+)
+def test_incompatible_implementation_flags_are_refused_by_name(kw, expected):
+    """foreach / fused / compile are checked together, by the optimizer and (prefixed) by the config."""
+    from factorial.optim import validate_paths
+
+    with pytest.raises(ValueError, match=expected):
+        Adafactor([torch.nn.Parameter(torch.zeros(2, 2))], **kw)
+    args = dict(foreach=None, fused=None, compile=False) | kw
+    with pytest.raises(ValueError, match="optim." + expected):
+        validate_paths(**args, prefix="optim.")
+    validate_paths(foreach=False, fused=True, compile=True)  # the fused path compiles
+
+
 @pytest.mark.parametrize("kw", [dict(fused=True), dict(foreach=False), dict(foreach=True)])
 def test_update_rms_and_relative_scale_are_accurate_on_a_large_matrix(kw):
     """RMS(U) and RMS(X) stay at float32 rounding on millions of entries, on every path.

@@ -20,7 +20,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from .model import PRESETS, ModelConfig, validate_model_config
-from .optim.adafactor import validate_hyperparameters
+from .optim.adafactor import validate_hyperparameters, validate_paths
 from .rows import TABLE2
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -201,8 +201,10 @@ def validate(cfg: DictConfig | Config) -> Config:
         raise ConfigError(str(err)) from None
     if o.compile and o.name != "adafactor":
         raise _bad("optim.compile", o.compile, f"false with optim.name={o.name!r} (the compiled step is Adafactor's)")
-    if o.compile and o.foreach:
-        raise _bad("optim.compile", o.compile, "false with optim.foreach=true (the compiled step replaces the per-tensor path)")
+    try:
+        validate_paths(foreach=o.foreach, fused=None, compile=o.compile, prefix="optim.")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if not (isinstance(o.adam_eps, (int, float)) and math.isfinite(o.adam_eps) and o.adam_eps >= 0):
         raise _bad("optim.adam_eps", o.adam_eps, "a finite number >= 0")
 

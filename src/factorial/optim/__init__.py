@@ -1,5 +1,5 @@
 """factorial's optimizers: Adafactor with every ablation switch of the paper."""
 
-from .adafactor import Adafactor, validate_hyperparameters
+from .adafactor import Adafactor, validate_hyperparameters, validate_paths
 
-__all__ = ["Adafactor", "validate_hyperparameters"]
+__all__ = ["Adafactor", "validate_hyperparameters", "validate_paths"]

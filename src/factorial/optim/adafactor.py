@@ -43,6 +43,23 @@ def _check_number(name: str, value: Any) -> float:
     return float(value)
 
 
+def validate_paths(*, foreach: bool | None, fused: bool | None, compile: bool, prefix: str = "") -> None:
+    """Check the implementation flags together: ``fused`` excludes ``foreach``; ``compile`` runs on the
+    fused path only. Raise ValueError naming the argument (as ``<prefix><name>``), the value and what is
+    allowed. The trainer's config check calls it too (prefix ``optim.``), so the rule exists once."""
+    for name, value in (("foreach", foreach), ("fused", fused)):
+        if value is not None and not isinstance(value, bool):
+            raise _invalid(prefix + name, value, "None, True or False")
+    if fused and foreach:
+        raise _invalid(prefix + "fused", fused, "fused=True only with foreach=None or False")
+    if not isinstance(compile, bool):
+        raise _invalid(prefix + "compile", compile, "True or False")
+    if compile and (foreach or fused is False):
+        raise _invalid(prefix + "compile", compile,
+                       f"false with {prefix}foreach={foreach}, {prefix}fused={fused} (compile=True runs on the fused path "
+                       f"only: foreach None or False, fused None or True)")
+
+
 def validate_hyperparameters(
     *,
     lr: float,
@@ -160,14 +177,7 @@ class Adafactor(Optimizer):
             weight_decay=weight_decay,
         )
         validate_hyperparameters(**defaults)
-        if fused not in (None, True, False):
-            raise _invalid("fused", fused, "None, True or False")
-        if fused and foreach:
-            raise _invalid("fused", fused, "fused=True only with foreach=None or False")
-        if not isinstance(compile, bool):
-            raise _invalid("compile", compile, "True or False")
-        if compile and (foreach or fused is False):
-            raise _invalid("compile", compile, "compile=True only on the fused path (foreach=None or False, fused=None or True)")
+        validate_paths(foreach=foreach, fused=fused, compile=compile)
         if compile:
             fused = True
         self.compile = compile
