@@ -116,6 +116,10 @@ def test_fails_and_worse_rules():
     assert R.fails(S("x", 114.0, 116.0), ref).value is False  # seeds say: worse, but not failing
     assert R.fails(S("x", 100.0), S("ref")).value is None  # no reference, no divergence
     assert R.fails(S("x", diverged=2), S("ref")).value is True  # divergence needs no reference
+    both = R.fails(S("x", 100.0, diverged=1), S("ref", diverged=2))  # the reference diverged in every seed too
+    assert both.value is None and "diverged too" in both.reason
+    assert R.stable(S("x", diverged=1), S("ref", diverged=1)).value is None
+    assert R.fails(S("x", diverged=1), S("ref", 100.0, diverged=1)).value is True  # the reference trained once
     assert R.worse(S("x", 130.0), ref).value is True
     assert R.worse(S("x", 101.0), ref).value is False
     assert R.not_worse(S("x", 80.0), ref).value is True

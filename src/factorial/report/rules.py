@@ -236,10 +236,17 @@ def approx(a: CellStats, b: CellStats) -> Judgement:
 
 
 def fails(x: CellStats, ref: CellStats) -> Judgement:
-    """Does x fail (diverge, or ≥ FAIL_RATIO × ref's perplexity)? False means x is stable."""
+    """Does x fail (diverge, or ≥ FAIL_RATIO × ref's perplexity)? False means x is stable; None when the
+    cells cannot tell, also when x diverged but ref diverged in every seed too (no contrast)."""
     if x.missing:
         return Judgement(None, f"missing cell: {x.label}")
     if x.n_diverged:
+        if not ref.missing and ref.all_diverged:
+            # No contrast: the setting fails with or without what tells x from ref (an SGD lr too large
+            # with warmup too, a reference that diverged), so x's divergence says nothing about that difference.
+            return Judgement(None, f"{x.label} diverged in {x.n_diverged} of {x.n} seeds, but {ref.label} diverged too "
+                                   f"(all {ref.n} seeds): it fails with or without the difference, so the comparison "
+                                   "says nothing")
         return Judgement(True, f"{x.label} diverged in {x.n_diverged} of {x.n} seeds")
     if ref.missing:
         return Judgement(None, f"{x.label} did not diverge, but the reference {ref.label} is missing")
