@@ -181,8 +181,7 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
     if not recs:
         return []
     if layout is not None:
-        panel_of = lambda c: tuple(f.of(c) for f in layout.columns)  # noqa: E731
-        line_of = lambda c: tuple(f.of(c) for f in layout.index)  # noqa: E731
+        panel_fields, line_fields = list(layout.columns), list(layout.index)
     else:
         fields = generic_fields(cells) or [Field("cell", lambda c: ((), c.get("cells") or c.get("opt") or "?"))]
         # Many cells: one panel per setting of the other knobs (model, multiplier, …), the optimizer and
@@ -191,9 +190,13 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
         panel_fields = [f for f in fields if f not in line_fields]
         if len(recs) <= MAX_LINES_PER_PANEL or not line_fields or not panel_fields:
             line_fields, panel_fields = fields, []
-        panel_of = lambda c: tuple(f.of(c) for f in panel_fields)  # noqa: E731
-        line_of = lambda c: tuple(f.of(c) for f in line_fields)  # noqa: E731
-        fields = line_fields
+
+    def panel_of(c):
+        return tuple(f.of(c) for f in panel_fields)
+
+    def line_of(c):
+        return tuple(f.of(c) for f in line_fields)
+
     panels = sorted({panel_of(c) for c in recs}, key=lambda t: tuple(x[0] for x in t))
     lines = sorted({line_of(c) for c in recs}, key=lambda t: tuple(x[0] for x in t))
     cmap = plt.get_cmap("tab10" if len(lines) <= 10 else "tab20")
@@ -208,11 +211,10 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
                 if panel_of(c) == panel and line_of(c) == ln:
                     lab = ", ".join(x[1] for x in ln)
                     all_y += _draw_cell(ax, runs, curves, c, colors[ln], f"{lab}: {R.format_stats(stats_of(c, ''))}")
-        heads = (layout.columns if layout else panel_fields)
-        ax.set_title(", ".join(f"{f.header}={x[1]}" if f.header.count(".") else x[1] for f, x in zip(heads, panel))
+        ax.set_title(", ".join(f"{f.header}={x[1]}" if f.header.count(".") else x[1] for f, x in zip(panel_fields, panel))
                      if panel else title, fontsize=10, loc="left")
         ax.grid(True, alpha=0.3, which="both")
-        ax.legend(fontsize=7.5, loc="best", title=", ".join(f.header for f in (layout.index if layout else fields)),
+        ax.legend(fontsize=7.5, loc="best", title=", ".join(f.header for f in line_fields),
                   title_fontsize=8, framealpha=0.85)
     _hide_unused(axes, len(panels))
     _log_if_wide(axes.flat[0], all_y)
