@@ -451,3 +451,14 @@ def test_a_failed_cell_does_not_stop_the_sweep_and_is_retried(tmp_path, cache_di
     proc = sweep_cli("--exp", "smoke", "--scale", "smoke", *extra, root=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "1 completed" in proc.stdout and "3 skipped" in proc.stdout
+
+
+@pytest.mark.parametrize("exp", sorted(p.stem for p in (REPO_ROOT / "experiments").glob("*.yaml")))
+def test_every_committed_study_composes_and_validates_at_every_scale(exp, tmp_path):
+    """A study file that a sweep would refuse (a bad key, a value out of range) fails here, not at run time."""
+    study = S.load_study(exp)
+    for scale in S.available_scales():
+        runs, errors = S.plan_runs(study, scale, tmp_path)
+        assert errors == [], f"{exp} at {scale}: {errors[:3]}"
+        assert len(runs) == sum(len(c.seeds) for c in study.cells)
+    assert not (tmp_path / exp).exists()  # planning writes nothing
