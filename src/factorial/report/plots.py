@@ -201,9 +201,13 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
     lines = sorted({line_of(c) for c in recs}, key=lambda t: tuple(x[0] for x in t))
     cmap = plt.get_cmap("tab10" if len(lines) <= 10 else "tab20")
     colors = {ln: cmap(i % cmap.N) for i, ln in enumerate(lines)}
-    ncols = min(3, len(panels))
+    # More lines than a legend inside the axes can hold without covering the curves: the legend goes to
+    # the right of its panel, and the panels into one column.
+    outside = len(lines) > MAX_LINES_PER_PANEL
+    ncols = 1 if outside else min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.0 * nrows + 0.6), sharex=True, sharey=True, squeeze=False)
+    width = 5.6 * ncols + (5.0 if outside else 0.0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 4.0 * nrows + 0.6), sharex=True, sharey=True, squeeze=False)
     all_y = []
     for ax, panel in zip(axes.flat, panels):
         for ln in lines:
@@ -214,8 +218,8 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
         ax.set_title(", ".join(f"{f.header}={x[1]}" if f.header.count(".") else x[1] for f, x in zip(panel_fields, panel))
                      if panel else title, fontsize=10, loc="left")
         ax.grid(True, alpha=0.3, which="both")
-        ax.legend(fontsize=7.5, loc="best", title=", ".join(f.header for f in line_fields),
-                  title_fontsize=8, framealpha=0.85)
+        ax.legend(fontsize=7.5, title=", ".join(f.header for f in line_fields), title_fontsize=8, framealpha=0.85,
+                  **(dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0) if outside else dict(loc="best")))
     _hide_unused(axes, len(panels))
     _log_if_wide(axes.flat[0], all_y)
     _clip_ylim(axes.flat[0], all_y)
