@@ -99,7 +99,8 @@ class Layout:
 
 
 LAYOUTS: dict[str, Layout] = {
-    "beta2_exponent": Layout([C_FIELD], [D_FIELD], "Final validation perplexity by β2 schedule exponent c and update clipping", C_FIELD),
+    "beta2_exponent": Layout([C_FIELD], [D_FIELD, WARMUP_FIELD], "Final validation perplexity by β2 schedule exponent c and update clipping",
+                             C_FIELD),
     "clipping": Layout([D_FIELD], [WARMUP_FIELD], "Final validation perplexity by clipping threshold d", D_FIELD),
     "table3": Layout([EMB_STD_FIELD, EMB_MULT_FIELD], [OPTNAME_FIELD, WARMUP_FIELD],
                      "Table 3 — embedding scaling (untied embeddings): final validation perplexity"),
