@@ -138,16 +138,17 @@ def test_linked_axes_nulls_and_duplicate_cells():
     assert questions["optim.beta2_exponent=null,row=O,schedule.warmup=false"].seeds == [0]
     calibrate = S.load_study("calibrate")
     assert len(calibrate.cells) == 30
-    assert {len(S.load_study(n).cells) for n in ("beta2_exponent", "clipping", "factoring", "smoke")} == {16, 12, 8, 4}
+    assert {len(S.load_study(n).cells) for n in ("beta2_exponent", "clipping", "factoring", "smoke")} == {17, 12, 8, 4}
 
 
 @pytest.mark.slow
 def test_every_study_composes_at_every_scale(tmp_path):
     for name in S.available_studies():
         study = S.load_study(name)
-        runs, errors = S.plan_runs(study, "smoke", tmp_path)
-        assert errors == [], (name, errors)
-        assert len(runs) == sum(len(c.seeds) for c in study.cells)
+        for scale in S.available_scales():  # a value a scale's config refuses fails here, not at run time
+            runs, errors = S.plan_runs(study, scale, tmp_path)
+            assert errors == [], (name, scale, errors[:3])
+            assert len(runs) == sum(len(c.seeds) for c in study.cells)
     assert not any(tmp_path.iterdir())
 
 
@@ -452,13 +453,3 @@ def test_a_failed_cell_does_not_stop_the_sweep_and_is_retried(tmp_path, cache_di
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "1 completed" in proc.stdout and "3 skipped" in proc.stdout
 
-
-@pytest.mark.parametrize("exp", sorted(p.stem for p in (REPO_ROOT / "experiments").glob("*.yaml")))
-def test_every_committed_study_composes_and_validates_at_every_scale(exp, tmp_path):
-    """A study file that a sweep would refuse (a bad key, a value out of range) fails here, not at run time."""
-    study = S.load_study(exp)
-    for scale in S.available_scales():
-        runs, errors = S.plan_runs(study, scale, tmp_path)
-        assert errors == [], f"{exp} at {scale}: {errors[:3]}"
-        assert len(runs) == sum(len(c.seeds) for c in study.cells)
-    assert not (tmp_path / exp).exists()  # planning writes nothing
