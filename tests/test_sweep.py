@@ -452,4 +452,3 @@ def test_a_failed_cell_does_not_stop_the_sweep_and_is_retried(tmp_path, cache_di
     proc = sweep_cli("--exp", "smoke", "--scale", "smoke", *extra, root=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "1 completed" in proc.stdout and "3 skipped" in proc.stdout
-

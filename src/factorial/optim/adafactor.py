@@ -254,8 +254,9 @@ class Adafactor(Optimizer):
             if path == "foreach":
                 self._multi_tensor_step(params, group)
             elif path == "fused":
+                alphas: dict[torch.device, Tensor] = {}  # the compiled step's absolute α_t: one 0-d tensor per device
                 for p in params:
-                    self._fused_step(p, group)
+                    self._fused_step(p, group, alphas)
             else:
                 for p in params:
                     self._single_tensor_step(p, group)
@@ -304,7 +305,7 @@ class Adafactor(Optimizer):
             param.mul_(1.0 - group["lr"] * group["weight_decay"])
         _subtract_(param, update)
 
-    def _fused_step(self, param: Tensor, group: dict) -> None:
+    def _fused_step(self, param: Tensor, group: dict, alphas: dict[torch.device, Tensor]) -> None:
         """The reference chain in fewer passes over memory (the default on CPU).
 
         The same links as ``_single_tensor_step`` up to RMS(U); then, instead of three passes
@@ -315,7 +316,7 @@ class Adafactor(Optimizer):
         beta1 = group["beta1"]
         momentum_on_update = beta1 > 0 and group["momentum"] == "update"
         if self.compile and self.accumulator_mode(param, group["second_moment"]) == "factored" and not momentum_on_update:
-            self._compiled_factored_step(param, group)
+            self._compiled_factored_step(param, group, alphas)
             return
 
         state, update, alpha = self._unscaled_update(param, group)
@@ -328,7 +329,7 @@ class Adafactor(Optimizer):
             param.mul_(1.0 - group["lr"] * group["weight_decay"])
         _subtract_scaled_(param, update, scale)
 
-    def _compiled_factored_step(self, param: Tensor, group: dict) -> None:
+    def _compiled_factored_step(self, param: Tensor, group: dict, alphas: dict[torch.device, Tensor]) -> None:
         """The factored chain with its two heavy parts compiled (``compile=True``).
 
         statistics (one loop over X, one over G) → the EMAs of R and C and the step size α_t (eager,
@@ -347,8 +348,10 @@ class Adafactor(Optimizer):
         F.ema_(state["exp_avg_sq_col"], col_sum.div_(param.shape[-2]), rate, group["eps1"])
         if relative:  # α_t = max(ε2, RMS(X_{t−1}))·ρ_t
             alpha = torch.clamp(x_sq.div_(param.numel()).sqrt_(), min=group["eps2"]).mul_(lr)
-        else:
-            alpha = torch.full((), lr, dtype=torch.float32, device=param.device)  # a fill, not a host copy
+        else:  # the group's lr as a 0-d tensor (a float would recompile as it changes), made once per step
+            alpha = alphas.get(param.device)
+            if alpha is None:
+                alpha = alphas[param.device] = torch.full((), lr, dtype=torch.float32, device=param.device)
         direction = grad
         if group["beta1"] > 0:
             direction = F.gradient_momentum_(state["exp_avg"], grad, group["beta1"], t)
