@@ -556,7 +556,8 @@ def test_fused_matches_reference(mode, knobs, dtype):
     results = []
     for fused in (False, True):
         torch.manual_seed(0)
-        shapes = [(9, 7), (7,), (2, 3, 4), (6, 2), (1, 5), ()]
+        # (37, 5) and (2, 35, 3): column sums by blocks of rows, with a remainder; (9, 7) twice: one scratch
+        shapes = [(9, 7), (7,), (2, 3, 4), (6, 2), (1, 5), (), (37, 5), (2, 35, 3), (9, 7)]
         ps = [torch.nn.Parameter(torch.randn(s).to(dtype)) for s in shapes]
         opt = Adafactor(ps, lr=0.05, second_moment=mode, fused=fused, foreach=False, **knobs)
         for step in range(6):
@@ -710,3 +711,34 @@ def test_update_rms_and_relative_scale_are_accurate_on_a_large_matrix(kw):
     # rounding (~1e-5 relative each), which the mean over 4M elements averages away.
     step = ((x.double() - p.detach().double()) / g.double().sign()).mean()
     assert abs(float(step) / (1e-2 * float(rms_x)) - 1.0) < 1e-6
+
+
+@pytest.mark.parametrize("mode", ["factored", "row", "col"])
+@pytest.mark.parametrize("kw", [dict(fused=True), dict(foreach=False)])
+def test_factored_statistics_and_update_rms_are_accurate_on_a_large_matrix(mode, kw):
+    """R, C and RMS(U) of an 8192×512 gradient against float64, on the fused (broadcast) path and the reference."""
+    torch.manual_seed(0)
+    g = torch.randn(8192, 512) * (torch.rand(8192, 1) + 0.1) * (torch.rand(512) + 0.1)
+    p = torch.nn.Parameter(torch.randn(8192, 512))
+    p.grad = g.clone()
+    opt = Adafactor([p], lr=1e-2, second_moment=mode, relative_step=False, clip_threshold=1.0, eps1=0.0, **kw)
+    opt.step()
+    g2 = g.double().square()
+    row, col = g2.mean(-1), g2.mean(-2)
+    vhat = {"factored": row[:, None] * col[None, :] / row.mean(), "row": row[:, None].expand_as(g2),
+            "col": col[None, :].expand_as(g2)}[mode]
+    rms_u = (g2 / vhat).mean().sqrt()
+    state = opt.state[p]
+    if mode != "col":
+        torch.testing.assert_close(state["exp_avg_sq_row"].double(), row, rtol=2e-6, atol=0)
+    if mode != "row":
+        torch.testing.assert_close(state["exp_avg_sq_col"].double(), col, rtol=2e-6, atol=0)
+    assert abs(float(state["update_rms"]) / float(rms_u) - 1.0) < 2e-6
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (31, 4), (32, 4), (100, 7), (3, 53, 2), (4096, 8)])
+def test_column_sums_by_row_blocks_equal_the_column_sums(shape):
+    from factorial.optim.functional import col_sum_by_row_blocks
+
+    x = torch.rand(shape)
+    torch.testing.assert_close(col_sum_by_row_blocks(x).double(), x.double().sum(dim=-2), rtol=1e-6, atol=0)

@@ -335,13 +335,14 @@ def check_no_sync(makers: dict[str, Factory], shapes, device) -> dict[str, str]:
     return out
 
 
-# --- two kernels behind the reference path's statistics ------------------------------------------------
+# --- the kernels behind the statistics ------------------------------------------------------------------
 
 
 def kernels(shape: tuple[int, int], device: torch.device, rounds: int) -> dict:
     """Column statistics and the RMS of a whole tensor, the old way against the way functional.py does it.
 
-    * column means of G²: ``vector_norm(dim=-2)`` (no temporary) against ``square().sum(dim=-2)``;
+    * column means of G²: ``vector_norm(dim=-2)`` (no temporary) against ``square().sum(dim=-2)`` (the
+      reference path) and the fused path's square into a scratch tensor, then sums by blocks of rows;
     * RMS: one float32 ``vector_norm`` over the tensor against row norms then their norm, each
       compared with float64.
     """
@@ -349,9 +350,12 @@ def kernels(shape: tuple[int, int], device: torch.device, rounds: int) -> dict:
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g).to(device)
+    scratch = torch.empty_like(x)
     ops = {
         "col stats: vector_norm(dim=-2)": lambda: torch.linalg.vector_norm(x, 2, dim=-2).square_().div_(shape[0]),
         "col stats: square().sum(dim=-2)": lambda: F.col_mean_sq(x),
+        "col stats: square into scratch, sum by row blocks": lambda: F.col_sum_by_row_blocks(
+            F.square_into(x, scratch)).div_(shape[0]),
         "rms: one vector_norm": lambda: torch.linalg.vector_norm(x).div_(math.sqrt(x.numel())),
         "rms: row norms, then their norm": lambda: F.rms(x),
     }

@@ -128,15 +128,20 @@ class Adafactor(Optimizer):
         eps2: floor of RMS(X) for the relative step, so zero-initialised parameters move.
         weight_decay: decoupled decay, X ← X·(1 − lr·wd) before the update; 0 in every paper cell.
         foreach: use the multi-tensor (``torch._foreach_*``) path. None picks it on CUDA.
-        fused: use the per-tensor fast path (``_fused_step``): the reference chain with step size
-            and clipping folded into one 0-d scale of the final multiply-add, which saves two full
-            passes over U. None picks it on CPU when ``foreach`` is None too; ``foreach=False``
-            alone selects the reference path (``_single_tensor_step``). Not stored in the state dict.
+        fused: use the fast path. Factored, row-only and column-only matrices go through
+            ``_broadcast_step`` (U = D·aᵢ·bⱼ is never stored: one float32 scratch tensor per parameter
+            size and step; 11 passes over G-sized tensors for a factored matrix, where the reference
+            makes 17 and allocates two G-sized tensors); full-mode matrices and ``momentum="update"``
+            through ``_fused_step`` (step size and clipping folded into one 0-d scale of the final
+            multiply-add); vectors and scalars through the multi-tensor path. None picks it on CPU
+            when ``foreach`` is None too; ``foreach=False`` alone selects the reference path
+            (``_single_tensor_step``). Not stored in the state dict.
         compile: on the fused path, run the heavy loops of the factored mode through ``torch.compile``
-            (``functional.factored_statistics`` and ``factored_apply_``: two loops over G and one over X
-            instead of ~13 passes, no temporary the size of G). Opt-in: the first step compiles one
-            graph per parameter shape (seconds each, a C++ compiler on CPU); later steps reuse them.
-            Other modes, and ``momentum="update"``, stay on the eager fused path.
+            (``functional.factored_statistics`` and ``factored_apply_``: loops over X, G and D, no
+            temporary the size of G). Opt-in: the first step compiles one graph per parameter shape
+            (seconds each, a C++ compiler on CPU); later steps reuse them. On the 2-core CPU of the
+            benchmark it is slower than the eager fused path (``make bench``). Other modes, and
+            ``momentum="update"``, stay on the eager fused path.
 
     After each step ``state[p]["update_rms"]`` is the unclipped RMS(U) of that step as a 0-d float32
     tensor (with β1 = 0 it is Figure 1's √mean(G²/V̂)); reading it is the caller's host sync, not ours.
@@ -255,8 +260,17 @@ class Adafactor(Optimizer):
                 self._multi_tensor_step(params, group)
             elif path == "fused":
                 alphas: dict[torch.device, Tensor] = {}  # the compiled step's absolute α_t: one 0-d tensor per device
+                scratch: dict[tuple, Tensor] = {}  # this step's float32 scratch tensors, one per (device, numel)
+                vectors = [p for p in params if p.dim() < 2]
                 for p in params:
-                    self._fused_step(p, group, alphas)
+                    if p.dim() < 2:
+                        continue
+                    if self._broadcast_scaled(p, group):
+                        self._broadcast_step(p, group, scratch)
+                    else:
+                        self._fused_step(p, group, alphas)
+                if vectors:  # biases, norm gains, scalars: small, so per-op overhead dominates; foreach ops batch it
+                    self._multi_tensor_step(vectors, group)
             else:
                 for p in params:
                     self._single_tensor_step(p, group)
@@ -305,8 +319,71 @@ class Adafactor(Optimizer):
             param.mul_(1.0 - group["lr"] * group["weight_decay"])
         _subtract_(param, update)
 
+    def _broadcast_scaled(self, param: Tensor, group: dict) -> bool:
+        """Whether the fused path runs ``param`` through ``_broadcast_step``: the factored, row and column
+        modes (U = D·aᵢ·bⱼ), except momentum on the update (which stores α·Û) and the compiled factored step."""
+        mode = self.accumulator_mode(param, group["second_moment"])
+        if mode == "full" or (group["beta1"] > 0 and group["momentum"] == "update"):
+            return False
+        return not (self.compile and mode == "factored")
+
+    def _broadcast_step(self, param: Tensor, group: dict, scratch: dict[tuple, Tensor]) -> None:
+        """The factored, row-only and column-only chains without V̂ or U (the default on CPU).
+
+        With a = rsqrt(R/mean R) (factored) or rsqrt(R) (row), b = rsqrt(C) (factored, col) and D the
+        direction (G, or m̂ with momentum on the gradient), U = D·aᵢ·bⱼ. One float32 scratch tensor of
+        the parameter's size, shared by the parameters of that size within a step, holds G² (for R and
+        C) and then D·b. RMS(U) comes from the row norms of D·b times a, and the step is one multiply-add
+        X ← X − (s·a) ∘ (D·b) with s = α_t/max(1, RMS(U)/d). Passes over G-sized tensors (a read or a
+        write each) for a factored matrix: X for α_t (1), G → G² (2), its row and column sums (2),
+        D → D·b (2), its row norms (1), X, D·b → X (3): 11, where the reference makes 17. Column sums go
+        by blocks of rows (``functional.col_sum_by_row_blocks``) so that every large op splits the matrix
+        by rows across threads the same way. Equal to the reference up to float32 rounding (tests/test_optim.py).
+        """
+        state = self.state[param]
+        grad = param.grad
+        t = state["step"]
+        mode = group["second_moment"]
+        eps1 = group["eps1"]
+        alpha = F.step_size(param, group["lr"], group["relative_step"], group["eps2"])
+        rate = F.second_moment_rate(group["beta2"], group["beta2_exponent"], t)
+
+        buf = None
+        n, m = param.shape[-2:]
+        if mode == "row":
+            F.ema_(state["exp_avg_sq_row"], F.row_mean_sq(grad), rate, eps1)
+        else:
+            key = (param.device, param.numel())
+            if key not in scratch:
+                scratch[key] = torch.empty(param.numel(), dtype=torch.float32, device=param.device)
+            buf = scratch[key].view(param.shape)
+            sq = F.square_into(grad, buf)
+            if mode == "factored":
+                F.ema_sum_(state["exp_avg_sq_row"], sq.sum(dim=-1), m, rate, eps1)
+            F.ema_sum_(state["exp_avg_sq_col"], F.col_sum_by_row_blocks(sq), n, rate, eps1)
+
+        direction = grad
+        if group["beta1"] > 0:  # momentum on the gradient: the update kind never comes here
+            direction = F.gradient_momentum_(state["exp_avg"], grad, group["beta1"], t)
+        row_scale = None
+        if mode != "col":
+            row = state["exp_avg_sq_row"]
+            row_scale = (row / row.mean(dim=-1, keepdim=True)).rsqrt_() if mode == "factored" else row.rsqrt()
+        scaled = direction
+        if mode != "row":
+            scaled = torch.mul(direction, state["exp_avg_sq_col"].rsqrt().unsqueeze(-2), out=buf)
+
+        state["update_rms"] = F.broadcast_update_rms(scaled, row_scale)
+        scale = F.clipped_step_size(alpha, state["update_rms"], group["clip_threshold"])
+        if row_scale is not None:
+            scale = row_scale.mul_(scale).unsqueeze(-1)
+        if group["weight_decay"]:
+            param.mul_(1.0 - group["lr"] * group["weight_decay"])
+        _subtract_scaled_(param, scaled, scale)
+
     def _fused_step(self, param: Tensor, group: dict, alphas: dict[torch.device, Tensor]) -> None:
-        """The reference chain in fewer passes over memory (the default on CPU).
+        """The reference chain in fewer passes over memory (the default on CPU for the full mode and
+        for momentum on the update).
 
         The same links as ``_single_tensor_step`` up to RMS(U); then, instead of three passes
         over U (U ← U/max(1, RMS(U)/d), U ← α·U, X ← X − U), one 0-d scale

@@ -84,6 +84,11 @@ def ema_(acc: Tensor, observation: Tensor, rate: float, eps1: float) -> None:
     acc.mul_(rate).add_(observation, alpha=1.0 - rate).add_((1.0 - rate) * eps1)
 
 
+def ema_sum_(acc: Tensor, total: Tensor, count: int, rate: float, eps1: float) -> None:
+    """``ema_`` of the mean ``total/count``, with the division folded into the multiply-add (one op fewer)."""
+    acc.mul_(rate).add_(total, alpha=(1.0 - rate) / count).add_((1.0 - rate) * eps1)
+
+
 def ema_sq_(acc: Tensor, grad: Tensor, rate: float, eps1: float) -> None:
     """Full accumulator (Alg. 1/5): V ← rate·V + (1 − rate)·(G² + ε1), with no G² temporary."""
     acc.mul_(rate).addcmul_(grad, grad, value=1.0 - rate).add_((1.0 - rate) * eps1)
@@ -172,6 +177,53 @@ def update_momentum_(exp_avg: Tensor, scaled_update: Tensor, beta1: float) -> Te
     """m ← β1·m + (1 − β1)·α_t·Û  (Tensor2Tensor / Hugging Face convention: no bias correction)."""
     exp_avg.lerp_(scaled_update, 1.0 - beta1)
     return exp_avg
+
+
+# --- the broadcast-scaled kernels (the eager fused path of the factored, row and column modes) ---------
+#
+# In those modes U = D·aᵢ·bⱼ: the direction scaled by a row vector a = rsqrt(R/mean R) (or rsqrt(R)) and a
+# column vector b = rsqrt(C). The fused path never materialises V̂ or U: it writes at most one
+# G-sized float32 scratch tensor per parameter and makes every large pass over a matrix split it by
+# rows, the way the threads of the next pass split it, so no thread reads what another one wrote
+# (which is slow when two cores do not share a cache, as the benchmark machine's at times do not).
+
+ROW_BLOCKS = 16
+
+
+def col_sum_by_row_blocks(sq: Tensor) -> Tensor:
+    """Σᵢ sq[..., i, :] as blocks of rows summed first, then the blocks.
+
+    ``sq.sum(dim=-2)`` lets each thread sum a range of *columns* over all rows, i.e. read the rows
+    another thread has just written; summing ``ROW_BLOCKS`` blocks of rows first keeps each thread on
+    its own rows (and sums shorter runs, so with less float32 rounding).
+    """
+    n = sq.shape[-2]
+    if n < 2 * ROW_BLOCKS:
+        return sq.sum(dim=-2)
+    if n % ROW_BLOCKS == 0:
+        return sq.unflatten(-2, (ROW_BLOCKS, n // ROW_BLOCKS)).sum(dim=-2).sum(dim=-2)
+    head = n - n % ROW_BLOCKS
+    out = sq[..., :head, :].unflatten(-2, (ROW_BLOCKS, head // ROW_BLOCKS)).sum(dim=-2).sum(dim=-2)
+    if head < n:
+        out.add_(sq[..., head:, :].sum(dim=-2))
+    return out
+
+
+def square_into(grad: Tensor, out: Tensor) -> Tensor:
+    """G² in float32 into ``out`` (a scratch tensor of G's shape). A bf16 G is widened first: a bf16
+    product would be rounded to bf16 before the cast."""
+    if grad.dtype == torch.float32:
+        return torch.mul(grad, grad, out=out)
+    return out.copy_(grad).square_()
+
+
+def broadcast_update_rms(scaled: Tensor, row_scale: Tensor | None) -> Tensor:
+    """RMS(U) of U = row_scale[..., i]·scaled[..., i, j] without forming U: the row norms of ``scaled``,
+    times the row scales, then their norm (the two-stage sum of ``rms``)."""
+    norms = torch.linalg.vector_norm(scaled, 2, dim=-1, dtype=torch.float32)
+    if row_scale is not None:
+        norms.mul_(row_scale)
+    return torch.linalg.vector_norm(norms, 2, dtype=torch.float32).div_(math.sqrt(scaled.numel()))
 
 
 # --- kernels of the compiled path (Adafactor(compile=True)) -------------------------------------------
