@@ -16,6 +16,13 @@ import torch
 
 from factorial.optim import Adafactor
 from factorial.optim import functional as F
+from factorial.optim import native as native_kernel
+
+
+def require_native(native) -> None:
+    """Skip a C-kernel case where this machine has no C compiler (the eager case still runs)."""
+    if native and native_kernel.kernel() is None:
+        pytest.skip(f"C kernel unavailable: {native_kernel.why_unavailable()}")
 
 # --- an independent reference (PAPER.md §2, Algorithms 3, 4 and 5) -------------------------------
 
@@ -551,15 +558,19 @@ def test_works_with_a_torch_lr_scheduler():
     ],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_matches_reference(mode, knobs, dtype):
-    """Same parameters, state and update_rms as the single-tensor reference, step after step."""
+@pytest.mark.parametrize("native", [True, False], ids=["C-kernel", "eager"])
+def test_fused_matches_reference(mode, knobs, dtype, native):
+    """Same parameters, state and update_rms as the single-tensor reference, step after step, with the
+    C kernel (float32 matrices of the factored, row and column modes) and without it."""
+    require_native(native)
     results = []
     for fused in (False, True):
         torch.manual_seed(0)
         # (37, 5) and (2, 35, 3): column sums by blocks of rows, with a remainder; (9, 7) twice: one scratch
         shapes = [(9, 7), (7,), (2, 3, 4), (6, 2), (1, 5), (), (37, 5), (2, 35, 3), (9, 7)]
         ps = [torch.nn.Parameter(torch.randn(s).to(dtype)) for s in shapes]
-        opt = Adafactor(ps, lr=0.05, second_moment=mode, fused=fused, foreach=False, **knobs)
+        opt = Adafactor(ps, lr=0.05, second_moment=mode, fused=fused, foreach=False,
+                        native=native if fused else None, **knobs)
         for step in range(6):
             for p in ps:  # large gradients at the last step so that clipping acts
                 p.grad = (torch.randn_like(p, dtype=torch.float32) * (30.0 if step == 5 else 1.0)).to(dtype)
@@ -675,6 +686,10 @@ def test_compiled_path_matches_reference(knobs):
         (dict(compile="yes"), r"compile='yes'; allowed: True or False"),
         (dict(compile=True, foreach=True), r"compile=True; allowed: false with (optim\.)?foreach=True, (optim\.)?fused=None"),
         (dict(compile=True, fused=False), r"compile=True; allowed: false with (optim\.)?foreach=None, (optim\.)?fused=False"),
+        (dict(native="on"), r"native='on'; allowed: None, True or False"),
+        (dict(native=True, compile=True), r"native=True; allowed: None or False with (optim\.)?compile=True"),
+        (dict(native=True, foreach=True), r"native=True; allowed: None or False with .*(optim\.)?foreach=True"),
+        (dict(native=True, fused=False), r"native=True; allowed: None or False with .*(optim\.)?fused=False"),
     ],
 )
 def test_incompatible_implementation_flags_are_refused_by_name(kw, expected):
@@ -683,7 +698,7 @@ def test_incompatible_implementation_flags_are_refused_by_name(kw, expected):
 
     with pytest.raises(ValueError, match=expected):
         Adafactor([torch.nn.Parameter(torch.zeros(2, 2))], **kw)
-    args = dict(foreach=None, fused=None, compile=False) | kw
+    args = dict(foreach=None, fused=None, compile=False, native=None) | kw
     with pytest.raises(ValueError, match="optim." + expected):
         validate_paths(**args, prefix="optim.")
     validate_paths(foreach=False, fused=True, compile=True)  # the fused path compiles
@@ -714,9 +729,10 @@ def test_update_rms_and_relative_scale_are_accurate_on_a_large_matrix(kw):
 
 
 @pytest.mark.parametrize("mode", ["factored", "row", "col"])
-@pytest.mark.parametrize("kw", [dict(fused=True), dict(foreach=False)])
+@pytest.mark.parametrize("kw", [dict(fused=True, native=True), dict(fused=True, native=False), dict(foreach=False)])
 def test_factored_statistics_and_update_rms_are_accurate_on_a_large_matrix(mode, kw):
-    """R, C and RMS(U) of an 8192×512 gradient against float64, on the fused (broadcast) path and the reference."""
+    """R, C and RMS(U) of an 8192×512 gradient against float64: C kernel, eager fused path, reference."""
+    require_native(kw.get("native"))
     torch.manual_seed(0)
     g = torch.randn(8192, 512) * (torch.rand(8192, 1) + 0.1) * (torch.rand(512) + 0.1)
     p = torch.nn.Parameter(torch.randn(8192, 512))
@@ -742,3 +758,101 @@ def test_column_sums_by_row_blocks_equal_the_column_sums(shape):
 
     x = torch.rand(shape)
     torch.testing.assert_close(col_sum_by_row_blocks(x).double(), x.double().sum(dim=-2), rtol=1e-6, atol=0)
+
+
+# --- the C kernel of the fused path ------------------------------------------------------------------------
+
+
+def test_c_kernel_gives_the_same_step_with_one_or_two_threads():
+    require_native(True)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            torch.manual_seed(0)
+            p = torch.nn.Parameter(torch.randn(300, 40))
+            opt = Adafactor([p], beta2_exponent=0.8, native=True)
+            for _ in range(3):
+                p.grad = torch.randn(300, 40)
+                opt.step()
+            results.append((p.detach().clone(), opt.state[p]["exp_avg_sq_col"].clone()))
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-6, atol=0)
+
+
+def test_c_kernel_leaves_earlier_update_rms_tensors_alone():
+    """Each step's RMS(U) is a new tensor: a caller that keeps them (to read later, without a sync) keeps
+    the values of their steps."""
+    require_native(True)
+    p = torch.nn.Parameter(torch.randn(20, 30))
+    opt = Adafactor([p], native=True)
+    kept = []
+    for scale in (1.0, 100.0):
+        p.grad = torch.randn(20, 30) * torch.rand(20, 1) * scale
+        opt.step()
+        kept.append(opt.state[p]["update_rms"])
+    assert kept[0] is not kept[1] and float(kept[0]) != float(kept[1])
+
+
+def test_tensors_the_c_kernel_cannot_take_run_the_eager_path():
+    """A non-contiguous gradient (or any non-float32 tensor) goes through the eager fused path: same result."""
+    require_native(True)
+    torch.manual_seed(0)
+    x, g = torch.randn(12, 9), torch.randn(9, 12).t()
+    assert not g.is_contiguous()
+    out = []
+    for kw in (dict(native=True), dict(fused=False)):
+        p = torch.nn.Parameter(x.clone())
+        p.grad = g if kw.get("native") else g.contiguous()
+        assert native_kernel.supports(p, p.grad) is (not kw.get("native"))
+        Adafactor([p], **kw).step()
+        out.append(p.detach())
+    torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-6)
+
+
+def test_without_a_compiler_the_fused_path_warns_once_and_runs_eagerly(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("FACTORIAL_KERNEL_CACHE", str(tmp_path / "cache"))
+    native_kernel.reset()
+    try:
+        p = torch.nn.Parameter(torch.randn(6, 5))
+        p.grad = torch.randn(6, 5)
+        with pytest.warns(RuntimeWarning, match="no-such-cc"):
+            opt = Adafactor([p])
+            opt.step()
+        q = torch.nn.Parameter(p.detach().clone())
+        q.grad = p.grad.clone()
+        opt.step()  # no second warning: the answer is kept for the process
+        with pytest.raises(RuntimeError, match="native=True but the C kernel is unavailable: no C compiler"):
+            Adafactor([q], native=True)
+        assert not (tmp_path / "cache").exists()
+    finally:
+        native_kernel.reset()
+
+
+def test_the_kernel_is_built_once_into_the_cache_and_reused(tmp_path, monkeypatch):
+    require_native(True)
+    monkeypatch.setenv("FACTORIAL_KERNEL_CACHE", str(tmp_path))
+    native_kernel.reset()
+    try:
+        assert native_kernel.kernel() is not None
+        built = list(tmp_path.iterdir())
+        assert len(built) == 1 and built[0].suffix == ".so"  # no temporary left behind
+        mtime = built[0].stat().st_mtime_ns
+        native_kernel.reset()
+        assert native_kernel.kernel() is not None
+        assert [f.stat().st_mtime_ns for f in tmp_path.iterdir()] == [mtime]
+    finally:
+        native_kernel.reset()
+
+
+def test_factorial_native_0_turns_the_kernel_off(monkeypatch):
+    monkeypatch.setenv("FACTORIAL_NATIVE", "0")
+    native_kernel.reset()
+    try:
+        assert native_kernel.kernel() is None and native_kernel.why_unavailable() == "FACTORIAL_NATIVE=0"
+    finally:
+        native_kernel.reset()

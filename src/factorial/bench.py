@@ -79,6 +79,11 @@ def machine(device: torch.device) -> dict:
         "load_average_start": _loadavg(),
     }
     info["memory_management"] = _memory_management()
+    if device.type == "cpu":
+        from .optim import native
+
+        why = native.why_unavailable()
+        info["c_kernel"] = "loaded" if not why else f"unavailable: {why}"
     try:
         import transformers
 
@@ -179,7 +184,10 @@ def settings(device: torch.device) -> dict[str, dict]:
     def add(name: str, make: Factory, note: str, ours: bool = False) -> None:
         out[name] = {"make": make, "note": note, "ours": ours}
 
-    add("ours alg6", lambda ps: Adafactor(ps, **ALG6), "Alg. 6, default path (fused on CPU, foreach on CUDA)", True)
+    add("ours alg6", lambda ps: Adafactor(ps, **ALG6), "Alg. 6, default path (fused with the C kernel on CPU, foreach on CUDA)", True)
+    if device.type == "cpu":
+        add("ours alg6 eager", lambda ps: Adafactor(ps, **ALG6, native=False),
+            "Alg. 6, fused path without the C kernel (what runs where no C compiler is found)", True)
     add("ours alg6 compiled", lambda ps: Adafactor(ps, **ALG6, compile=True), "Alg. 6, fused path with compile=True", True)
     add("ours alg6 reference", lambda ps: Adafactor(ps, **ALG6, foreach=False, fused=False), "single-tensor reference path", True)
     add("ours alg6 foreach", lambda ps: Adafactor(ps, **ALG6, foreach=True), "multi-tensor path", True)
@@ -576,7 +584,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     if args.variants:
         result["variants"] = {}
         variant_makers = {
-            name: makers[name] for name in ("ours alg6", "ours alg6 compiled", "torch Adam fused", "transformers Adafactor")
+            name: makers[name] for name in ("ours alg6", "ours alg6 eager", "ours alg6 compiled", "torch Adam fused",
+                                            "transformers Adafactor")
             if name in makers
         }
         variant_makers["whole step compiled"] = lambda ps: CompiledAlg6(ps)
@@ -619,7 +628,7 @@ def ratios(entry: dict) -> dict:
     ours = t["ours alg6"]
     out = {f"ours alg6 / {k}": ours / v for k, v in t.items() if not k.startswith("ours") and v > 0}
     raw = {k: v["raw_ms"] for k, v in entry["time"].items()}
-    for path in ("ours alg6", "ours alg6 compiled"):
+    for path in ("ours alg6", "ours alg6 eager", "ours alg6 compiled"):
         for peer in ("torch Adam fused", "transformers Adafactor"):
             if path in raw and peer in raw:  # the same rounds: robust to a machine that changes state
                 out[f"paired median {path} / {peer}"] = statistics.median(a / b for a, b in zip(raw[path], raw[peer]))
@@ -637,11 +646,11 @@ def targets(result: dict) -> dict:
         r = result["presets"][preset]["ratios"]
         out["preset"] = preset
         t = {k: v["median_ms"] for k, v in result["presets"][preset]["time"].items()}
-        for path in ("ours alg6", "ours alg6 compiled"):
+        for path, suffix in (("ours alg6", ""), ("ours alg6 eager", "_eager"), ("ours alg6 compiled", "_compiled")):
             for key, peer in (("alg6_over_transformers", "transformers Adafactor"), ("alg6_over_adam_fused", "torch Adam fused")):
                 if path in t and peer in t:
                     v = t[path] / t[peer]
-                    out[f"{key}{'_compiled' if 'compiled' in path else ''}"] = {
+                    out[f"{key}{suffix}"] = {
                         "value": v, "target": TARGETS[key], "met": v <= TARGETS[key]}
         name = "state ours alg6 / torch Adam"
         if name in r:
@@ -665,7 +674,8 @@ def to_markdown(result: dict) -> str:
     lines += [f"Command: `{result['command']}` ({result['time_utc']}).", "",
               f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads; "
               f"memory management {m.get('memory_management') or 'unknown'}; torch {m['torch']}, "
-              f"Python {m['python']}, transformers {m['transformers'] or 'not installed'}; {m['platform']}. "
+              f"Python {m['python']}, transformers {m['transformers'] or 'not installed'}; {m['platform']}; "
+              f"C kernel of the fused path: {m.get('c_kernel', 'not used on this device')}. "
               f"Load average (1, 5, 15 min) {m['load_average_start']} at the start, {m.get('load_average_end')} at the end; "
               + (f"other processes used {m['other_processes_cpu_share']:.1%} of the CPU time during the run."
                  if m.get("other_processes_cpu_share") is not None else "CPU use of other processes unknown."), ""]
@@ -674,6 +684,8 @@ def to_markdown(result: dict) -> str:
         lines += ["## Targets", "", "| target | measured | limit | met |", "|---|---|---|---|"]
         names = {"alg6_over_transformers": "Alg. 6 step time (default path) / transformers' Adafactor",
                  "alg6_over_adam_fused": "Alg. 6 step time (default path) / fused Adam",
+                 "alg6_over_transformers_eager": "Alg. 6 step time (native=False: eager fused path) / transformers' Adafactor",
+                 "alg6_over_adam_fused_eager": "Alg. 6 step time (native=False: eager fused path) / fused Adam",
                  "alg6_over_transformers_compiled": "Alg. 6 step time (compile=True) / transformers' Adafactor",
                  "alg6_over_adam_fused_compiled": "Alg. 6 step time (compile=True) / fused Adam",
                  "state_over_adam": "state bytes, factored β1 = 0 / Adam",
@@ -715,10 +727,10 @@ def to_markdown(result: dict) -> str:
                   "(`factorial.bench.CompiledAlg6`), measured to compare; `ours alg6 compiled` is `compile=True`. "
                   "First step: state creation plus compilation (inductor's on-disk cache may shorten it). "
                   "This section is timed minutes after the tables above. On the project's 2-core VM the machine "
-                  "has been seen to switch, within a run, between two states that move 2-thread timings in "
-                  "opposite directions (our eager step slower, fused Adam faster; the cause is outside the "
-                  "benchmark, perhaps how fast an idle vCPU wakes for a parallel region). Compare rows within "
-                  "one table; `raw_ms` in the .json has every round.", "",
+                  "switches, within a run, between two states that move 2-thread timings in opposite directions: "
+                  "in one, fused Adam is faster and any op that reads what the other thread wrote is slower "
+                  "(as if the two vCPUs stopped sharing a cache). Compare rows within one table; `raw_ms` in the "
+                  ".json has every round.", "",
                   "| variant | threads | ms/step (median) | IQR | × fused Adam | first step ms |", "|---|---|---|---|---|---|"]
         for label, v in by_threads.items():
             if "error" in v:

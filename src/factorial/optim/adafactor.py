@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import functional as F
+from . import native as native_kernel
 
 __all__ = ["Adafactor"]
 
@@ -43,11 +44,13 @@ def _check_number(name: str, value: Any) -> float:
     return float(value)
 
 
-def validate_paths(*, foreach: bool | None, fused: bool | None, compile: bool, prefix: str = "") -> None:
-    """Check the implementation flags together: ``fused`` excludes ``foreach``; ``compile`` runs on the
-    fused path only. Raise ValueError naming the argument (as ``<prefix><name>``), the value and what is
-    allowed. The trainer's config check calls it too (prefix ``optim.``), so the rule exists once."""
-    for name, value in (("foreach", foreach), ("fused", fused)):
+def validate_paths(*, foreach: bool | None, fused: bool | None, compile: bool, native: bool | None = None,
+                   prefix: str = "") -> None:
+    """Check the implementation flags together: ``fused`` excludes ``foreach``; ``compile`` and ``native``
+    run on the fused path only, and not together. Raise ValueError naming the argument (as
+    ``<prefix><name>``), the value and what is allowed. The trainer's config check calls it too (prefix
+    ``optim.``), so the rule exists once."""
+    for name, value in (("foreach", foreach), ("fused", fused), ("native", native)):
         if value is not None and not isinstance(value, bool):
             raise _invalid(prefix + name, value, "None, True or False")
     if fused and foreach:
@@ -58,6 +61,11 @@ def validate_paths(*, foreach: bool | None, fused: bool | None, compile: bool, p
         raise _invalid(prefix + "compile", compile,
                        f"false with {prefix}foreach={foreach}, {prefix}fused={fused} (compile=True runs on the fused path "
                        f"only: foreach None or False, fused None or True)")
+    if native and (compile or foreach or fused is False):
+        raise _invalid(prefix + "native", native,
+                       f"None or False with {prefix}compile={compile}, {prefix}foreach={foreach}, {prefix}fused={fused} "
+                       f"(the C kernel runs on the eager fused path only: compile False, foreach None or False, "
+                       f"fused None or True)")
 
 
 def validate_hyperparameters(
@@ -142,6 +150,11 @@ class Adafactor(Optimizer):
             (seconds each, a C++ compiler on CPU); later steps reuse them. On the 2-core CPU of the
             benchmark it is slower than the eager fused path (``make bench``). Other modes, and
             ``momentum="update"``, stay on the eager fused path.
+        native: on the fused path, run contiguous float32 CPU matrices of the factored, row and column
+            modes through the C kernel of ``kernels.c`` (three loops, six passes over X-sized tensors;
+            built at first use by the system C compiler, see ``native.py``). None: where it loads,
+            else the eager fused path with one warning; True: required (RuntimeError when it cannot be
+            built); False: never. ``FACTORIAL_NATIVE=0`` in the environment turns it off too.
 
     After each step ``state[p]["update_rms"]`` is the unclipped RMS(U) of that step as a 0-d float32
     tensor (with β1 = 0 it is Figure 1's √mean(G²/V̂)); reading it is the caller's host sync, not ours.
@@ -167,6 +180,7 @@ class Adafactor(Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
         compile: bool = False,
+        native: bool | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -182,7 +196,10 @@ class Adafactor(Optimizer):
             weight_decay=weight_decay,
         )
         validate_hyperparameters(**defaults)
-        validate_paths(foreach=foreach, fused=fused, compile=compile)
+        validate_paths(foreach=foreach, fused=fused, compile=compile, native=native)
+        if native and native_kernel.kernel() is None:
+            raise RuntimeError(f"native=True but the C kernel is unavailable: {native_kernel.why_unavailable()}")
+        self.native = native
         if compile:
             fused = True
         self.compile = compile
@@ -345,6 +362,16 @@ class Adafactor(Optimizer):
         t = state["step"]
         mode = group["second_moment"]
         eps1 = group["eps1"]
+        if self.native is not False and native_kernel.supports(param, grad) and native_kernel.kernel() is not None:
+            direction = grad
+            if group["beta1"] > 0:
+                direction = F.gradient_momentum_(state["exp_avg"], grad, group["beta1"], t)
+            state["update_rms"] = native_kernel.step(
+                param, grad, direction, state.get("exp_avg_sq_row"), state.get("exp_avg_sq_col"), mode,
+                rate=F.second_moment_rate(group["beta2"], group["beta2_exponent"], t), eps1=eps1, lr=group["lr"],
+                relative=group["relative_step"], eps2=group["eps2"], threshold=group["clip_threshold"],
+                decay=1.0 - group["lr"] * group["weight_decay"])
+            return
         alpha = F.step_size(param, group["lr"], group["relative_step"], group["eps2"])
         rate = F.second_moment_rate(group["beta2"], group["beta2_exponent"], t)
 
