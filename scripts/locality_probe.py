@@ -1,0 +1,176 @@
+"""Why do 2-thread step times on this VM come in two states? A test of one explanation.
+
+results/bench/omp-wait-cpu.md showed that a 2-thread process on the project's 2-core VM is in one of two
+states: in one, fused Adam is faster (7 ms instead of 11–12 ms on the base shapes) and our eager step
+slower; the OpenMP wait policy is not the cause. The explanation tested here: in that state the two vCPUs
+do not share a cache, so reading data the *other* thread has just written costs a transfer between
+caches, while work on data a thread wrote itself gets faster (each thread has a cache of its own).
+
+Each round times, in one process, on six distinct 8192×512 float32 gradients (the base preset's
+embedding shape, 100 MB in all, so nothing stays in cache between rounds):
+
+* ``own rows``: ``mul(G, G, out=T)`` then the column sums of T by blocks of rows (each thread sums rows
+  it wrote itself: the fused path's way, ``functional.col_sum_by_row_blocks``);
+* ``other's rows``: the same square, then ``T.sum(dim=-2)``, which splits the *columns* between threads,
+  so each thread reads half of its rows from what the other one wrote (the old way);
+
+and a step of fused Adam, our default step (C kernel) and our eager fused step on the base preset. The
+rounds are then split in two at the widest gap of fused Adam's times; the table gives each group's medians.
+If the explanation holds, ``other's rows`` / ``own rows`` is clearly larger in the group where Adam is
+faster, and the C kernel (every loop keeps each thread on its own rows) keeps its ratio to Adam in both.
+
+    .venv/bin/python scripts/locality_probe.py                 # 8 minutes (the states last minutes)
+    .venv/bin/python scripts/locality_probe.py --seconds 60    # a look
+
+Writes results/bench/locality-<device>.{json,md} (``--out`` to change the folder). Which states a run
+sees is up to the machine: a run that stays in one state says so and proves nothing either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def _time(fn, repeats: int = 3) -> float:
+    """Best of ``repeats`` calls, in ms."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, (time.perf_counter() - t0) * 1e3)
+    return best
+
+
+def measure(seconds: float, threads: int) -> list[dict]:
+    import torch
+
+    from factorial import bench as B
+    from factorial.optim import Adafactor
+    from factorial.optim import functional as F
+
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(8192, 512, generator=g) for _ in range(6)]
+    scratch = torch.empty(8192, 512)
+
+    def squares_then(reduce):
+        def run():
+            for x in grads:
+                reduce(torch.mul(x, x, out=scratch))
+        return run
+
+    own = squares_then(F.col_sum_by_row_blocks)
+    other = squares_then(lambda t: t.sum(dim=-2))
+    shapes = B.preset_shapes("base", B.VOCAB["base"])
+    opts = {
+        "torch Adam fused": torch.optim.Adam(B.make_params(shapes, torch.device("cpu")), lr=1e-3, fused=True),
+        "ours alg6": Adafactor(B.make_params(shapes, torch.device("cpu")), **B.ALG6),
+        "ours alg6 eager": Adafactor(B.make_params(shapes, torch.device("cpu")), **B.ALG6, native=False),
+    }
+    for o in opts.values():
+        o.step()
+    rounds = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        r = {"t": round(time.monotonic() - end + seconds, 2), "own rows": _time(own) / len(grads),
+             "other's rows": _time(other) / len(grads)}
+        for name, o in opts.items():
+            r[name] = _time(o.step)
+        rounds.append(r)
+    return rounds
+
+
+def split_by_adam(rounds: list[dict]) -> tuple[list[dict], list[dict], float | None]:
+    """Rounds with fused Adam below / above the widest gap between consecutive sorted Adam times."""
+    times = sorted(r["torch Adam fused"] for r in rounds)
+    if len(times) < 4:
+        return rounds, [], None
+    gaps = [(b - a, (a + b) / 2) for a, b in zip(times, times[1:])]
+    width, cut = max(gaps)
+    if width < 0.1 * statistics.median(times):  # no real gap: one state
+        return rounds, [], None
+    return [r for r in rounds if r["torch Adam fused"] < cut], [r for r in rounds if r["torch Adam fused"] >= cut], cut
+
+
+KEYS = ("own rows", "other's rows", "torch Adam fused", "ours alg6", "ours alg6 eager")
+
+
+def summary(group: list[dict]) -> dict:
+    if not group:
+        return {}
+    med = {k: statistics.median(r[k] for r in group) for k in KEYS}
+    med["rounds"] = len(group)
+    med["other's / own"] = med["other's rows"] / med["own rows"]
+    med["ours alg6 / Adam"] = statistics.median(r["ours alg6"] / r["torch Adam fused"] for r in group)
+    med["ours alg6 eager / Adam"] = statistics.median(r["ours alg6 eager"] / r["torch Adam fused"] for r in group)
+    return med
+
+
+def to_markdown(result: dict) -> str:
+    lines = ["# Thread locality and the two 2-thread states", "",
+             f"Command: `{result['command']}` ({result['time_utc']}); {result['threads']} threads, "
+             f"{len(result['rounds'])} rounds over {result['seconds']:.0f} s; torch {result['torch']}; "
+             f"load average {result['load_start']} at the start, {result['load_end']} at the end.", ""]
+    groups = {k: v for k, v in result["groups"].items() if v}
+    if result["cut_ms"] is None:
+        lines += ["Fused Adam's times show no gap: the machine stayed in one state during this run, so it "
+                  "cannot test the explanation.", ""]
+    else:
+        lines += [f"Rounds split at fused Adam = {result['cut_ms']:.2f} ms (the widest gap)."]
+    if groups:
+        lines += ["Medians per group; `own rows` / `other's rows`: ms per 8192×512 matrix (square, then column "
+                  "sums); the ratios to Adam are medians of each round's ratio.", "",
+                  "| group | rounds | own rows | other's rows | other's / own | fused Adam | ours (C kernel) | "
+                  "ours / Adam | ours eager | eager / Adam |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, s in groups.items():
+            other, ratio = s["other's rows"], s["other's / own"]
+            lines.append(f"| {name} | {s['rounds']} | {s['own rows']:.2f} | {other:.2f} | {ratio:.2f} | "
+                         f"{s['torch Adam fused']:.2f} | {s['ours alg6']:.2f} | {s['ours alg6 / Adam']:.2f} | "
+                         f"{s['ours alg6 eager']:.2f} | {s['ours alg6 eager / Adam']:.2f} |")
+        lines.append("")
+    lines += ["Every round (ms; `t` in seconds from the start) is in the .json.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=480.0, help="how long to measure (default 480)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="results/bench", help="folder for locality-cpu.{json,md}")
+    args = p.parse_args(argv)
+    if args.seconds <= 0:
+        p.error(f"--seconds={args.seconds}; allowed: a number > 0")
+    if args.threads < 1:
+        p.error(f"--threads={args.threads}; allowed: an integer >= 1")
+    import torch
+
+    load_start = list(os.getloadavg())
+    t_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    rounds = measure(args.seconds, args.threads)
+    fast, slow, cut = split_by_adam(rounds)
+    groups = {"fast Adam": summary(fast), "slow Adam": summary(slow)} if cut else {"one state": summary(fast), "slow Adam": {}}
+    result = {"command": "python scripts/locality_probe.py " + " ".join(argv), "time_utc": t_utc,
+              "threads": args.threads, "seconds": args.seconds, "torch": torch.__version__,
+              "load_start": [round(x, 2) for x in load_start], "load_end": [round(x, 2) for x in os.getloadavg()],
+              "cut_ms": cut, "groups": groups, "rounds": rounds}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "locality-cpu.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out / "locality-cpu.json")
+    tmp = out / "locality-cpu.md.tmp"
+    tmp.write_text(to_markdown(result))
+    tmp.replace(out / "locality-cpu.md")
+    print(to_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
