@@ -57,6 +57,8 @@ def test_cell_writes_its_run_directory(tmp_path, cache_dir):
     assert set(meta["data"]) >= {"corpus_sha256", "tokenizer_sha256", "tokens_sha256"}
     assert meta["packages"]["torch"].startswith("2.13.0")
     assert "commit" in meta["git"] and "dirty" in meta["git"]
+    kernel = meta["starts"][0]["adafactor_c_kernel"]  # which implementation of the same math ran
+    assert kernel == "loaded" or kernel.startswith("unavailable: ")
     records = read_metrics(d / "metrics.jsonl")
     logged = {k for r in records for k in r}
     assert {"train/loss", "train/lr", "train/grad_norm", "opt/beta2_t", "opt/clip_frac", "val/ppl", "test/ppl"} <= logged

@@ -165,6 +165,16 @@ def git_info() -> dict:
         return {"commit": None, "dirty": None}
 
 
+def optimizer_c_kernel(optimizer: Adafactor) -> str:
+    """Whether this process's Adafactor runs its matrices through the C kernel of the fused CPU path."""
+    from .optim import native
+
+    if optimizer.native is False or optimizer._path(optimizer.defaults["foreach"], is_cuda=False) != "fused":
+        return "off"
+    why = native.why_unavailable()
+    return "loaded" if not why else f"unavailable: {why}"
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -335,7 +345,10 @@ def _train(cfg: Config, cfg_dict: dict, run_dir: Path, corpus, batches: TrainBat
                  "validation_tokens": int(len(corpus.validation)), "test_tokens": int(len(corpus.test)), **corpus.hashes},
         "params": num_parameters(model), "warmup_steps": W, "command": sys.argv, "starts": [],
     }
-    meta["starts"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_step": progress["step"]})
+    start = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_step": progress["step"]}
+    if isinstance(optimizer, Adafactor) and device.type == "cpu":  # which implementation ran (same math)
+        start["adafactor_c_kernel"] = optimizer_c_kernel(optimizer)
+    meta["starts"].append(start)
     atomic_write_json(meta_path, meta)
 
     wandb = WandbSettings(
