@@ -137,22 +137,24 @@ class Adafactor(Optimizer):
         weight_decay: decoupled decay, X ← X·(1 − lr·wd) before the update; 0 in every paper cell.
         foreach: use the multi-tensor (``torch._foreach_*``) path. None picks it on CUDA.
         fused: use the fast path. Factored, row-only and column-only matrices go through
-            ``_broadcast_step`` (U = D·aᵢ·bⱼ is never stored: one float32 scratch tensor per parameter
-            size and step; 11 passes over G-sized tensors for a factored matrix, where the reference
-            makes 17 and allocates two G-sized tensors); full-mode matrices and ``momentum="update"``
-            through ``_fused_step`` (step size and clipping folded into one 0-d scale of the final
-            multiply-add); vectors and scalars through the multi-tensor path. None picks it on CPU
-            when ``foreach`` is None too; ``foreach=False`` alone selects the reference path
-            (``_single_tensor_step``). Not stored in the state dict.
+            ``_broadcast_step``: U = D·aᵢ·bⱼ is never stored; the C kernel (``native``) where it
+            applies, else eager ops with one float32 scratch tensor per parameter size and step (11
+            passes over G-sized tensors for a factored matrix, where the reference makes 17 and
+            allocates two G-sized tensors). Full-mode matrices and ``momentum="update"`` go through
+            ``_fused_step``: the C kernel for the full mode, else step size and clipping folded into
+            one 0-d scale of the final multiply-add. Vectors and scalars take the multi-tensor path.
+            None picks it on CPU when ``foreach`` is None too; ``foreach=False`` alone selects the
+            reference path (``_single_tensor_step``). Not stored in the state dict.
         compile: on the fused path, run the heavy loops of the factored mode through ``torch.compile``
             (``functional.factored_statistics`` and ``factored_apply_``: loops over X, G and D, no
             temporary the size of G). Opt-in: the first step compiles one graph per parameter shape
             (seconds each, a C++ compiler on CPU); later steps reuse them. On the 2-core CPU of the
             benchmark it is slower than the eager fused path (``make bench``). Other modes, and
             ``momentum="update"``, stay on the eager fused path.
-        native: on the fused path, run contiguous float32 CPU matrices of the factored, row and column
-            modes through the C kernel of ``kernels.c`` (three loops, six passes over X-sized tensors;
-            built at first use by the system C compiler, see ``native.py``). None: where it loads,
+        native: on the fused path, run contiguous float32 CPU matrices through the C kernel of
+            ``kernels.c`` (factored, row and column modes: three loops, six passes over X-sized tensors;
+            full mode: two loops; momentum on the gradient inside the first loop; built at first use by
+            the system C compiler, see ``native.py``). Momentum on the update stays eager. None: where it loads,
             else the eager fused path with one warning; True: required (RuntimeError when it cannot be
             built); False: never. ``FACTORIAL_NATIVE=0`` in the environment turns it off too.
 
@@ -363,11 +365,8 @@ class Adafactor(Optimizer):
         mode = group["second_moment"]
         eps1 = group["eps1"]
         if self.native is not False and native_kernel.supports(param, grad) and native_kernel.kernel() is not None:
-            direction = grad
-            if group["beta1"] > 0:
-                direction = F.gradient_momentum_(state["exp_avg"], grad, group["beta1"], t)
             state["update_rms"] = native_kernel.step(
-                param, grad, direction, state.get("exp_avg_sq_row"), state.get("exp_avg_sq_col"), mode,
+                param, grad, *_kernel_momentum(state, group), state.get("exp_avg_sq_row"), state.get("exp_avg_sq_col"), mode,
                 rate=F.second_moment_rate(group["beta2"], group["beta2_exponent"], t), eps1=eps1, lr=group["lr"],
                 relative=group["relative_step"], eps2=group["eps2"], threshold=group["clip_threshold"],
                 decay=1.0 - group["lr"] * group["weight_decay"])
@@ -423,6 +422,10 @@ class Adafactor(Optimizer):
             self._compiled_factored_step(param, group, alphas)
             return
 
+        if (not momentum_on_update and self.native is not False and native_kernel.supports(param, param.grad)
+                and self.accumulator_mode(param, group["second_moment"]) == "full" and native_kernel.kernel() is not None):
+            self._native_full_step(param, group)
+            return
         state, update, alpha = self._unscaled_update(param, group)
         scale = F.clipped_step_size(alpha, state["update_rms"], group["clip_threshold"])
         if momentum_on_update:
@@ -432,6 +435,17 @@ class Adafactor(Optimizer):
         if group["weight_decay"]:
             param.mul_(1.0 - group["lr"] * group["weight_decay"])
         _subtract_scaled_(param, update, scale)
+
+    def _native_full_step(self, param: Tensor, group: dict) -> None:
+        """The full mode through the C kernel: V's EMA, U = D/√V, RMS(U) and the update in two loops."""
+        state = self.state[param]
+        grad = param.grad
+        t = state["step"]
+        state["update_rms"] = native_kernel.full_step(
+            param, grad, *_kernel_momentum(state, group), state["exp_avg_sq"],
+            rate=F.second_moment_rate(group["beta2"], group["beta2_exponent"], t), eps1=group["eps1"], lr=group["lr"],
+            relative=group["relative_step"], eps2=group["eps2"], threshold=group["clip_threshold"],
+            decay=1.0 - group["lr"] * group["weight_decay"])
 
     def _compiled_factored_step(self, param: Tensor, group: dict, alphas: dict[torch.device, Tensor]) -> None:
         """The factored chain with its two heavy parts compiled (``compile=True``).
@@ -547,6 +561,14 @@ def _foreach_rms(tensors: list[Tensor]) -> list[Tensor]:
     norms = torch._foreach_norm([x if x.dtype == torch.float32 else x.float() for x in tensors])
     torch._foreach_mul_(norms, [1.0 / math.sqrt(x.numel()) for x in tensors])
     return norms
+
+
+def _kernel_momentum(state: dict, group: dict) -> tuple[Tensor | None, float]:
+    """(m̂, weight) for the C kernel to advance as ``F.gradient_momentum_`` does; (None, 0) without momentum.
+    Momentum on the update never reaches the kernel."""
+    if group["beta1"] == 0:
+        return None, 0.0
+    return state["exp_avg"], 1.0 - F.bias_corrected_rate(group["beta1"], state["step"])
 
 
 _COMPILED: dict[tuple, Any] = {}

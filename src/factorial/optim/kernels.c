@@ -1,4 +1,5 @@
-/* The factored, row-only and column-only Adafactor step of one float32 tensor in three loops.
+/* The Adafactor step of one float32 tensor: factored, row-only and column-only modes in three loops
+ * (factorial_broadcast_step), the full mode in two (factorial_full_step, at the end of this file).
  *
  * Built at first use by factorial/optim/native.py with the system C compiler (-O3 -march=native
  * -fopenmp) and called through ctypes; the optimizer falls back to its eager fused path when no
@@ -8,9 +9,10 @@
  *   a_i  = rsqrt(R_i / mean R) (factored) or rsqrt(R_i) (row)     b_j = rsqrt(C_j) (factored, col)
  *   U    = D_ij·a_i·b_j                                           X  ← decay·X − α_t/max(1, RMS(U)/d)·U
  *
- * where D is the direction (G, or m̂ with momentum on the gradient). Loop 1 reads X and G once (Σ X²,
- * the row sums of G² and per-thread column sums), loop 2 reads D once (RMS(U)), loop 3 reads X and D
- * and writes X: six passes over tensors of X's size, where torch.optim.Adam(fused=True) makes seven.
+ * where D is the direction: G, or with momentum on the gradient (mom not NULL) m̂ ← lerp(m̂, G, mom_weight),
+ * updated in loop 1. Loop 1 reads X and G once (Σ X², the row sums of G² and per-thread column sums),
+ * loop 2 reads D once (RMS(U)), loop 3 reads X and D and writes X: six passes over tensors of X's
+ * size (eight with momentum), where torch.optim.Adam(fused=True) makes seven.
  * Every loop splits the rows among threads the same way (static schedule), so a thread only
  * touches rows it has touched before. Sums across rows are taken in double.
  *
@@ -22,13 +24,19 @@
 #include <omp.h>
 #include <stdlib.h>
 
-int factorial_broadcast_step(float *x, const float *g, const float *d, float *row, float *col,
+static inline float lerp(float start, float end, float weight)  /* as torch.lerp on CPU */
+{
+    return weight < 0.5f ? start + weight * (end - start) : end - (end - start) * (1.f - weight);
+}
+
+int factorial_broadcast_step(float *x, const float *g, float *mom, float mom_weight, float *row, float *col,
                              long batch, long n, long m, int mode, float rate, float eps1, float lr,
                              int relative, float eps2, float threshold, float decay, int nthreads,
                              float *update_rms)
 {
     const long rows = batch * n;
     const int has_row = mode != 2, has_col = mode != 1;
+    const float *d = mom ? mom : g;
     double *x_sq = calloc((size_t)nthreads, sizeof(double));
     double *u_sq = calloc((size_t)nthreads, sizeof(double));
     double *col_part = has_col ? calloc((size_t)nthreads * batch * m, sizeof(double)) : NULL;
@@ -40,7 +48,7 @@ int factorial_broadcast_step(float *x, const float *g, const float *d, float *ro
         return -1;
     }
 
-    /* Loop 1: Σ X² (relative step), row sums of G², per-thread column sums of G². */
+    /* Loop 1: Σ X² (relative step), row sums of G², per-thread column sums of G², momentum. */
     #pragma omp parallel num_threads(nthreads)
     {
         const int tid = omp_get_thread_num();
@@ -60,6 +68,11 @@ int factorial_broadcast_step(float *x, const float *g, const float *d, float *ro
             } else {
                 #pragma omp simd reduction(+:sg)
                 for (long j = 0; j < m; j++) sg += gr[j] * gr[j];
+            }
+            if (mom) {
+                float *mr = mom + r * m;
+                #pragma omp simd
+                for (long j = 0; j < m; j++) mr[j] = lerp(mr[j], gr[j], mom_weight);
             }
             xs += sx;
             row_sum[r] = sg;
@@ -146,5 +159,90 @@ int factorial_broadcast_step(float *x, const float *g, const float *d, float *ro
     }
 
     free(x_sq); free(u_sq); free(col_part); free(row_sum); free(a); free(b);
+    return 0;
+}
+
+/* The full-mode step (Adam's V̂, Alg. 1/5) of one float32 tensor of `numel` entries in two loops.
+ *
+ *   V ← β̂2t·V + (1 − β̂2t)·(G² + ε1)      U = D/√V      X ← decay·X − α_t/max(1, RMS(U)/d)·U
+ *
+ * D is G, or m̂ ← lerp(m̂, G, mom_weight) updated in loop 1 (mom not NULL). Loop 1 reads X (for
+ * RMS(X)) and G and updates V (and m̂), summing U² without storing U; loop 2 reads X, D and V and
+ * writes X. Sums go over blocks of 1024 entries in float, then in double.
+ */
+#define FACTORIAL_BLOCK 1024L
+
+int factorial_full_step(float *x, const float *g, float *mom, float mom_weight, float *v, long numel, float rate,
+                        float eps1, float lr, int relative, float eps2, float threshold, float decay,
+                        int nthreads, float *update_rms)
+{
+    const long blocks = (numel + FACTORIAL_BLOCK - 1) / FACTORIAL_BLOCK;
+    const float *d = mom ? mom : g;
+    double *x_sq = calloc((size_t)nthreads, sizeof(double));
+    double *u_sq = calloc((size_t)nthreads, sizeof(double));
+    if (!x_sq || !u_sq) {
+        free(x_sq); free(u_sq);
+        return -1;
+    }
+    const float keep = rate, take = 1.f - rate, eps_term = (1.f - rate) * eps1;
+
+    /* Loop 1: V's EMA, Σ U², Σ X² (relative step). */
+    #pragma omp parallel num_threads(nthreads)
+    {
+        const int tid = omp_get_thread_num();
+        double xs = 0.0, us = 0.0;
+        #pragma omp for schedule(static)
+        for (long k = 0; k < blocks; k++) {
+            const long lo = k * FACTORIAL_BLOCK, hi = lo + FACTORIAL_BLOCK < numel ? lo + FACTORIAL_BLOCK : numel;
+            float sx = 0.f, su = 0.f;
+            if (relative) {
+                #pragma omp simd reduction(+:sx)
+                for (long i = lo; i < hi; i++) sx += x[i] * x[i];
+            }
+            if (mom) {
+                #pragma omp simd reduction(+:su)
+                for (long i = lo; i < hi; i++) {
+                    const float vi = v[i] * keep + g[i] * g[i] * take + eps_term;
+                    v[i] = vi;
+                    const float di = lerp(mom[i], g[i], mom_weight);
+                    mom[i] = di;
+                    const float u = di / sqrtf(vi);
+                    su += u * u;
+                }
+            } else {
+                #pragma omp simd reduction(+:su)
+                for (long i = lo; i < hi; i++) {
+                    const float vi = v[i] * keep + g[i] * g[i] * take + eps_term;
+                    v[i] = vi;
+                    const float u = g[i] / sqrtf(vi);
+                    su += u * u;
+                }
+            }
+            xs += sx;
+            us += su;
+        }
+        x_sq[tid] = xs;
+        u_sq[tid] = us;
+    }
+    double x_total = 0.0, u_total = 0.0;
+    for (int t = 0; t < nthreads; t++) { x_total += x_sq[t]; u_total += u_sq[t]; }
+    float alpha = lr;
+    if (relative) {
+        const float rms_x = (float)sqrt(x_total / (double)numel);
+        alpha = (rms_x > eps2 ? rms_x : eps2) * lr;
+    }
+    const float rms_u = (float)sqrt(u_total / (double)numel);
+    *update_rms = rms_u;
+    float scale = alpha;
+    if (threshold > 0.f && rms_u / threshold > 1.f) scale = alpha / (rms_u / threshold);
+
+    /* Loop 2: X ← decay·X − scale·D/√V. */
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long k = 0; k < blocks; k++) {
+        const long lo = k * FACTORIAL_BLOCK, hi = lo + FACTORIAL_BLOCK < numel ? lo + FACTORIAL_BLOCK : numel;
+        #pragma omp simd
+        for (long i = lo; i < hi; i++) x[i] = x[i] * decay - scale * (d[i] / sqrtf(v[i]));
+    }
+    free(x_sq); free(u_sq);
     return 0;
 }

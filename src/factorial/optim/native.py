@@ -25,13 +25,14 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("kernels.c")
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC"]
 MODES = {"factored": 0, "row": 1, "col": 2}
 
 _P, _L, _I, _F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
-_ARGTYPES = [_P, _P, _P, _P, _P, _L, _L, _L, _I, _F, _F, _F, _I, _F, _F, _F, _I, _P]
+_ARGTYPES = [_P, _P, _P, _F, _P, _P, _L, _L, _L, _I, _F, _F, _F, _I, _F, _F, _F, _I, _P]
+_FULL_ARGTYPES = [_P, _P, _P, _F, _P, _L, _F, _F, _F, _I, _F, _F, _F, _I, _P]
 
-_state: dict[str, object] = {}  # "fn": the loaded function or None, "why": why not
+_state: dict[str, object] = {}  # "fn": the loaded library's functions or None, "why": why not
 
 
 def enabled_by_env() -> bool:
@@ -85,14 +86,16 @@ def _load():
         lib = ctypes.CDLL(str(_build(cc)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         return None, str(e)
-    fn = lib.factorial_broadcast_step
-    fn.argtypes = _ARGTYPES
-    fn.restype = _I
-    return fn, ""
+    fns = {"broadcast": lib.factorial_broadcast_step, "full": lib.factorial_full_step}
+    for fn, argtypes in ((fns["broadcast"], _ARGTYPES), (fns["full"], _FULL_ARGTYPES)):
+        fn.argtypes = argtypes
+        fn.restype = _I
+    return fns, ""
 
 
 def kernel():
-    """The step function, built and loaded once per process; None (with one warning) when unavailable."""
+    """The kernels ({"broadcast": …, "full": …}), built and loaded once per process; None (with one
+    warning) when unavailable."""
     if "fn" not in _state:
         fn, why = _load()
         _state["fn"], _state["why"] = fn, why
@@ -113,21 +116,37 @@ def reset() -> None:
     _state.clear()
 
 
-def step(param: torch.Tensor, grad: torch.Tensor, direction: torch.Tensor, row: torch.Tensor | None,
-         col: torch.Tensor | None, mode: str, *, rate: float, eps1: float, lr: float, relative: bool,
-         eps2: float, threshold: float | None, decay: float) -> torch.Tensor:
+def step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor | None, momentum_weight: float,
+         row: torch.Tensor | None, col: torch.Tensor | None, mode: str, *, rate: float, eps1: float, lr: float,
+         relative: bool, eps2: float, threshold: float | None, decay: float) -> torch.Tensor:
     """Run the kernel on one contiguous float32 CPU tensor (callers check ``supports``). Updates
-    ``param``, ``row`` and ``col`` in place; returns RMS(U) as a new 0-d float32 tensor."""
-    fn = kernel()
+    ``param``, ``row``, ``col`` and ``exp_avg`` (m̂ ← lerp(m̂, G, momentum_weight), the direction;
+    None: the direction is G) in place; returns RMS(U) as a new 0-d float32 tensor."""
+    fn = kernel()["broadcast"]
     n, m = param.shape[-2], param.shape[-1]
     batch = param.numel() // (n * m)
     out = torch.empty((), dtype=torch.float32)
-    rc = fn(param.data_ptr(), grad.data_ptr(), direction.data_ptr(),
-            row.data_ptr() if row is not None else None, col.data_ptr() if col is not None else None,
+    rc = fn(param.data_ptr(), grad.data_ptr(), exp_avg.data_ptr() if exp_avg is not None else None,
+            momentum_weight, row.data_ptr() if row is not None else None, col.data_ptr() if col is not None else None,
             batch, n, m, MODES[mode], rate, eps1, lr, int(relative), eps2,
             threshold if threshold is not None else 0.0, decay, torch.get_num_threads(), out.data_ptr())
     if rc != 0:
         raise MemoryError("factorial's C kernel could not allocate its per-row and per-column buffers")
+    return out
+
+
+def full_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor | None, momentum_weight: float,
+              exp_avg_sq: torch.Tensor, *, rate: float, eps1: float, lr: float, relative: bool, eps2: float,
+              threshold: float | None, decay: float) -> torch.Tensor:
+    """The full mode (V̂ = V) on one contiguous float32 CPU tensor: updates ``param``, ``exp_avg_sq``
+    and ``exp_avg`` (as in ``step``) in place; returns RMS(U) as a new 0-d float32 tensor."""
+    out = torch.empty((), dtype=torch.float32)
+    rc = kernel()["full"](param.data_ptr(), grad.data_ptr(), exp_avg.data_ptr() if exp_avg is not None else None,
+                          momentum_weight, exp_avg_sq.data_ptr(),
+                          param.numel(), rate, eps1, lr, int(relative), eps2,
+                          threshold if threshold is not None else 0.0, decay, torch.get_num_threads(), out.data_ptr())
+    if rc != 0:
+        raise MemoryError("factorial's C kernel could not allocate its per-thread sums")
     return out
 
 
