@@ -763,7 +763,9 @@ def test_column_sums_by_row_blocks_equal_the_column_sums(shape):
 # --- the C kernel of the fused path ------------------------------------------------------------------------
 
 
-def test_c_kernel_gives_the_same_step_with_one_or_two_threads():
+@pytest.mark.parametrize("mode", ["factored", "col", "full"])
+@pytest.mark.parametrize("beta1", [0.0, 0.9])
+def test_c_kernel_gives_the_same_step_with_one_or_two_threads(mode, beta1):
     require_native(True)
     results = []
     threads = torch.get_num_threads()
@@ -772,11 +774,11 @@ def test_c_kernel_gives_the_same_step_with_one_or_two_threads():
             torch.set_num_threads(n)
             torch.manual_seed(0)
             p = torch.nn.Parameter(torch.randn(300, 40))
-            opt = Adafactor([p], beta2_exponent=0.8, native=True)
+            opt = Adafactor([p], beta2_exponent=0.8, second_moment=mode, beta1=beta1, native=True)
             for _ in range(3):
                 p.grad = torch.randn(300, 40)
                 opt.step()
-            results.append((p.detach().clone(), opt.state[p]["exp_avg_sq_col"].clone()))
+            results.append((p.detach().clone(), opt.state[p]["exp_avg_sq" if mode == "full" else "exp_avg_sq_col"].clone()))
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-7)
