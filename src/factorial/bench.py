@@ -82,8 +82,7 @@ def machine(device: torch.device) -> dict:
     if device.type == "cpu":
         from .optim import native
 
-        why = native.why_unavailable()
-        info["c_kernel"] = "loaded" if not why else f"unavailable: {why}"
+        info["c_kernel"] = native.status()
     try:
         import transformers
 

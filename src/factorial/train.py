@@ -171,8 +171,7 @@ def optimizer_c_kernel(optimizer: Adafactor) -> str:
 
     if optimizer.native is False or optimizer._path(optimizer.defaults["foreach"], is_cuda=False) != "fused":
         return "off"
-    why = native.why_unavailable()
-    return "loaded" if not why else f"unavailable: {why}"
+    return native.status()
 
 
 def cpu_name() -> str:

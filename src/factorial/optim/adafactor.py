@@ -137,12 +137,11 @@ class Adafactor(Optimizer):
         weight_decay: decoupled decay, X ← X·(1 − lr·wd) before the update; 0 in every paper cell.
         foreach: use the multi-tensor (``torch._foreach_*``) path. None picks it on CUDA.
         fused: use the fast path. Factored, row-only and column-only matrices go through
-            ``_broadcast_step``: U = D·aᵢ·bⱼ is never stored; the C kernel (``native``) where it
-            applies, else eager ops with one float32 scratch tensor per parameter size and step (11
-            passes over G-sized tensors for a factored matrix, where the reference makes 17 and
-            allocates two G-sized tensors). Full-mode matrices and ``momentum="update"`` go through
-            ``_fused_step``: the C kernel for the full mode, else step size and clipping folded into
-            one 0-d scale of the final multiply-add. Vectors and scalars take the multi-tensor path.
+            the C kernel (``native``) where it applies, else ``_broadcast_step``: U = D·aᵢ·bⱼ is never
+            stored, one float32 scratch tensor per parameter size and step (11 passes over G-sized
+            tensors for a factored matrix, where the reference makes 17 and allocates two G-sized
+            tensors). Full-mode matrices (without the kernel) and ``momentum="update"`` go through
+            ``_fused_step``: step size and clipping folded into one 0-d scale of the final multiply-add. Vectors and scalars take the multi-tensor path.
             None picks it on CPU when ``foreach`` is None too; ``foreach=False`` alone selects the
             reference path (``_single_tensor_step``). Not stored in the state dict.
         compile: on the fused path, run the heavy loops of the factored mode through ``torch.compile``
@@ -284,7 +283,9 @@ class Adafactor(Optimizer):
                 for p in params:
                     if p.dim() < 2:
                         continue
-                    if self._broadcast_scaled(p, group):
+                    if self._kernel_applies(p, group):
+                        self._kernel_step(p, group)
+                    elif self._broadcast_scaled(p, group):
                         self._broadcast_step(p, group, scratch)
                     else:
                         self._fused_step(p, group, alphas)
@@ -338,16 +339,45 @@ class Adafactor(Optimizer):
             param.mul_(1.0 - group["lr"] * group["weight_decay"])
         _subtract_(param, update)
 
+    def _eager_only(self, param: Tensor, group: dict) -> bool:
+        """Momentum on the update (which stores α·Û) and the compiled factored step: neither the C kernel
+        nor ``_broadcast_step`` takes them."""
+        if group["beta1"] > 0 and group["momentum"] == "update":
+            return True
+        return self.compile and self.accumulator_mode(param, group["second_moment"]) == "factored"
+
+    def _kernel_applies(self, param: Tensor, group: dict) -> bool:
+        """Whether the fused path runs ``param`` (a matrix) through the C kernel: every mode, for contiguous
+        float32 CPU tensors, unless ``native=False`` or the kernel could not be built."""
+        return (self.native is not False and not self._eager_only(param, group)
+                and native_kernel.supports(param, param.grad) and native_kernel.kernel() is not None)
+
+    def _kernel_step(self, param: Tensor, group: dict) -> None:
+        """One matrix through the C kernel (``kernels.c``): the factored, row and column modes in three
+        loops, the full mode in two; momentum on the gradient advanced inside the first loop."""
+        state = self.state[param]
+        t = state["step"]
+        mode = self.accumulator_mode(param, group["second_moment"])
+        scalars = dict(rate=F.second_moment_rate(group["beta2"], group["beta2_exponent"], t), eps1=group["eps1"],
+                       lr=group["lr"], relative=group["relative_step"], eps2=group["eps2"],
+                       threshold=group["clip_threshold"], decay=1.0 - group["lr"] * group["weight_decay"])
+        exp_avg, weight = None, 0.0
+        if group["beta1"] > 0:  # m̂ ← lerp(m̂, G, 1 − β̂1t), as F.gradient_momentum_
+            exp_avg, weight = state["exp_avg"], 1.0 - F.bias_corrected_rate(group["beta1"], t)
+        if mode == "full":
+            state["update_rms"] = native_kernel.full_step(param, param.grad, exp_avg, weight, state["exp_avg_sq"],
+                                                          **scalars)
+        else:
+            state["update_rms"] = native_kernel.step(param, param.grad, exp_avg, weight, state.get("exp_avg_sq_row"),
+                                                     state.get("exp_avg_sq_col"), mode, **scalars)
+
     def _broadcast_scaled(self, param: Tensor, group: dict) -> bool:
         """Whether the fused path runs ``param`` through ``_broadcast_step``: the factored, row and column
-        modes (U = D·aᵢ·bⱼ), except momentum on the update (which stores α·Û) and the compiled factored step."""
-        mode = self.accumulator_mode(param, group["second_moment"])
-        if mode == "full" or (group["beta1"] > 0 and group["momentum"] == "update"):
-            return False
-        return not (self.compile and mode == "factored")
+        modes (U = D·aᵢ·bⱼ) that the C kernel does not take."""
+        return self.accumulator_mode(param, group["second_moment"]) != "full" and not self._eager_only(param, group)
 
     def _broadcast_step(self, param: Tensor, group: dict, scratch: dict[tuple, Tensor]) -> None:
-        """The factored, row-only and column-only chains without V̂ or U (the default on CPU).
+        """The factored, row-only and column-only chains without V̂ or U (on CPU where the C kernel is not used).
 
         With a = rsqrt(R/mean R) (factored) or rsqrt(R) (row), b = rsqrt(C) (factored, col) and D the
         direction (G, or m̂ with momentum on the gradient), U = D·aᵢ·bⱼ. One float32 scratch tensor of
@@ -364,13 +394,6 @@ class Adafactor(Optimizer):
         t = state["step"]
         mode = group["second_moment"]
         eps1 = group["eps1"]
-        if self.native is not False and native_kernel.supports(param, grad) and native_kernel.kernel() is not None:
-            state["update_rms"] = native_kernel.step(
-                param, grad, *_kernel_momentum(state, group), state.get("exp_avg_sq_row"), state.get("exp_avg_sq_col"), mode,
-                rate=F.second_moment_rate(group["beta2"], group["beta2_exponent"], t), eps1=eps1, lr=group["lr"],
-                relative=group["relative_step"], eps2=group["eps2"], threshold=group["clip_threshold"],
-                decay=1.0 - group["lr"] * group["weight_decay"])
-            return
         alpha = F.step_size(param, group["lr"], group["relative_step"], group["eps2"])
         rate = F.second_moment_rate(group["beta2"], group["beta2_exponent"], t)
 
@@ -408,8 +431,8 @@ class Adafactor(Optimizer):
         _subtract_scaled_(param, scaled, scale)
 
     def _fused_step(self, param: Tensor, group: dict, alphas: dict[torch.device, Tensor]) -> None:
-        """The reference chain in fewer passes over memory (the default on CPU for the full mode and
-        for momentum on the update).
+        """The reference chain in fewer passes over memory (on CPU: momentum on the update, the compiled
+        factored step, and the full mode where the C kernel is not used).
 
         The same links as ``_single_tensor_step`` up to RMS(U); then, instead of three passes
         over U (U ← U/max(1, RMS(U)/d), U ← α·U, X ← X − U), one 0-d scale
@@ -422,10 +445,6 @@ class Adafactor(Optimizer):
             self._compiled_factored_step(param, group, alphas)
             return
 
-        if (not momentum_on_update and self.native is not False and native_kernel.supports(param, param.grad)
-                and self.accumulator_mode(param, group["second_moment"]) == "full" and native_kernel.kernel() is not None):
-            self._native_full_step(param, group)
-            return
         state, update, alpha = self._unscaled_update(param, group)
         scale = F.clipped_step_size(alpha, state["update_rms"], group["clip_threshold"])
         if momentum_on_update:
@@ -435,17 +454,6 @@ class Adafactor(Optimizer):
         if group["weight_decay"]:
             param.mul_(1.0 - group["lr"] * group["weight_decay"])
         _subtract_scaled_(param, update, scale)
-
-    def _native_full_step(self, param: Tensor, group: dict) -> None:
-        """The full mode through the C kernel: V's EMA, U = D/√V, RMS(U) and the update in two loops."""
-        state = self.state[param]
-        grad = param.grad
-        t = state["step"]
-        state["update_rms"] = native_kernel.full_step(
-            param, grad, *_kernel_momentum(state, group), state["exp_avg_sq"],
-            rate=F.second_moment_rate(group["beta2"], group["beta2_exponent"], t), eps1=group["eps1"], lr=group["lr"],
-            relative=group["relative_step"], eps2=group["eps2"], threshold=group["clip_threshold"],
-            decay=1.0 - group["lr"] * group["weight_decay"])
 
     def _compiled_factored_step(self, param: Tensor, group: dict, alphas: dict[torch.device, Tensor]) -> None:
         """The factored chain with its two heavy parts compiled (``compile=True``).
@@ -561,14 +569,6 @@ def _foreach_rms(tensors: list[Tensor]) -> list[Tensor]:
     norms = torch._foreach_norm([x if x.dtype == torch.float32 else x.float() for x in tensors])
     torch._foreach_mul_(norms, [1.0 / math.sqrt(x.numel()) for x in tensors])
     return norms
-
-
-def _kernel_momentum(state: dict, group: dict) -> tuple[Tensor | None, float]:
-    """(m̂, weight) for the C kernel to advance as ``F.gradient_momentum_`` does; (None, 0) without momentum.
-    Momentum on the update never reaches the kernel."""
-    if group["beta1"] == 0:
-        return None, 0.0
-    return state["exp_avg"], 1.0 - F.bias_corrected_rate(group["beta1"], state["step"])
 
 
 _COMPILED: dict[tuple, Any] = {}

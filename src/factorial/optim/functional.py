@@ -81,7 +81,7 @@ def ema_(acc: Tensor, observation: Tensor, rate: float, eps1: float) -> None:
 
     ``observation`` is already a mean of G², so adding ε1 to it is the paper's mean(G² + ε1).
     """
-    acc.mul_(rate).add_(observation, alpha=1.0 - rate).add_((1.0 - rate) * eps1)
+    ema_sum_(acc, observation, 1, rate, eps1)
 
 
 def ema_sum_(acc: Tensor, total: Tensor, count: int, rate: float, eps1: float) -> None:
@@ -200,8 +200,6 @@ def col_sum_by_row_blocks(sq: Tensor) -> Tensor:
     n = sq.shape[-2]
     if n < 2 * ROW_BLOCKS:
         return sq.sum(dim=-2)
-    if n % ROW_BLOCKS == 0:
-        return sq.unflatten(-2, (ROW_BLOCKS, n // ROW_BLOCKS)).sum(dim=-2).sum(dim=-2)
     head = n - n % ROW_BLOCKS
     out = sq[..., :head, :].unflatten(-2, (ROW_BLOCKS, head // ROW_BLOCKS)).sum(dim=-2).sum(dim=-2)
     if head < n:

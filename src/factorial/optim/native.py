@@ -105,6 +105,12 @@ def kernel():
     return _state["fn"]
 
 
+def status() -> str:
+    """"loaded", or "unavailable: <why>" (for run metadata and the benchmark's machine line)."""
+    why = why_unavailable()
+    return "loaded" if not why else f"unavailable: {why}"
+
+
 def why_unavailable() -> str:
     """Empty when the kernel loaded; otherwise the reason (after ``kernel()`` has been called)."""
     kernel()
