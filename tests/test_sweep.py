@@ -392,23 +392,45 @@ def test_killed_and_terminated_sweeps_resume_to_the_same_summaries(tmp_path, cac
     assert sum(len(s) for s in starts) > 4
 
 
+def parent_pid(pid: int) -> int:
+    """The parent of a live process, from /proc/<pid>/stat (the field after the parenthesised name)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
 @pytest.mark.slow
 def test_a_submitit_job_at_its_time_limit_is_requeued_and_its_cell_resumes(tmp_path, cache_dir):
-    """What SLURM does at a time limit, with submitit's local executor: SIGUSR2 -> CellJob.checkpoint."""
+    """What SLURM does at a time limit, with submitit's local executor: SIGUSR2 -> CellJob.checkpoint.
+
+    The signal is sent by the test once the cell has written its first checkpoint, rather than by
+    the executor's clock: a timer would make the test depend on how fast this machine trains.
+    """
     import submitit
 
-    study = S.load_study("smoke", ["logger=none", "train.steps=1500", "train.checkpoint_every=100"])
+    study = S.load_study("smoke", ["logger=none", "train.steps=3000", "train.checkpoint_every=100"])
     runs, errors = S.plan_runs(study, "smoke", tmp_path / "runs", cache_dir=cache_dir)
     assert errors == []
     run = next(r for r in runs if r.cell.values["row"] == "O")
-    executor = submitit.LocalExecutor(folder=tmp_path / ".submitit", max_num_timeout=10)
-    executor.update_parameters(timeout_min=0.2, signal_delay_s=5)  # the "time limit" signal 7 s into each job
+    executor = submitit.LocalExecutor(folder=tmp_path / ".submitit", max_num_timeout=3)
+    executor.update_parameters(timeout_min=60)  # the executor's own time limit never comes
     run.run_dir.mkdir(parents=True)
     job = executor.submit(S.CellJob(), run.command, str(run.run_dir), dict(ENV))
+
+    checkpoints = run.run_dir / "checkpoints"
+    wait_for(lambda: job.done() or any(checkpoints.glob("step-*.pt")), "the cell's first checkpoint")
+    assert not job.done(), job.result()
+    trainer = int((run.run_dir / ".lock").read_text())
+    controller = job._process.pid  # submitit's local controller: it requeues a job whose task exits for a timeout
+    task = trainer
+    while parent_pid(task) != controller:  # the submitit task that runs CellJob, an ancestor of the trainer
+        task = parent_pid(task)
+        assert task > 1, "the trainer is not a descendant of the submitit job"
+    os.kill(task, submitit.JobEnvironment._usr_sig())  # what SLURM sends before the time limit
+
     assert job.result() == 0
     assert S.read_summary(run.run_dir)["status"] == "completed"
     starts = json.loads((run.run_dir / "meta.json").read_text())["starts"]
-    assert len(starts) >= 2 and starts[-1]["from_step"] > 0, starts
+    assert len(starts) == 2 and starts[0]["from_step"] == 0 and starts[1]["from_step"] >= 100, starts
 
 
 @pytest.mark.slow
