@@ -858,3 +858,20 @@ def test_factorial_native_0_turns_the_kernel_off(monkeypatch):
         assert native_kernel.kernel() is None and native_kernel.why_unavailable() == "FACTORIAL_NATIVE=0"
     finally:
         native_kernel.reset()
+
+
+def test_c_kernel_status_says_which_implementation_the_cpu_matrices_take(monkeypatch):
+    w = torch.nn.Parameter(torch.randn(8, 4))
+    assert Adafactor([w], native=False).c_kernel_status() == "off"
+    assert Adafactor([w], foreach=True).c_kernel_status() == "off"  # the multi-tensor path
+    assert Adafactor([w], foreach=False).c_kernel_status() == "off"  # the reference path
+    # One group on the fused path is enough.
+    v = torch.nn.Parameter(torch.randn(3))
+    mixed = Adafactor([{"params": [v], "foreach": True}, {"params": [w]}])
+    assert mixed.c_kernel_status() == native_kernel.status()
+    monkeypatch.setenv("FACTORIAL_NATIVE", "0")
+    native_kernel.reset()
+    try:
+        assert Adafactor([w]).c_kernel_status() == "unavailable: FACTORIAL_NATIVE=0"
+    finally:
+        native_kernel.reset()

@@ -165,15 +165,6 @@ def git_info() -> dict:
         return {"commit": None, "dirty": None}
 
 
-def optimizer_c_kernel(optimizer: Adafactor) -> str:
-    """Whether this process's Adafactor runs its matrices through the C kernel of the fused CPU path."""
-    from .optim import native
-
-    if optimizer.native is False or optimizer._path(optimizer.defaults["foreach"], is_cuda=False) != "fused":
-        return "off"
-    return native.status()
-
-
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -346,7 +337,7 @@ def _train(cfg: Config, cfg_dict: dict, run_dir: Path, corpus, batches: TrainBat
     }
     start = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_step": progress["step"]}
     if isinstance(optimizer, Adafactor) and device.type == "cpu":  # which implementation ran (same math)
-        start["adafactor_c_kernel"] = optimizer_c_kernel(optimizer)
+        start["adafactor_c_kernel"] = optimizer.c_kernel_status()
     meta["starts"].append(start)
     atomic_write_json(meta_path, meta)
 

@@ -296,6 +296,16 @@ class Adafactor(Optimizer):
                     self._single_tensor_step(p, group)
         return loss
 
+    def c_kernel_status(self) -> str:
+        """Which implementation of the same math this optimizer's CPU matrices take: "off" when no group
+        with CPU parameters runs the fused path (or ``native=False``), otherwise ``native.status()``:
+        "loaded" or "unavailable: <why>". For run metadata."""
+        fused_cpu = any(self._path(g["foreach"], is_cuda=False) == "fused" and any(not p.is_cuda for p in g["params"])
+                        for g in self.param_groups)
+        if self.native is False or not fused_cpu:
+            return "off"
+        return native_kernel.status()
+
     def _path(self, foreach: bool | None, is_cuda: bool) -> str:
         """Which implementation a group runs: "fused", "foreach" or "single" (the reference)."""
         if self.fused:
