@@ -46,6 +46,9 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
     assert result["targets"]["preset"] == "tiny" and "alg6_over_adam_fused_eager" in result["targets"]
     assert result["machine"]["c_kernel"] == "loaded" or result["machine"]["c_kernel"].startswith("unavailable: ")
     assert "C kernel of the fused path: " in md
+    if result["machine"]["c_kernel"] == "loaded":
+        assert 0 < result["machine"]["c_kernel_cold_build_s"] < 120  # the compiler's own time limit
+        assert "compiled from nothing in " in md
     assert "## `tiny` preset" in md and "| ours alg6 |" in md and "Command: `python -m factorial.bench --quick" in md
     # --render rewrites the .md from the .json alone.
     (tmp_path / "t.md").unlink()

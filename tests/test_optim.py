@@ -875,3 +875,13 @@ def test_c_kernel_status_says_which_implementation_the_cpu_matrices_take(monkeyp
         assert Adafactor([w]).c_kernel_status() == "unavailable: FACTORIAL_NATIVE=0"
     finally:
         native_kernel.reset()
+
+
+def test_cold_build_seconds_compiles_into_a_temporary_directory_and_leaves_the_cache_alone(monkeypatch, tmp_path):
+    require_native(True)
+    monkeypatch.setenv("FACTORIAL_KERNEL_CACHE", str(tmp_path / "cache"))
+    seconds = native_kernel.cold_build_seconds()
+    assert seconds is not None and seconds > 0
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setenv("CC", "no-such-compiler-factorial")
+    assert native_kernel.cold_build_seconds() is None

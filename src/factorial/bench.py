@@ -83,6 +83,8 @@ def machine(device: torch.device) -> dict:
         from .optim import native
 
         info["c_kernel"] = native.status()
+        if info["c_kernel"] == "loaded":
+            info["c_kernel_cold_build_s"] = round(native.cold_build_seconds(), 3)
     try:
         import transformers
 
@@ -674,7 +676,9 @@ def to_markdown(result: dict) -> str:
               f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads; "
               f"memory management {m.get('memory_management') or 'unknown'}; torch {m['torch']}, "
               f"Python {m['python']}, transformers {m['transformers'] or 'not installed'}; {m['platform']}; "
-              f"C kernel of the fused path: {m.get('c_kernel', 'not used on this device')}. "
+              f"C kernel of the fused path: {m.get('c_kernel', 'not used on this device')}"
+              + (f" (compiled from nothing in {m['c_kernel_cold_build_s']:.2f} s, once per machine)"
+                 if m.get("c_kernel_cold_build_s") is not None else "") + ". "
               f"Load average (1, 5, 15 min) {m['load_average_start']} at the start, {m.get('load_average_end')} at the end; "
               + (f"other processes used {m['other_processes_cpu_share']:.1%} of the CPU time during the run."
                  if m.get("other_processes_cpu_share") is not None else "CPU use of other processes unknown."), ""]

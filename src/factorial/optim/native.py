@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -56,10 +57,10 @@ def _cpu_flags() -> str:
     return platform.processor() + platform.machine()
 
 
-def _build(cc: str) -> Path:
+def _build(cc: str, directory: Path | None = None) -> Path:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, *FLAGS, version, _cpu_flags()]).encode()).hexdigest()[:16]
-    target = cache_dir() / f"factorial_kernels_{key}.so"
+    target = (directory or cache_dir()) / f"factorial_kernels_{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,19 @@ def _build(cc: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def cold_build_seconds() -> float | None:
+    """Seconds to compile the kernel from nothing, into a temporary directory (the cache is left alone);
+    None without a C compiler. The benchmark reports it: the first step of a process on a new machine
+    (or after the source changes) pays it once."""
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="factorial-kernel-") as d:
+        began = time.perf_counter()
+        _build(cc, Path(d))
+        return time.perf_counter() - began
 
 
 def _load():
