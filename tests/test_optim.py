@@ -24,6 +24,15 @@ def require_native(native) -> None:
     if native and native_kernel.kernel() is None:
         pytest.skip(f"C kernel unavailable: {native_kernel.why_unavailable()}")
 
+
+@pytest.fixture
+def fresh_kernel():
+    """The kernel forgotten before and after the test, so that what the test sets in the environment
+    (CC, FACTORIAL_NATIVE, the cache) is what the next lookup sees, and nothing of it outlives the test."""
+    native_kernel.reset()
+    yield
+    native_kernel.reset()
+
 # --- an independent reference (PAPER.md §2, Algorithms 3, 4 and 5) -------------------------------
 
 
@@ -815,52 +824,41 @@ def test_tensors_the_c_kernel_cannot_take_run_the_eager_path():
     torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-6)
 
 
-def test_without_a_compiler_the_fused_path_warns_once_and_runs_eagerly(tmp_path, monkeypatch):
+def test_without_a_compiler_the_fused_path_warns_once_and_runs_eagerly(tmp_path, monkeypatch, fresh_kernel):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("FACTORIAL_KERNEL_CACHE", str(tmp_path / "cache"))
-    native_kernel.reset()
-    try:
-        p = torch.nn.Parameter(torch.randn(6, 5))
-        p.grad = torch.randn(6, 5)
-        with pytest.warns(RuntimeWarning, match="no-such-cc"):
-            opt = Adafactor([p])
-            opt.step()
-        q = torch.nn.Parameter(p.detach().clone())
-        q.grad = p.grad.clone()
-        opt.step()  # no second warning: the answer is kept for the process
-        with pytest.raises(RuntimeError, match="native=True but the C kernel is unavailable: no C compiler"):
-            Adafactor([q], native=True)
-        assert not (tmp_path / "cache").exists()
-    finally:
-        native_kernel.reset()
+    p = torch.nn.Parameter(torch.randn(6, 5))
+    p.grad = torch.randn(6, 5)
+    with pytest.warns(RuntimeWarning, match="no-such-cc"):
+        opt = Adafactor([p])
+        opt.step()
+    q = torch.nn.Parameter(p.detach().clone())
+    q.grad = p.grad.clone()
+    opt.step()  # no second warning: the answer is kept for the process
+    with pytest.raises(RuntimeError, match="native=True but the C kernel is unavailable: no C compiler"):
+        Adafactor([q], native=True)
+    assert not (tmp_path / "cache").exists()
 
 
-def test_the_kernel_is_built_once_into_the_cache_and_reused(tmp_path, monkeypatch):
+def test_the_kernel_is_built_once_into_the_cache_and_reused(tmp_path, monkeypatch, fresh_kernel):
     require_native(True)
     monkeypatch.setenv("FACTORIAL_KERNEL_CACHE", str(tmp_path))
     native_kernel.reset()
-    try:
-        assert native_kernel.kernel() is not None
-        built = list(tmp_path.iterdir())
-        assert len(built) == 1 and built[0].suffix == ".so"  # no temporary left behind
-        mtime = built[0].stat().st_mtime_ns
-        native_kernel.reset()
-        assert native_kernel.kernel() is not None
-        assert [f.stat().st_mtime_ns for f in tmp_path.iterdir()] == [mtime]
-    finally:
-        native_kernel.reset()
-
-
-def test_factorial_native_0_turns_the_kernel_off(monkeypatch):
-    monkeypatch.setenv("FACTORIAL_NATIVE", "0")
+    assert native_kernel.kernel() is not None
+    built = list(tmp_path.iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"  # no temporary left behind
+    mtime = built[0].stat().st_mtime_ns
     native_kernel.reset()
-    try:
-        assert native_kernel.kernel() is None and native_kernel.why_unavailable() == "FACTORIAL_NATIVE=0"
-    finally:
-        native_kernel.reset()
+    assert native_kernel.kernel() is not None
+    assert [f.stat().st_mtime_ns for f in tmp_path.iterdir()] == [mtime]
 
 
-def test_c_kernel_status_says_which_implementation_the_cpu_matrices_take(monkeypatch):
+def test_factorial_native_0_turns_the_kernel_off(monkeypatch, fresh_kernel):
+    monkeypatch.setenv("FACTORIAL_NATIVE", "0")
+    assert native_kernel.kernel() is None and native_kernel.why_unavailable() == "FACTORIAL_NATIVE=0"
+
+
+def test_c_kernel_status_says_which_implementation_the_cpu_matrices_take(monkeypatch, fresh_kernel):
     w = torch.nn.Parameter(torch.randn(8, 4))
     assert Adafactor([w], native=False).c_kernel_status() == "off"
     assert Adafactor([w], foreach=True).c_kernel_status() == "off"  # the multi-tensor path
@@ -871,10 +869,7 @@ def test_c_kernel_status_says_which_implementation_the_cpu_matrices_take(monkeyp
     assert mixed.c_kernel_status() == native_kernel.status()
     monkeypatch.setenv("FACTORIAL_NATIVE", "0")
     native_kernel.reset()
-    try:
-        assert Adafactor([w]).c_kernel_status() == "unavailable: FACTORIAL_NATIVE=0"
-    finally:
-        native_kernel.reset()
+    assert Adafactor([w]).c_kernel_status() == "unavailable: FACTORIAL_NATIVE=0"
 
 
 def test_cold_build_seconds_compiles_into_a_temporary_directory_and_leaves_the_cache_alone(monkeypatch, tmp_path):

@@ -136,14 +136,15 @@ class Adafactor(Optimizer):
         eps2: floor of RMS(X) for the relative step, so zero-initialised parameters move.
         weight_decay: decoupled decay, X ← X·(1 − lr·wd) before the update; 0 in every paper cell.
         foreach: use the multi-tensor (``torch._foreach_*``) path. None picks it on CUDA.
-        fused: use the fast path. Factored, row-only and column-only matrices go through
-            the C kernel (``native``) where it applies, else ``_broadcast_step``: U = D·aᵢ·bⱼ is never
-            stored, one float32 scratch tensor per parameter size and step (11 passes over G-sized
-            tensors for a factored matrix, where the reference makes 17 and allocates two G-sized
-            tensors). Full-mode matrices (without the kernel) and ``momentum="update"`` go through
-            ``_fused_step``: step size and clipping folded into one 0-d scale of the final multiply-add. Vectors and scalars take the multi-tensor path.
-            None picks it on CPU when ``foreach`` is None too; ``foreach=False`` alone selects the
-            reference path (``_single_tensor_step``). Not stored in the state dict.
+        fused: use the fast path. Matrices go through the C kernel (``native``) where it applies.
+            Otherwise factored, row-only and column-only matrices go through ``_broadcast_step``:
+            U = D·aᵢ·bⱼ is never stored, one float32 scratch tensor per parameter size and step (11
+            passes over G-sized tensors for a factored matrix, where the reference makes 17 and
+            allocates two G-sized tensors); full-mode matrices and ``momentum="update"`` go through
+            ``_fused_step``: step size and clipping folded into one 0-d scale of the final multiply-add.
+            Vectors and scalars take the multi-tensor path. None picks it on CPU when ``foreach`` is
+            None too; ``foreach=False`` alone selects the reference path (``_single_tensor_step``). Not
+            stored in the state dict.
         compile: on the fused path, run the heavy loops of the factored mode through ``torch.compile``
             (``functional.factored_statistics`` and ``factored_apply_``: loops over X, G and D, no
             temporary the size of G). Opt-in: the first step compiles one graph per parameter shape

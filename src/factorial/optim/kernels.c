@@ -29,6 +29,21 @@ static inline float lerp(float start, float end, float weight)  /* as torch.lerp
     return weight < 0.5f ? start + weight * (end - start) : end - (end - start) * (1.f - weight);
 }
 
+/* The step's scale from the loops' sums: α_t (relative: max(ε2, RMS(X))·lr) divided by max(1, RMS(U)/d);
+ * stores RMS(U) in *update_rms. */
+static float step_scale(double x_total, double u_total, double numel, int relative, float lr, float eps2,
+                        float threshold, float *update_rms)
+{
+    float alpha = lr;
+    if (relative) {
+        const float rms_x = (float)sqrt(x_total / numel);
+        alpha = (rms_x > eps2 ? rms_x : eps2) * lr;
+    }
+    const float rms_u = (float)sqrt(u_total / numel);
+    *update_rms = rms_u;
+    return threshold > 0.f && rms_u / threshold > 1.f ? alpha / (rms_u / threshold) : alpha;
+}
+
 int factorial_broadcast_step(float *x, const float *g, float *mom, float mom_weight, float *row, float *col,
                              long batch, long n, long m, int mode, float rate, float eps1, float lr,
                              int relative, float eps2, float threshold, float decay, int nthreads,
@@ -80,14 +95,7 @@ int factorial_broadcast_step(float *x, const float *g, float *mom, float mom_wei
         x_sq[tid] = xs;
     }
 
-    /* The per-row and per-column vectors: EMAs (as functional.ema_), a, b and α_t. */
-    double x_total = 0.0;
-    for (int t = 0; t < nthreads; t++) x_total += x_sq[t];
-    float alpha = lr;
-    if (relative) {
-        const float rms_x = (float)sqrt(x_total / (double)(rows * m));
-        alpha = (rms_x > eps2 ? rms_x : eps2) * lr;
-    }
+    /* The per-row and per-column vectors: EMAs (as functional.ema_), a and b. */
     const float keep = rate, take = 1.f - rate, eps_term = (1.f - rate) * eps1;
     for (long k = 0; k < batch; k++) {
         float *R = row + k * n;
@@ -135,12 +143,9 @@ int factorial_broadcast_step(float *x, const float *g, float *mom, float mom_wei
         }
         u_sq[tid] = us;
     }
-    double u_total = 0.0;
-    for (int t = 0; t < nthreads; t++) u_total += u_sq[t];
-    const float rms_u = (float)sqrt(u_total / (double)(rows * m));
-    *update_rms = rms_u;
-    float scale = alpha;
-    if (threshold > 0.f && rms_u / threshold > 1.f) scale = alpha / (rms_u / threshold);
+    double x_total = 0.0, u_total = 0.0;
+    for (int t = 0; t < nthreads; t++) { x_total += x_sq[t]; u_total += u_sq[t]; }
+    const float scale = step_scale(x_total, u_total, (double)(rows * m), relative, lr, eps2, threshold, update_rms);
 
     /* Loop 3: X ← decay·X − (scale·a_i)·b_j·D_ij. */
     #pragma omp parallel for schedule(static) num_threads(nthreads)
@@ -226,15 +231,7 @@ int factorial_full_step(float *x, const float *g, float *mom, float mom_weight, 
     }
     double x_total = 0.0, u_total = 0.0;
     for (int t = 0; t < nthreads; t++) { x_total += x_sq[t]; u_total += u_sq[t]; }
-    float alpha = lr;
-    if (relative) {
-        const float rms_x = (float)sqrt(x_total / (double)numel);
-        alpha = (rms_x > eps2 ? rms_x : eps2) * lr;
-    }
-    const float rms_u = (float)sqrt(u_total / (double)numel);
-    *update_rms = rms_u;
-    float scale = alpha;
-    if (threshold > 0.f && rms_u / threshold > 1.f) scale = alpha / (rms_u / threshold);
+    const float scale = step_scale(x_total, u_total, (double)numel, relative, lr, eps2, threshold, update_rms);
 
     /* Loop 2: X ← decay·X − scale·D/√V. */
     #pragma omp parallel for schedule(static) num_threads(nthreads)

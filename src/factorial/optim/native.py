@@ -136,23 +136,29 @@ def reset() -> None:
     _state.clear()
 
 
+def _ptr(t: torch.Tensor | None):
+    return t.data_ptr() if t is not None else None
+
+
+def _run(fn, *args, threshold: float | None, decay: float) -> torch.Tensor:
+    """Call a kernel; its last arguments are always (threshold, decay, threads, output). Returns RMS(U) as a
+    new 0-d float32 tensor (callers may keep each step's to read later)."""
+    out = torch.empty((), dtype=torch.float32)
+    if fn(*args, threshold if threshold is not None else 0.0, decay, torch.get_num_threads(), out.data_ptr()) != 0:
+        raise MemoryError("factorial's C kernel could not allocate its per-thread, per-row or per-column sums")
+    return out
+
+
 def step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor | None, momentum_weight: float,
          row: torch.Tensor | None, col: torch.Tensor | None, mode: str, *, rate: float, eps1: float, lr: float,
          relative: bool, eps2: float, threshold: float | None, decay: float) -> torch.Tensor:
     """Run the kernel on one contiguous float32 CPU tensor (callers check ``supports``). Updates
     ``param``, ``row``, ``col`` and ``exp_avg`` (m̂ ← lerp(m̂, G, momentum_weight), the direction;
     None: the direction is G) in place; returns RMS(U) as a new 0-d float32 tensor."""
-    fn = kernel()["broadcast"]
     n, m = param.shape[-2], param.shape[-1]
-    batch = param.numel() // (n * m)
-    out = torch.empty((), dtype=torch.float32)
-    rc = fn(param.data_ptr(), grad.data_ptr(), exp_avg.data_ptr() if exp_avg is not None else None,
-            momentum_weight, row.data_ptr() if row is not None else None, col.data_ptr() if col is not None else None,
-            batch, n, m, MODES[mode], rate, eps1, lr, int(relative), eps2,
-            threshold if threshold is not None else 0.0, decay, torch.get_num_threads(), out.data_ptr())
-    if rc != 0:
-        raise MemoryError("factorial's C kernel could not allocate its per-row and per-column buffers")
-    return out
+    return _run(kernel()["broadcast"], param.data_ptr(), grad.data_ptr(), _ptr(exp_avg), momentum_weight, _ptr(row),
+                _ptr(col), param.numel() // (n * m), n, m, MODES[mode], rate, eps1, lr, int(relative), eps2,
+                threshold=threshold, decay=decay)
 
 
 def full_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor | None, momentum_weight: float,
@@ -160,14 +166,9 @@ def full_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor | N
               threshold: float | None, decay: float) -> torch.Tensor:
     """The full mode (V̂ = V) on one contiguous float32 CPU tensor: updates ``param``, ``exp_avg_sq``
     and ``exp_avg`` (as in ``step``) in place; returns RMS(U) as a new 0-d float32 tensor."""
-    out = torch.empty((), dtype=torch.float32)
-    rc = kernel()["full"](param.data_ptr(), grad.data_ptr(), exp_avg.data_ptr() if exp_avg is not None else None,
-                          momentum_weight, exp_avg_sq.data_ptr(),
-                          param.numel(), rate, eps1, lr, int(relative), eps2,
-                          threshold if threshold is not None else 0.0, decay, torch.get_num_threads(), out.data_ptr())
-    if rc != 0:
-        raise MemoryError("factorial's C kernel could not allocate its per-thread sums")
-    return out
+    return _run(kernel()["full"], param.data_ptr(), grad.data_ptr(), _ptr(exp_avg), momentum_weight,
+                exp_avg_sq.data_ptr(), param.numel(), rate, eps1, lr, int(relative), eps2,
+                threshold=threshold, decay=decay)
 
 
 def supports(*tensors: torch.Tensor | None) -> bool:
