@@ -43,7 +43,7 @@ import pandas as pd
 from .config import REPO_ROOT
 from .report import claims as CL
 from .report import data as D
-from .report import document, output, plots, summary
+from .report import document, output, plots, summary, sweeps
 from .report import tables as T
 
 log = logging.getLogger("factorial.table")
@@ -91,19 +91,45 @@ def cells_csv(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.drop(columns=["cell_key"], errors="ignore")
 
 
+def _interval_columns(j) -> dict:
+    d = getattr(j, "diff", None)
+    if d is None:
+        return {"estimate_pct": None, "ci_low_pct": None, "ci_high_pct": None, "n": None, "paired": None, "method": None}
+    from .report.rules import pct
+
+    return {"estimate_pct": round(pct(d.estimate), 3), "ci_low_pct": round(pct(d.lo), 3) if d.lo is not None else None,
+            "ci_high_pct": round(pct(d.hi), 3) if d.hi is not None else None, "n": d.n, "paired": d.paired,
+            "method": d.method}
+
+
 def claims_frame(results: list[CL.ClaimResult], skipped) -> pd.DataFrame:
-    rows = [{"claim": r.claim.id, "context": T.section_title(r.context), "paper": r.claim.where, "statement": r.claim.text,
-             "verdict": r.verdict, "reason": r.reason,
-             "parts": " | ".join(f"{p.text}: {p.judgement.value} ({p.judgement.reason})" for p in r.parts)} for r in results]
+    """One row per part of each claim verdict: the claim's verdict, the part's, and the interval it rests on
+    (estimate and 90 % CI in % of the reference, n, whether paired, how the interval was computed)."""
+    rows = []
+    for r in results:
+        base = {"claim": r.claim.id, "context": T.section_title(r.context), "paper": r.claim.where,
+                "statement": r.claim.text, "verdict": r.verdict, "reason": r.reason}
+        for p in r.parts:
+            rows.append({**base, "part": p.text, "part_verdict": p.verdict, **_interval_columns(p.judgement),
+                         "rule": p.rule, "evidence": p.judgement.reason})
+        for u in r.uncovered:
+            rows.append({**base, "part": u, "part_verdict": "not covered", **_interval_columns(None), "rule": "",
+                         "evidence": "its cells are not in this study"})
     rows += [{"claim": c.id, "context": "", "paper": c.where, "statement": c.text, "verdict": "not covered", "reason": why,
-              "parts": ""} for c, why in skipped]
+              "part": "", "part_verdict": "not covered", **_interval_columns(None), "rule": "", "evidence": ""}
+             for c, why in skipped]
     return pd.DataFrame(rows)
 
 
 def build(args, command: str) -> Path:
     runs, curves, source = load(args)
     cells = D.aggregate(runs)
-    results, skipped = CL.evaluate(cells, args.exp)
+    noise = D.study_noise(cells)
+    results, skipped = CL.evaluate(cells, args.exp, noise)
+    sweep_frame = sweeps.sweep_table(cells)
+    warn = document.provenance_warning(runs)
+    if warn:
+        print(f"factorial.table: warning: {warn}", file=sys.stderr)
     tables = T.build_tables(args.exp, cells)
     final = Path(args.out) / args.exp / args.scale
     with output.Staging(final) as stage:
@@ -116,8 +142,11 @@ def build(args, command: str) -> Path:
         made = plots.make_plots(args.exp, runs, cells, curves, stage.tmp)
         for name, _ in made:
             stage.written.append(name)
+        if not sweep_frame.empty:
+            stage.csv("lr_sensitivity.csv", sweep_frame)
         stage.text("REPORT.md", document.build_report(args.exp, args.scale, source, runs, cells, tables, made,
-                                                      results, skipped, command))
+                                                      results, skipped, command, noise,
+                                                      sweeps.sweep_markdown(sweep_frame)))
         stage.commit()
     counts = Counter(r.verdict for r in results)
     print(f"wrote {final}: {len(runs)} runs, {len(cells)} cells, {len(made)} figures; claims: "

@@ -5,7 +5,9 @@ optimizer settings match, the warmup switch, the embedding setting, …) and app
 ``factorial.report.rules``. A part is True when the data agree with the paper, False when they contradict
 it, None when they cannot tell (a cell missing, a single seed between the thresholds, …). A claim is
 ``reproduced`` when all its parts are True, ``not reproduced`` when any part is False, else
-``inconclusive``.
+``inconclusive``; a part whose precondition does not hold at the scale (``Part.requires``: e.g. "A fails
+without warmup" for "clipping at d = 2 does not remove the instability") is *untestable here*, and a claim
+none of whose parts is False, with every part that is not True untestable, is ``untestable here``.
 
 Which claims a study speaks to: every claim lists its *home* studies (C1–C12: table2; C13: fig1; C14:
 table3; …); there every part is evaluated and a missing cell makes the claim inconclusive. Any other study
@@ -28,9 +30,9 @@ import pandas as pd
 
 from ..rows import TABLE2
 from . import rules as R
-from .data import ROW_KEYS, identity_keys, stats_of
+from .data import ROW_KEYS, identity_keys, stats_of, study_noise
 
-VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "untestable here")
 
 
 # --- which cells ----------------------------------------------------------------------------------
@@ -69,10 +71,12 @@ def need_label(need: Need) -> str:
 
 
 class Context:
-    """The cells of one context, looked up by Spec."""
+    """The cells of one context, looked up by Spec, with the study's seed noise and the metric compared."""
 
-    def __init__(self, cells: list[dict]):
+    def __init__(self, cells: list[dict], noise: R.Noise = R.NO_NOISE, metric: R.Metric = R.PPL):
         self.cells = cells
+        self.noise = noise
+        self.metric = metric
 
     def find(self, spec: Spec) -> dict | None:
         hits = [c for c in self.cells if spec.match(c)]
@@ -107,6 +111,7 @@ class Part:
     rule: str  # which rule, in words
     any_of: bool = False  # covered when any of needs exists (rather than all)
     covers: Callable[[Context], bool] | None = None  # a custom coverage test
+    requires: "Part | None" = None  # a precondition: this part is untestable where it does not hold
 
     def covered(self, ctx: Context) -> bool:
         if self.covers is not None:
@@ -137,6 +142,12 @@ class PartResult:
     numbers: list[str]
     covered: bool
 
+    @property
+    def verdict(self) -> str:
+        """yes | no | inconclusive | untestable here"""
+        j = self.judgement
+        return "untestable here" if j.untestable else {True: "yes", False: "no", None: "inconclusive"}[j.value]
+
 
 @dataclass
 class ClaimResult:
@@ -158,20 +169,20 @@ def _short(v):
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def _cmp(rule: Callable[[R.CellStats, R.CellStats], R.Judgement], a: Need, b: Need):
+def _cmp(rule: Callable[..., R.Judgement], a: Need, b: Need):
     def check(ctx: Context):
         sa, sb = ctx.stats(a), ctx.stats(b)
-        return rule(sa, sb), [sa.describe(), sb.describe()]
+        return rule(sa, sb, ctx.noise, ctx.metric), [sa.describe(), sb.describe()]
     return check
 
 
 ROW_FREE = (*ROW_KEYS, "schedule.warmup")
 W, NW = True, False
-RULE_APPROX = "≈ (relative difference ≤ 5% or within seed noise)"
-RULE_FAILS = "fails: a diverged seed or ≥ 1.25× the reference's perplexity"
-RULE_STABLE = "stable: no diverged seed and not ≥ 1.25× the reference"
-RULE_WORSE = "converges worse: higher perplexity and not ≈"
-RULE_NOT_WORSE = "as good as: ≈ or lower perplexity"
+RULE_APPROX = "≈: the 90 % interval of the paired log difference inside ±5 % (equivalence)"
+RULE_FAILS = "fails: most seeds diverged, or the 90 % interval wholly above +25 %"
+RULE_STABLE = "stable: no seed diverged and the 90 % interval below +25 %"
+RULE_WORSE = "converges worse: the 90 % interval above 0"
+RULE_NOT_WORSE = "as good as: the 90 % interval's upper end below +5 % (non-inferiority)"
 
 
 def _r(letter, warmup):
@@ -186,14 +197,24 @@ def _vs(letter: str) -> str:
     return f"vs {letter} with warmup" + (", else A with warmup" if letter != "A" else "")
 
 
-def _fails_part(letter: str) -> Part:
+def _fails_part(letter: str, requires: Part | None = None) -> Part:
     return Part(f"{letter} without warmup fails ({_vs(letter)})", [_r(letter, NW), _self_or_A(letter)],
-                _cmp(R.fails, _r(letter, NW), _self_or_A(letter)), RULE_FAILS)
+                _cmp(R.fails, _r(letter, NW), _self_or_A(letter)), RULE_FAILS, requires=requires)
 
 
-def _stable_part(letter: str) -> Part:
+def _stable_part(letter: str, requires: Part | None = None) -> Part:
     return Part(f"{letter} without warmup is stable ({_vs(letter)})", [_r(letter, NW), _self_or_A(letter)],
-                _cmp(R.stable, _r(letter, NW), _self_or_A(letter)), RULE_STABLE)
+                _cmp(R.stable, _r(letter, NW), _self_or_A(letter)), RULE_STABLE, requires=requires)
+
+
+# The precondition of every "X removes (or does not remove) the no-warmup instability" part: there is one.
+A_FAILS = _fails_part("A")
+
+
+def _not_worse_part(x: str, ref: str, warmup: bool) -> Part:
+    when = "with warmup" if warmup else "without warmup"
+    return Part(f"{x} is as good as {ref} {when}", [_r(x, warmup), _r(ref, warmup)],
+                _cmp(R.not_worse, _r(x, warmup), _r(ref, warmup)), RULE_NOT_WORSE)
 
 
 def _approx_part(a: str, b: str, warmup: bool) -> Part:
@@ -223,8 +244,8 @@ def _sgd_worse(ctx: Context):
         why = ("missing cells: no SGD row (Q1 … Q300) with warmup" if not _sgd_cells(ctx, W)
                else "every SGD row with warmup diverged")
         return R.Judgement(None, why), [a.describe()]
-    q, best = min(qs, key=lambda qs_: qs_[1].mean if qs_[1].mean is not None else math.inf)
-    j = R.worse(best, a)
+    q, best = min(qs, key=lambda qs_: ctx.metric.y(qs_[1].mean) if qs_[1].mean is not None else math.inf)
+    j = R.worse(best, a, ctx.noise, ctx.metric)
     return R.Judgement(j.value, f"best SGD row {q}: {j.reason}"), [best.describe(), a.describe()]
 
 
@@ -235,9 +256,9 @@ def _sgd_lr_dependent(ctx: Context):
     finite = [(q, s) for q, s in qs if not s.all_diverged]
     if not finite:
         return R.Judgement(None, "every SGD row with warmup diverged"), [s.describe() for _, s in qs]
-    best_q, best = min(finite, key=lambda x: x[1].mean)
-    worst_q, worst = max(qs, key=lambda x: (x[1].n_diverged > 0, x[1].mean if x[1].mean is not None else math.inf))
-    j = R.fails(worst, best)
+    best_q, best = min(finite, key=lambda x: ctx.metric.y(x[1].mean))
+    worst_q, worst = max(qs, key=lambda x: (x[1].n_diverged > 0, ctx.metric.y(x[1].mean) if x[1].mean is not None else math.inf))
+    j = R.fails(worst, best, ctx.noise, ctx.metric)
     return R.Judgement(j.value, f"worst {worst_q} vs best {best_q}: {j.reason}"), [s.describe() for _, s in qs]
 
 
@@ -248,7 +269,7 @@ def _sgd_diverges_without_warmup(ctx: Context):
         x, ref = ctx.stats(_r(q, NW)), ctx.stats(_r(q, W))
         if x.missing:
             continue
-        j = R.fails(x, ref)  # None where this lr diverged with warmup too: too large either way, no contrast
+        j = R.fails(x, ref, ctx.noise, ctx.metric)  # None where this lr diverged with warmup too: too large either way, no contrast
         results.append((q, j))
         numbers += [x.describe(), ref.describe()]
     if not results:
@@ -272,23 +293,27 @@ def _rms_part(letter: str, beta2: str, far: bool) -> Part:
         cell = ctx.find(spec)
         if cell is None:
             return R.Judgement(None, f"missing cell: {spec.label}"), [f"{spec.label}: missing"]
-        ex = list(cell.get(f"rms_{R.FIG1_MATRIX}") or [])
+        fr = list(cell.get("rms_frac_out") or [])
         label = f"{letter} (β2 = {beta2}, warmup)"
-        j = R.strays_far(label, ex) if far else R.stays_near(label, ex)
+        j = R.strays_far(label, fr) if far else R.stays_near(label, fr)
         every = cell.get("rms_every")
-        nums = [f"{label}: RMS(U) of rms_u/{R.FIG1_MATRIX} logged every {every} step(s); per-seed range after step "
-                f"{R.RMS_SKIP_STEPS}: " + ", ".join(
-                    f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(cell.get(f"rmsmin_{R.FIG1_MATRIX}") or [],
-                                                        cell.get(f"rmsmax_{R.FIG1_MATRIX}") or []) if lo is not None)]
+        nums = [f"{label}: RMS(U) of {', '.join(R.FIG1_MATRICES)} logged every {every} step(s); per matrix, the "
+                f"fraction of steps outside the band and the per-seed range after step {R.RMS_SKIP_STEPS}: " + "; ".join(
+                    f"{m} " + ", ".join(f"{f:.1%} in [{lo:.2f}, {hi:.2f}]" for f, lo, hi in zip(
+                        cell.get(f"rmsout_{m}") or [], cell.get(f"rmsmin_{m}") or [], cell.get(f"rmsmax_{m}") or [])
+                        if f is not None and lo is not None)
+                    for m in R.FIG1_MATRICES)]
         return j, nums
 
     def covers(ctx: Context) -> bool:  # outside fig1 only where RMS(U) was logged
         cell = ctx.find(spec)
-        return cell is not None and any(x is not None for x in cell.get(f"rms_{R.FIG1_MATRIX}") or [])
+        return cell is not None and any(x is not None for x in cell.get("rms_frac_out") or [])
 
-    word = f"strays far from 1 (excursion ≥ ln {R.RMS_FAR:g})" if far else f"stays near 1 (excursion ≤ ln {R.RMS_NEAR:g})"
+    band = f"[{1 / R.RMS_FAR:.2f}, {R.RMS_FAR:g}]"
+    word = (f"strays far from 1 (≥ {R.RMS_FRAC_FAR:.1%} of steps outside {band})" if far
+            else f"stays near 1 (≤ {R.RMS_FRAC_NEAR:.1%} of steps outside {band})")
     return Part(f"RMS(U) of {letter} (β2 = {beta2}) with warmup {word}", [spec], check,
-                f"max |ln RMS(U_t)| over steps > {R.RMS_SKIP_STEPS}", covers=covers)
+                f"fraction of logged steps > {R.RMS_SKIP_STEPS} with RMS(U) outside {band}", covers=covers)
 
 
 # C14: Table 3
@@ -301,11 +326,7 @@ ADAFACTOR = [optimizer("adafactor", NW, e, "Adafactor (no warmup)") for e in EMB
 def _table3(ctx: Context):
     sa = [ctx.stats(s) for s in ADAM]
     sf = [ctx.stats(s) for s in ADAFACTOR]
-    j = R.less_sensitive(R.spread(sf), R.spread(sa))
-    missing = [s.label for s in sa + sf if s.missing]
-    if missing:
-        j = R.Judgement(None, f"missing cells: {', '.join(missing)}")
-    return j, [s.describe() for s in sa + sf]
+    return R.less_sensitive(sf, sa, ctx.noise, ctx.metric), [s.describe() for s in sa + sf]
 
 
 # C15: optimizer state
@@ -325,13 +346,13 @@ def _state(cells: list[dict]):
 
 CLAIMS: list[Claim] = [
     Claim("C1", "§3.2", "Factoring does not hurt: A ≈ C and H ≈ J.", ("table2",), [
-        _approx_part("A", "C", W), _approx_part("H", "J", W), _approx_part("H", "J", NW),
+        _not_worse_part("C", "A", W), _not_worse_part("J", "H", W), _not_worse_part("J", "H", NW),
     ], ROW_FREE),
     Claim("C2", "§3.2", "Row means only (D) ≈ baseline with warmup; column means only (E) is much worse, even with warmup.",
           ("table2",), [
               _approx_part("A", "D", W),
               Part("E with warmup is much worse than A with warmup", [_r("E", W), _r("A", W)],
-                   _cmp(R.fails, _r("E", W), _r("A", W)), "much worse: a diverged seed or ≥ 1.25× A's perplexity"),
+                   _cmp(R.fails, _r("E", W), _r("A", W)), "much worse: " + RULE_FAILS.split(": ", 1)[1]),
           ], ROW_FREE),
     Claim("C3", "§4.1", "With warmup, dropping momentum changes little: A ≈ B.", ("table2",),
           [_approx_part("A", "B", W)], ROW_FREE),
@@ -343,13 +364,16 @@ CLAIMS: list[Claim] = [
               Part("G without warmup converges worse than A with warmup", [_r("G", NW), _r("A", W)],
                    _cmp(R.worse, _r("G", NW), _r("A", W)), RULE_WORSE),
           ], ROW_FREE),
-    Claim("C6", "§5", "β2 = 0.99 (F) is still unstable without warmup.", ("table2",), [_fails_part("F")], ROW_FREE),
+    Claim("C6", "§5", "β2 = 0.99 (F) is still unstable without warmup.", ("table2",),
+          [_fails_part("F", requires=A_FAILS)], ROW_FREE),
     Claim("C7", "§6.2", "Update clipping at d = 1 (H) removes most of the no-warmup instability; d = 2 (I) does not.",
-          ("table2", "clipping"), [_stable_part("H"), _fails_part("I")], ROW_FREE),
+          ("table2", "clipping"), [_stable_part("H", requires=A_FAILS), _fails_part("I", requires=A_FAILS)], ROW_FREE),
     Claim("C8", "§6.2", "With warmup, clipping has no significant effect (H ≈ A).", ("table2", "clipping"),
           [_approx_part("A", "H", W)], ROW_FREE),
     Claim("C9", "§7.3", "Without warmup, 1 − t^−0.5 (K) is stable; 1 − t^−0.8 (L) and 1 − t^−1.0 (M) are not.",
-          ("table2", "beta2_exponent"), [_stable_part("K"), _fails_part("L"), _fails_part("M")], ROW_FREE),
+          ("table2", "beta2_exponent"),
+          [_stable_part("K", requires=A_FAILS), _fails_part("L", requires=A_FAILS), _fails_part("M", requires=A_FAILS)],
+          ROW_FREE),
     Claim("C10", "§7.3", "The β2 schedule plus clipping (N) is as good as constant β2 plus clipping (H).", ("table2",), [
         Part(f"N as good as H {w}", [_r("N", x), _r("H", x)], _cmp(R.not_worse, _r("N", x), _r("H", x)), RULE_NOT_WORSE)
         for x, w in ((W, "with warmup"), (NW, "without warmup"))
@@ -376,7 +400,8 @@ CLAIMS: list[Claim] = [
     Claim("C14", "§8.1, Table 3", "Relative step size makes training less sensitive to the embedding scale than Adam.",
           ("table3",), [
               Part("spread (max/min perplexity over the three embedding settings) of Adafactor < Adam's",
-                   [*ADAM, *ADAFACTOR], _table3, "less sensitive: spread(Adam)/spread(Adafactor) ≥ 1.05"),
+                   [*ADAM, *ADAFACTOR], _table3,
+                   "less sensitive: spread(Adam) − spread(Adafactor) of ln ppl, paired by seed, with its interval above 0"),
           ], ("optim.*", "schedule.warmup", "model.embedding_init_std", "model.embedding_multiplier")),
     Claim("C15", "§3, §4", "The optimizer state of factored Adafactor with β1 = 0 is sublinear in the parameter count.",
           ("table2", "factoring", "table3"), [], ()),
@@ -397,7 +422,8 @@ def _free(claim: Claim, keys: list[str]) -> set[str]:
     return out
 
 
-def contexts(cells: pd.DataFrame, claim: Claim) -> list[tuple[dict, Context]]:
+def contexts(cells: pd.DataFrame, claim: Claim, noise: R.Noise = R.NO_NOISE,
+             metric: R.Metric = R.PPL) -> list[tuple[dict, Context]]:
     """The study's cells grouped by every identity knob the claim does not vary."""
     keys = identity_keys(cells.columns)
     ctx_keys = [k for k in keys if k not in _free(claim, keys)]
@@ -412,7 +438,7 @@ def contexts(cells: pd.DataFrame, claim: Claim) -> list[tuple[dict, Context]]:
     def order(key):
         return tuple((values[key][k] is not None, type(values[key][k]).__name__, values[key][k]) for k in differ)
 
-    return [({k: values[key][k] for k in differ}, Context(groups[key])) for key in sorted(groups, key=order)]
+    return [({k: values[key][k] for k in differ}, Context(groups[key], noise, metric)) for key in sorted(groups, key=order)]
 
 
 def _combine(results: list[PartResult]) -> tuple[str, str]:
@@ -425,10 +451,28 @@ def _combine(results: list[PartResult]) -> tuple[str, str]:
     if all(v is True for v in vals):
         return "reproduced", "every part holds"
     unk = [p for p in results if p.judgement.value is None]
-    return "inconclusive", "; ".join(f"{p.text}: {p.judgement.reason}" for p in unk)
+    if all(p.judgement.untestable for p in unk):
+        return "untestable here", "; ".join(f"{p.text}: {p.judgement.reason}" for p in unk)
+    return "inconclusive", "; ".join(f"{p.text}: {p.judgement.reason}" for p in unk if not p.judgement.untestable)
 
 
-def evaluate_claim(claim: Claim, cells: pd.DataFrame, exp: str) -> list[ClaimResult]:
+def _check(p: Part, ctx: Context) -> tuple[R.Judgement, list[str]]:
+    """A part's judgement, untestable where its precondition does not hold."""
+    j, nums = p.check(ctx)
+    if p.requires is not None:
+        pre, _ = p.requires.check(ctx)
+        if pre.value is not True:
+            why = pre.reason
+            if pre.value is False:
+                return R.untestable(f"needs “{p.requires.text}”, which does not hold ({why})"), nums
+            if j.value is not None:  # the precondition is undetermined: so is what rests on it
+                return R.Judgement(None, f"rests on “{p.requires.text}”, which is undetermined ({why}); "
+                                         f"on its own: {j.reason}", j.diff), nums
+    return j, nums
+
+
+def evaluate_claim(claim: Claim, cells: pd.DataFrame, exp: str, noise: R.Noise | None = None,
+                   metric: R.Metric = R.PPL) -> list[ClaimResult]:
     """The claim's verdicts in this study (one per context); [] when the study cannot speak to it."""
     home = exp in claim.home
     if claim.id == "C15":
@@ -438,8 +482,10 @@ def evaluate_claim(claim: Claim, cells: pd.DataFrame, exp: str) -> list[ClaimRes
         part = PartResult("state_bytes ≤ (2/d_model)·4·params for every factored β1 = 0 cell", "sublinear state", j, nums, True)
         verdict, reason = _combine([part])
         return [ClaimResult(claim, {}, [part], verdict=verdict, reason=reason)]
+    if noise is None:
+        noise = study_noise(cells)
     out = []
-    for ctx_values, ctx in contexts(cells, claim):
+    for ctx_values, ctx in contexts(cells, claim, noise, metric):
         parts = claim.parts if home else [p for p in claim.parts if p.covered(ctx)]
         if not parts or (home and not any(p.touched(ctx) for p in claim.parts)):
             continue
@@ -447,7 +493,7 @@ def evaluate_claim(claim: Claim, cells: pd.DataFrame, exp: str) -> list[ClaimRes
             continue
         results = []
         for p in parts:
-            j, nums = p.check(ctx)
+            j, nums = _check(p, ctx)
             results.append(PartResult(p.text, p.rule, j, nums, p.covered(ctx)))
         uncovered = [p.text for p in claim.parts if p not in parts]
         verdict, reason = _combine(results)
@@ -458,23 +504,53 @@ def evaluate_claim(claim: Claim, cells: pd.DataFrame, exp: str) -> list[ClaimRes
         out.append(ClaimResult(claim, ctx_values, results, uncovered, verdict, reason))
     if home and not out:
         # the study should hold these cells and holds none of them
-        ctx = Context([])
-        results = [PartResult(p.text, p.rule, *p.check(ctx), False) for p in claim.parts]
+        ctx = Context([], noise, metric)
+        results = [PartResult(p.text, p.rule, *_check(p, ctx), False) for p in claim.parts]
         verdict, reason = _combine(results)
         out.append(ClaimResult(claim, {}, results, [], verdict, reason))
     return out
 
 
-def evaluate(cells: pd.DataFrame, exp: str) -> tuple[list[ClaimResult], list[tuple[Claim, str]]]:
+def evaluate(cells: pd.DataFrame, exp: str, noise: R.Noise | None = None,
+             metric: R.Metric = R.PPL) -> tuple[list[ClaimResult], list[tuple[Claim, str]]]:
     """All claims: (results, [(claim, why the study cannot speak to it)])."""
+    if noise is None:
+        noise = study_noise(cells)
     results, skipped = [], []
     for claim in CLAIMS:
-        r = evaluate_claim(claim, cells, exp)
+        r = evaluate_claim(claim, cells, exp, noise, metric)
         if r:
             results += r
         else:
             skipped.append((claim, _why_not(claim)))
+    results += evaluate_sweeps(cells)
     return results, skipped
+
+
+SWEEP_RULE = ("by the learning-rate sweep: S(no warmup) − S(warmup) of the sensitivity, paired by seed, with its "
+              "90 % t interval above 0.05 nats (or a smaller largest trainable multiplier) → fails; below → stable")
+
+
+def evaluate_sweeps(cells: pd.DataFrame) -> list[ClaimResult]:
+    """The stability claims judged by the study's multiplier sweeps (factorial.report.sweeps), one per
+    claim and sweep context, titled "… by the learning-rate sweep"."""
+    from .sweeps import sweep_judgements
+
+    by_claim: dict[tuple[str, str], list[PartResult]] = {}
+    ctxs: dict[tuple[str, str], dict] = {}
+    for ctx, cid, row_, expected, j in sweep_judgements(cells):
+        key = (cid, json.dumps(ctx, sort_keys=True, default=str))
+        text = f"{row_} without warmup {'fails' if expected else 'is stable'} by the learning-rate sweep"
+        by_claim.setdefault(key, []).append(PartResult(text, SWEEP_RULE, j, [], True))
+        ctxs[key] = ctx
+    out = []
+    claims = {c.id: c for c in CLAIMS}
+    for (cid, _), parts in by_claim.items():
+        key = (cid, _)
+        verdict, reason = _combine(parts)
+        ctx = {**ctxs[key], "judged by": "learning-rate sweep"}
+        out.append(ClaimResult(claims[cid], ctx, parts, [], verdict, reason))
+    return out
 
 
 def _why_not(claim: Claim) -> str:

@@ -65,7 +65,7 @@ META_COLUMNS = ["git_commit", "git_dirty", "device_name", "torch_version", "warm
 STR_COLUMNS = ("run_id", "cell", "exp", "scale", "row", "row_match", "opt", "embedding", "status", "outcome", "error",
                "git_commit", "device_name", "torch_version")
 RMS_STATS = ("excursion", "min", "max", "n")
-CURVE_KEYS = ("train/loss", "val/ppl", *(f"rms_u/{m}" for m in R.FIG1_MATRICES))
+CURVE_KEYS = ("train/loss", "val/ppl", *(f"rms_u/{m}" for m in R.FIG1_MATRICES), "opt/clip_frac", "opt/rms_u_mean")
 
 
 def _schema_defaults() -> tuple[dict[str, Any], dict[str, str]]:
@@ -193,7 +193,8 @@ def outcome_of(status: Any, val_ppl: Any) -> str:
 
 
 def rms_stats(curve: pd.DataFrame) -> dict[str, Any]:
-    """Per matrix: the excursion max|ln RMS(U)| after RMS_SKIP_STEPS, and min/max/count of RMS(U) there."""
+    """Per matrix, over the logged steps after RMS_SKIP_STEPS: the excursion max|ln RMS(U)|, min, max, count,
+    and the fractions of steps outside the band [1/RMS_FAR, RMS_FAR] and above 1, 1.5 and 2 (rules.rms_fractions)."""
     out: dict[str, Any] = {}
     for m in R.FIG1_MATRICES:
         key = f"rms_u/{m}"
@@ -211,6 +212,15 @@ def rms_stats(curve: pd.DataFrame) -> dict[str, Any]:
         out[f"{key}.min"] = float(v.min()) if len(v) else None
         out[f"{key}.max"] = float(v.max()) if len(v) else None
         out[f"{key}.n"] = int(len(v))
+        fr = R.rms_fractions(steps[keep].tolist(), v.tolist())
+        out[f"{key}.frac_out"] = fr["out"]
+        for level in R.RMS_LEVELS:
+            out[f"{key}.frac_gt{level:g}"] = fr[f"gt{level:g}"]
+    clip = None
+    if curve is not None and not curve.empty and "opt/clip_frac" in curve:
+        c = pd.to_numeric(curve["opt/clip_frac"], errors="coerce").dropna()
+        clip = float(c.mean()) if len(c) else None
+    out["opt/clip_frac.mean"] = clip  # the mean over logged steps of the fraction of tensors clipped
     return out
 
 
@@ -556,6 +566,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
             "n_runs": len(g), "n": len(finished), "n_ok": len(ok), "n_diverged": len(div),
             "n_failed": int((g["outcome"] == "failed").sum()), "n_incomplete": int((g["outcome"] == "incomplete").sum()),
             "ppl_values": ppls, "ppl_mean": _mean(ppls), "ppl_std": _std(ppls),
+            "ppl_by_seed": {int(s): float(v) for s, v in zip(ok["seed"], ok["val_ppl"]) if s is not None},
+            "vocab_size": first.get("data.vocab_size"),
             "best_ppl_mean": _mean([float(v) for v in ok["best_val_ppl"] if v is not None]),
             "test_ppl_mean": _mean([float(v) for v in ok["test_ppl"] if v is not None]),
             "diverged_at": [int(v) for v in div["diverged_at"] if v is not None],
@@ -568,18 +580,49 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
             for stat, name in (("excursion", "rms"), ("min", "rmsmin"), ("max", "rmsmax")):
                 col = f"rms_u/{m}.{stat}"
                 rec[f"{name}_{m}"] = [_finite(v) for v in finished[col]] if col in finished else []
+            col = f"rms_u/{m}.frac_out"
+            rec[f"rmsout_{m}"] = [_finite(v) for v in finished[col]] if col in finished else []
+        # per finished seed: the fraction of (matrix, logged step) pairs outside the band, over every logged matrix
+        rec["rms_frac_out"] = _pooled_fraction(finished)
+        for m in R.FIG1_MATRICES:
+            for level in R.RMS_LEVELS:
+                col = f"rms_u/{m}.frac_gt{level:g}"
+                rec[f"rmsgt{level:g}_{m}"] = [_finite(v) for v in finished[col]] if col in finished else []
+        col = "opt/clip_frac.mean"
+        rec["clip_frac"] = [_finite(v) for v in finished[col]] if col in finished else []
         out.append(rec)
     cells = pd.DataFrame(out, dtype=object)
     return cells.reset_index(drop=True)
+
+
+def _pooled_fraction(finished: pd.DataFrame) -> list[float | None]:
+    out = []
+    for rec in finished.to_dict("records"):
+        num = den = 0.0
+        for m in R.FIG1_MATRICES:
+            f, n = _finite(rec.get(f"rms_u/{m}.frac_out")), _finite(rec.get(f"rms_u/{m}.n"))
+            if f is not None and n:
+                num += f * n
+                den += n
+        out.append(num / den if den else None)
+    return out
 
 
 def stats_of(cell: dict | pd.Series | None, label: str) -> R.CellStats:
     """The rules' view of one aggregated cell (None: missing)."""
     if cell is None:
         return R.CellStats(label)
+    by_seed = cell.get("ppl_by_seed") or {}
     return R.CellStats(label, n=int(cell["n"]), n_diverged=int(cell["n_diverged"]), mean=cell["ppl_mean"],
                        std=cell["ppl_std"], n_failed=int(cell.get("n_failed") or 0),
-                       n_incomplete=int(cell.get("n_incomplete") or 0))
+                       n_incomplete=int(cell.get("n_incomplete") or 0), by_seed=dict(by_seed))
+
+
+def study_noise(cells: pd.DataFrame) -> R.Noise:
+    """The study's pooled seed noise (rules.pooled_noise) from every cell's finished seeds."""
+    if cells is None or cells.empty or "ppl_by_seed" not in cells:
+        return R.NO_NOISE
+    return R.pooled_noise([dict(v or {}) for v in cells["ppl_by_seed"]])
 
 
 def varying(frame: pd.DataFrame, keys: list[str]) -> list[str]:

@@ -11,7 +11,25 @@ from . import rules as R
 from .claims import ClaimResult, Claim
 from .tables import Table, to_markdown
 
-VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "inconclusive": "❔ inconclusive"}
+VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "inconclusive": "❔ inconclusive",
+                "untestable here": "⊘ untestable here"}
+
+
+def provenance_warning(runs: pd.DataFrame) -> str | None:
+    """A warning when the runs came from more than one commit or from a working tree with uncommitted changes."""
+    n = len(runs)
+    dirty = int(sum(1 for d in runs.get("git_dirty", []) if d is True))
+    commits = {c for c in runs.get("git_commit", []) if c}
+    unknown = int(sum(1 for c in runs.get("git_commit", []) if not c))
+    parts = []
+    if dirty:
+        parts.append(f"{dirty} of {n} runs came from a working tree with uncommitted changes (what they ran cannot be "
+                     "recovered from git)")
+    if len(commits) > 1:
+        parts.append(f"the runs come from {len(commits)} different commits")
+    if unknown:
+        parts.append(f"{unknown} of {n} runs record no commit")
+    return "; ".join(parts) if parts else None
 
 
 def _values(runs: pd.DataFrame, key: str) -> list:
@@ -75,7 +93,7 @@ def provenance(runs: pd.DataFrame, exp: str, scale: str) -> list[tuple[str, str]
 
 
 def _result_line(p) -> str:
-    v = {True: "**yes**", False: "**no**", None: "**cannot tell**"}[p.judgement.value]
+    v = {"yes": "**yes**", "no": "**no**", "inconclusive": "**cannot tell**", "untestable here": "**untestable here**"}[p.verdict]
     return f"- *{p.text}* — {v}: {p.judgement.reason}"
 
 
@@ -93,14 +111,53 @@ def claim_section(r: ClaimResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mechanism_table(cells: pd.DataFrame) -> str:
+    """Per cell that logged RMS(U): the fraction of logged steps with RMS(U) above 1, 1.5 and 2 per Figure-1
+    matrix, and the mean fraction of tensors clipped (mean over seeds)."""
+    def mean(xs):
+        xs = [x for x in (xs or []) if x is not None and math.isfinite(x)]
+        return sum(xs) / len(xs) if xs else None
+
+    rows = []
+    for c in cells.to_dict("records"):
+        if not any(x is not None for x in c.get("rms_frac_out") or []):
+            continue
+        label = c.get("row_match") or c.get("opt") or "?"
+        label += ", warmup" if c.get("schedule.warmup") else ", no warmup"
+        if c.get("schedule.multiplier") is not None and cells["schedule.multiplier"].nunique() > 1:
+            label += f", ×{c['schedule.multiplier']:g}"
+        cols = [label, str(c.get("n"))]
+        for m in R.FIG1_MATRICES:
+            vals = [mean(c.get(f"rmsgt{lv:g}_{m}")) for lv in R.RMS_LEVELS]
+            cols.append(" / ".join("–" if v is None else f"{v:.0%}" for v in vals))
+        out = mean(c.get("rms_frac_out"))
+        cols.append("–" if out is None else f"{out:.1%}")
+        clip = mean(c.get("clip_frac"))
+        cols.append("–" if clip is None else f"{clip:.1%}")
+        rows.append(cols)
+    if not rows:
+        return ""
+    head = (["cell", "seeds"] + [f"{m}: > 1 / > 1.5 / > 2" for m in R.FIG1_MATRICES]
+            + [f"outside [{1 / R.RMS_FAR:.2f}, {R.RMS_FAR:g}]", "clipped (mean)"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: pd.DataFrame, tables: list[Table],
                  plots: list[tuple[str, str]], results: list[ClaimResult], skipped: list[tuple[Claim, str]],
-                 command: str) -> str:
+                 command: str, noise: R.Noise | None = None, sweep_md: str = "", caveat: str | None = None) -> str:
     lines = [f"# `{exp}` at scale `{scale}` — reproduction report", "",
              f"Built by `{command}` from {source}: {len(runs)} runs in {len(cells)} cells. Scoring reads only what the "
              "runs wrote (config.yaml, summary.json, meta.json, metrics.jsonl — or the same fields from W&B); "
-             "cells are identified by their knob values, not their directory names.", "",
-             "## Provenance", "", "| | |", "|---|---|"]
+             "cells are identified by their knob values, not their directory names.", ""]
+    if caveat:
+        lines += [f"> **{caveat}**", ""]
+    warn = provenance_warning(runs)
+    if warn:
+        lines += [f"> **Provenance warning:** {warn}. Rerun them from a clean clone at one commit before citing "
+                  "these numbers.", ""]
+    lines += ["## Provenance", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in provenance(runs, exp, scale)]
     lines += ["", "## Reproduce", "", "```bash", f"make sweep EXP={exp} SCALE={scale}   # the runs (resumes; skips finished cells)",
               f"make table EXP={exp} SCALE={scale}   # this folder: {command}", "```", ""]
@@ -114,11 +171,24 @@ def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: p
                 reason = reason[:217] + "…"
             lines.append(f"| {r.title} | {r.claim.where} | {VERDICT_MARK[r.verdict]} | {reason} |")
         counts = Counter(r.verdict for r in results)
-        lines += ["", ", ".join(f"{counts.get(v, 0)} {v}" for v in ("reproduced", "not reproduced", "inconclusive")) + "."]
+        lines += ["", ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICT_MARK) + "."]
     else:
         lines.append("This study speaks to none of the claims C1–C15.")
     lines += ["", "## Table", "", "Also as [table.csv](table.csv) (numbers) and [table.tex](table.tex); every run in "
               "[cells.csv](cells.csv).", "", to_markdown(tables, "###")]
+    if sweep_md:
+        lines += ["## Learning-rate sweep", "",
+                  "Per row × warmup setting over the multiplier grid (seeds paired across it): the best multiplier and "
+                  "its perplexity (90 % CI over seeds), the learning-rate sensitivity of Wortsman et al. (2023) — the "
+                  "mean over the grid of min(final loss, ln vocab) − the best final loss, in nats (90 % CI over seeds) "
+                  "— and the largest multiplier at which every seed trains.", "", sweep_md, ""]
+    mech = mechanism_table(cells)
+    if mech:
+        lines += ["## Mechanism: RMS(U) and clipping", "",
+                  "Fraction of logged steps (after step "
+                  f"{R.RMS_SKIP_STEPS}) with RMS(U) above 1, 1.5 and 2, per Figure-1 matrix; the fraction outside the "
+                  "band that C13 is judged on (all three matrices pooled); and the mean fraction of tensors clipped "
+                  "(`opt/clip_frac`, where logged). Means over seeds.", "", mech, ""]
     if plots:
         lines += ["## Figures", ""]
         for name, caption in plots:
@@ -130,7 +200,7 @@ def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: p
         lines += ["## Claims this study cannot speak to", ""]
         lines += [f"- **{c.id}** ({c.where}) {c.text} — {why}" for c, why in skipped]
         lines.append("")
-    lines += ["## Rules and thresholds", "", "Defined once in `src/factorial/report/rules.py`:", "", R.thresholds_markdown(), ""]
+    lines += ["## Rules and thresholds", "", "Defined once in `src/factorial/report/rules.py`:", "", R.thresholds_markdown(noise), ""]
     bad = runs[runs["outcome"].isin(["failed", "incomplete"])]
     if len(bad):
         lines += ["## Runs not counted", ""]

@@ -15,8 +15,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as mticker  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from ..rows import TABLE2  # noqa: E402
@@ -264,7 +266,7 @@ def figure1(runs, cells: pd.DataFrame, curves, exp: str, out: Path, name: str = 
               "attn_proj.0": "attention output projection, block 0", "ff1.0": "first feed-forward matrix, block 0"}
     ys = []
     for ax, m in zip(axes, R.FIG1_MATRICES):
-        ax.axhspan(1 / R.RMS_NEAR, R.RMS_NEAR, color="#2ca02c", alpha=0.10, lw=0)
+        ax.axhspan(1 / R.RMS_FAR, R.RMS_FAR, color="#2ca02c", alpha=0.10, lw=0)
         for y in (R.RMS_FAR, 1 / R.RMS_FAR):
             ax.axhline(y, color="0.4", ls=":", lw=1)
         ax.axhline(1.0, color="k", ls="--", lw=1.2)
@@ -278,7 +280,7 @@ def figure1(runs, cells: pd.DataFrame, curves, exp: str, out: Path, name: str = 
                 ys += [float(v) for v in cur[f"rms_u/{m}"]]
                 first = False
         ax.set_yscale("log")
-        ax.set_title(f"RMS(U) — {titles.get(m, m)}" + ("  [C13]" if m == R.FIG1_MATRIX else ""), fontsize=10, loc="left")
+        ax.set_title(f"RMS(U) — {titles.get(m, m)}", fontsize=10, loc="left")
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3, which="major")
     if ys:
@@ -290,8 +292,7 @@ def figure1(runs, cells: pd.DataFrame, curves, exp: str, out: Path, name: str = 
     axes[0].yaxis.set_minor_formatter(mticker.NullFormatter())
     axes[0].set_ylabel("RMS(U),  U = G / √V̂  (log scale)")
     extra = [Line2D([], [], color="k", ls="--", label="RMS(U) = 1"),
-             Line2D([], [], color="0.4", ls=":", label=f"C13 'far' bounds {1 / R.RMS_FAR:.2f}, {R.RMS_FAR:g}"),
-             plt.Rectangle((0, 0), 1, 1, color="#2ca02c", alpha=0.2, label=f"C13 'near' band {1 / R.RMS_NEAR:.2f}–{R.RMS_NEAR:g}"),
+             plt.Rectangle((0, 0), 1, 1, color="#2ca02c", alpha=0.2, label=f"C13 band {1 / R.RMS_FAR:.2f}–{R.RMS_FAR:g}"),
              plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.25, label=f"steps ≤ {R.RMS_SKIP_STEPS} (ignored by C13)")]
     handles, _ = axes[0].get_legend_handles_labels()
     fig.legend(handles=handles + extra, loc="lower center", ncol=min(6, len(handles) + 4), fontsize=9, frameon=False,
@@ -301,8 +302,10 @@ def figure1(runs, cells: pd.DataFrame, curves, exp: str, out: Path, name: str = 
                  x=0.01, ha="left", fontsize=12)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     _save(fig, out / name)
-    return [(name, f"RMS(U) of three weight matrices against step (the paper's Figure 1 uses one; C13 is judged on "
-                   f"`rms_u/{R.FIG1_MATRIX}`, left). Dashed: 1; dotted: the 'far' bounds; green: the 'near' band.")]
+    return [(name, f"RMS(U) of three weight matrices against step (the paper's Figure 1 uses one and does not say which; "
+                   f"C13 is judged on the fraction of logged steps of all three outside the green band "
+                   f"[{1 / R.RMS_FAR:.2f}, {R.RMS_FAR:g}]: ≥ {R.RMS_FRAC_FAR:.1%} strays far, ≤ {R.RMS_FRAC_NEAR:.1%} stays near). "
+                   "Dashed: 1.")]
 
 
 # --- Table 3 ------------------------------------------------------------------------------------------
@@ -426,6 +429,72 @@ def sweep(cells: pd.DataFrame, index: list, columns: list, xkey: str, xlabel: st
                    "diverged; a dashed line is the same series with the knob off.")]
 
 
+def lr_sensitivity(cells: pd.DataFrame, out: Path, name: str = "lr_sensitivity.png") -> list[tuple[str, str]]:
+    """Final validation loss against the multiplier (log x), one panel per row, warmup solid and no warmup dashed,
+    a band over the seeds (min–max), every seed as a dot; a diverged seed drawn at the top edge as a triangle."""
+    from .sweeps import sweeps as _sweeps
+
+    found = _sweeps(cells)
+    if not found:
+        return []
+    panels = list(dict.fromkeys((tuple(sorted((k, str(v)) for k, v in s.context.items())), s.row) for s in found))
+    ncol = min(4, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.9 * nrow + 0.6), sharey=True, squeeze=False)
+    l0 = min(s.l0 for s in found)
+    any_div = False
+    for ax, (ctx, row) in zip(axes.flat, panels):
+        for s in found:
+            if (tuple(sorted((k, str(v)) for k, v in s.context.items())), s.row) != (ctx, row):
+                continue
+            color = WARMUP_COLORS[s.warmup]
+            ls = "-" if s.warmup else "--"
+            losses = s.losses()
+            ms = sorted(s.cells)
+            per_m = {m: [g[m] for g in losses.values() if g.get(m) is not None] for m in ms}
+            xs = [m for m in ms if per_m[m]]
+            if xs:
+                mean = [float(np.mean(per_m[m])) for m in xs]
+                ax.plot(xs, mean, ls=ls, color=color, marker="o", ms=3.5, lw=1.6)
+                ax.fill_between(xs, [min(per_m[m]) for m in xs], [max(per_m[m]) for m in xs], color=color, alpha=0.18, lw=0)
+            for m in ms:
+                n_div = sum(1 for g in losses.values() if g.get(m) is None)
+                if n_div:
+                    any_div = True
+                    ax.plot([m], [1.0], marker="^", ms=8, color=color, transform=blended_transform_factory(ax.transData, ax.transAxes),
+                            clip_on=False, ls="")
+                    ax.annotate(f"{n_div}", (m, 1.0), xycoords=blended_transform_factory(ax.transData, ax.transAxes),
+                                textcoords="offset points", xytext=(5, -10), fontsize=7, color=color)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+        ax.set_xticks(sorted({m for s in found for m in s.cells}))
+        ax.grid(True, alpha=0.3, which="both")
+        title = f"row {row}" + (" — " + ", ".join(f"{k}={v}" for k, v in ctx) if ctx else "")
+        ax.set_title(title, fontsize=9, loc="left")
+    _hide_unused(axes, len(panels))
+    for ax in axes[:, 0]:
+        ax.set_ylabel("final validation loss (nats)")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("learning-rate multiplier")
+    ys = [v for s in found for g in s.losses().values() for v in g.values() if v is not None]
+    if ys:
+        lo, hi = min(ys), min(max(ys), l0)
+        axes[0, 0].set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.08 * (hi - lo + 1e-9))
+    handles = [Line2D([], [], color=WARMUP_COLORS[True], ls="-", lw=1.6, label="warmup"),
+               Line2D([], [], color=WARMUP_COLORS[False], ls="--", lw=1.6, label="no warmup"),
+               Patch(color="gray", alpha=0.3, label="min–max over seeds")]
+    if any_div:
+        handles.append(Line2D([], [], color="k", marker="^", ls="", ms=7, label="diverged seeds (count), at the top edge"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle("Learning-rate sensitivity: final loss against the multiplier", fontsize=11, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    _save(fig, out / name)
+    return [(name, "Final validation loss (nats) against the learning-rate multiplier (log scale), one panel per row: "
+                   "warmup solid, no warmup dashed, the mean over seeds with a min–max band; a triangle at the top edge "
+                   "marks diverged seeds (their count beside it). The table above gives each setting's sensitivity.")]
+
+
 def _slug(values: dict) -> str:
     import re
 
@@ -461,6 +530,7 @@ def make_plots(exp: str, runs: pd.DataFrame, cells: pd.DataFrame, curves: pd.Dat
         made += figure1(runs, cells, curves, exp, out)
     if exp == "table3":
         made += table3_bars(cells, out)
+    made += lr_sensitivity(cells, out)
     if layout is not None and layout.sweep is not None:
         f = layout.sweep
         for i, (sec, sub) in enumerate(sections(cells, layout.index + layout.columns)):
