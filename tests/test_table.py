@@ -199,7 +199,7 @@ def test_claims_not_reproduced_on_small_model_cells():
     assert only(res, "C15").verdict == "not reproduced"  # state = 4·params: linear
     c5 = only(res, "C5")  # single seeds of G, judged with the study's pooled seed noise (df 6)
     assert c5.verdict == "reproduced"
-    assert "pooled seed noise, df 6" in part(c5, "G without warmup converges worse").judgement.reason
+    assert "pooled seed noise σ̂ = 0.0074, df 6" in part(c5, "G without warmup converges worse").judgement.reason
     c3 = only(res, "C3")  # B with warmup never ran
     assert c3.verdict == "inconclusive" and "missing cell: B, warmup" in c3.reason
 

@@ -265,3 +265,24 @@ def test_the_paper_numbers_also_catch_a_wrong_claim():
     vals[("B", False)] = {0: 0.3}
     res = {r.claim.id: r for r in CL.evaluate(_cells(vals), "table2", PAPER_NOISE, R.BLEU)[0]}
     assert res["C4"].verdict == "not reproduced"
+
+
+def test_each_context_uses_its_own_seed_noise():
+    # a noisy setting (post-LN-like, ±20 % between seeds) beside a quiet one (±0.5 %): the quiet context's
+    # single-seed comparison is judged with the quiet noise, not a pooled one inflated by the noisy context
+    rng = np.random.default_rng(1)
+    rows = []
+    for norm, sd in (("pre", 0.005), ("post", 0.2)):
+        for letter in "ABCDEFGHIJK":
+            for warmup in (True, False):
+                seeds = {s: 100.0 * math.exp(rng.normal(0, sd)) for s in (0, 1, 2)}
+                rows.append({"row_match": letter, "opt": letter, "schedule.warmup": warmup, "model.norm": norm,
+                             "seeds": [0, 1, 2], "n": 3, "n_diverged": 0, "ppl_by_seed": seeds, "n_failed": 0,
+                             "n_incomplete": 0, "ppl_mean": float(np.mean(list(seeds.values()))), "ppl_std": None})
+    res = [r for r in CL.evaluate(pd.DataFrame(rows), "table2")[0] if r.claim.id == "C8"]
+    by_norm = {r.context["model.norm"]: r for r in res}
+    assert by_norm["pre"].verdict == "reproduced"  # A ≈ H: equal by construction, judged with the quiet noise
+    assert by_norm["post"].verdict == "inconclusive"
+    quiet = by_norm["pre"].parts[0].judgement.diff
+    loud = by_norm["post"].parts[0].judgement.diff
+    assert (quiet.hi - quiet.lo) * 10 < (loud.hi - loud.lo)

@@ -422,7 +422,7 @@ def _free(claim: Claim, keys: list[str]) -> set[str]:
     return out
 
 
-def contexts(cells: pd.DataFrame, claim: Claim, noise: R.Noise = R.NO_NOISE,
+def contexts(cells: pd.DataFrame, claim: Claim, noise: R.Noise | None = None,
              metric: R.Metric = R.PPL) -> list[tuple[dict, Context]]:
     """The study's cells grouped by every identity knob the claim does not vary."""
     keys = identity_keys(cells.columns)
@@ -438,7 +438,13 @@ def contexts(cells: pd.DataFrame, claim: Claim, noise: R.Noise = R.NO_NOISE,
     def order(key):
         return tuple((values[key][k] is not None, type(values[key][k]).__name__, values[key][k]) for k in differ)
 
-    return [({k: values[key][k] for k in differ}, Context(groups[key], noise, metric)) for key in sorted(groups, key=order)]
+    # Each context's own seed noise (the cells that share every knob the claim does not vary): a study that
+    # mixes settings of very different noise (post-LN beside pre-LN) must not lend one's noise to the other.
+    def noise_of(group: list[dict]) -> R.Noise:
+        return noise if noise is not None else study_noise(pd.DataFrame(group))
+
+    return [({k: values[key][k] for k in differ}, Context(groups[key], noise_of(groups[key]), metric))
+            for key in sorted(groups, key=order)]
 
 
 def _combine(results: list[PartResult]) -> tuple[str, str]:
@@ -482,8 +488,6 @@ def evaluate_claim(claim: Claim, cells: pd.DataFrame, exp: str, noise: R.Noise |
         part = PartResult("state_bytes ≤ (2/d_model)·4·params for every factored β1 = 0 cell", "sublinear state", j, nums, True)
         verdict, reason = _combine([part])
         return [ClaimResult(claim, {}, [part], verdict=verdict, reason=reason)]
-    if noise is None:
-        noise = study_noise(cells)
     out = []
     for ctx_values, ctx in contexts(cells, claim, noise, metric):
         parts = claim.parts if home else [p for p in claim.parts if p.covered(ctx)]
@@ -514,8 +518,6 @@ def evaluate_claim(claim: Claim, cells: pd.DataFrame, exp: str, noise: R.Noise |
 def evaluate(cells: pd.DataFrame, exp: str, noise: R.Noise | None = None,
              metric: R.Metric = R.PPL) -> tuple[list[ClaimResult], list[tuple[Claim, str]]]:
     """All claims: (results, [(claim, why the study cannot speak to it)])."""
-    if noise is None:
-        noise = study_noise(cells)
     results, skipped = [], []
     for claim in CLAIMS:
         r = evaluate_claim(claim, cells, exp, noise, metric)

@@ -150,8 +150,11 @@ def thresholds_markdown(noise: "Noise | None" = None) -> str:
         "shown as a percentage e^Δ − 1.",
         f"- **Pairing and intervals**: cells are compared seed by seed on their common seeds (n pairs). The "
         f"{CONFIDENCE:.0%} interval of the mean difference is the wider of (a) the pooled seed noise σ̂ of the "
-        "additive model ln ppl = cell + seed over the study's cells with ≥ 2 finished seeds, d̄ ± t·σ̂·√(2/n) "
-        f"({noise_txt}), and (b) from {MIN_PAIRS_OWN} pairs, the paired t interval of the two cells' own differences. "
+        "additive model ln ppl = cell + seed over the cells with ≥ 2 finished seeds of the comparison's own context "
+        "(the cells that share every knob the claim does not vary), used from "
+        f"{MIN_POOLED_DF} degrees of freedom, d̄ ± t·σ̂·√(2/n) (over the whole study {noise_txt}; each interval names "
+        f"the σ̂ and df it used), and (b) from {MIN_PAIRS_OWN} pairs, the paired t interval of the two cells' own "
+        "differences. "
         "Without a common seed the comparison is *unpaired*: Welch's interval with ≥ 2 seeds each, else the pooled "
         "noise of the model ln ppl = cell.",
         f"- **≈** (equivalence, two one-sided tests): the whole interval inside ±{eq:.1f} %; clearly different when "
@@ -357,7 +360,8 @@ def difference(x: CellStats, ref: CellStats, noise: Noise = NO_NOISE, metric: Me
         if noise.sigma is not None:
             lo, hi = _t_interval(est, noise.sigma * math.sqrt(2 / n), noise.df)
             word = "assumed" if noise.source == "assumed" else "pooled"
-            options.append((lo, hi, f"{word} seed noise" + (f", df {noise.df}" if noise.source != "assumed" else "")))
+            options.append((lo, hi, f"{word} seed noise σ̂ = {noise.sigma:.4f}"
+                            + (f", df {noise.df}" if noise.source != "assumed" else "")))
         if n >= MIN_PAIRS_OWN:
             ci = sps.ttest_1samp(d, 0.0).confidence_interval(CONFIDENCE)
             options.append((float(ci.low), float(ci.high), f"paired t, df {n - 1}"))
@@ -377,7 +381,8 @@ def difference(x: CellStats, ref: CellStats, noise: Noise = NO_NOISE, metric: Me
         return Diff(est, float(ci.low), float(ci.high), n, False, "Welch t, no common seed")
     if noise.sigma_unpaired is not None:
         lo, hi = _t_interval(est, noise.sigma_unpaired * math.sqrt(1 / len(xs) + 1 / len(rs)), noise.df_unpaired)
-        return Diff(est, lo, hi, n, False, f"pooled noise of y = cell, df {noise.df_unpaired}, no common seed")
+        return Diff(est, lo, hi, n, False, f"pooled noise of y = cell σ̂ = {noise.sigma_unpaired:.4f}, df "
+                    f"{noise.df_unpaired}, no common seed")
     return Diff(est, None, None, n, False, "no common seed and no pooled noise")
 
 
