@@ -125,7 +125,7 @@ def build(args, command: str) -> Path:
     runs, curves, source = load(args)
     cells = D.aggregate(runs)
     noise = D.study_noise(cells)
-    results, skipped = CL.evaluate(cells, args.exp, noise)
+    results, skipped = CL.evaluate(cells, args.exp)  # each context with its own seed noise
     sweep_frame = sweeps.sweep_table(cells)
     warn = document.provenance_warning(runs)
     if warn:
