@@ -513,6 +513,7 @@ def test_without_a_network_one_line_and_exit_1(tmp_path, capsys, monkeypatch, se
 
 @pytest.mark.parametrize("args, expected", [
     (["--exp", "nope", "--scale", "cpu"], "invalid --exp='nope'; allowed:"),
+    (["--exp", "experiments/fig1.yaml", "--scale", "cpu"], "invalid --exp='experiments/fig1.yaml'; allowed: a study name"),
     (["--exp", "fig1", "--scale", "huge"], "invalid --scale='huge'; allowed:"),
     (["--exp", "fig1", "--scale", "smoke"], "run `make table EXP=fig1 SCALE=smoke` first"),
     (["--exp", "fig1", "--scale", "cpu", "--timeout", "0"], "invalid --timeout=0; allowed: a positive number"),
