@@ -453,7 +453,7 @@ def test_the_command_saves_each_object_once_and_leaves_results_alone(server, tmp
     assert any(k.endswith("-config:cell.value:row=A,schedule.warmup=true") for k in colors)
 
 
-def test_entity_and_project_come_from_the_runs_config_unless_given(server, tmp_path):
+def test_entity_and_project_come_from_the_runs_config_unless_given(server, tmp_path, capsys):
     root = copy_study(tmp_path, "fig1")
     cells = root / "fig1" / "cpu" / "cells.csv"
     frame = pd.read_csv(cells, dtype=str, keep_default_na=False)
@@ -466,6 +466,17 @@ def test_entity_and_project_come_from_the_runs_config_unless_given(server, tmp_p
     assert DB.main(["--exp", "fig1", "--scale", "cpu", "--results", str(root), "--entity", "x", "--project", "y"]) == 0
     saves = server.saves()
     assert {(s["entityName"], s["projectName"]) for s in saves["workspace"] + saves["report"]} == {("x", "y")}
+
+    # runs that logged to two projects: the command asks which, before any network
+    frame.loc[0, "logger.project"] = "other"
+    frame.to_csv(cells, index=False)
+    server.requests.clear()
+    made = server.api_made
+    assert DB.main(["--exp", "fig1", "--scale", "cpu", "--results", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the runs disagree on logger.project: adafactor, other; pass --project" in err
+    assert server.api_made == made and not server.requests
+    assert DB.main(["--exp", "fig1", "--scale", "cpu", "--results", str(root), "--project", "adafactor"]) == 0
 
 
 def test_without_a_login_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
@@ -482,6 +493,10 @@ def test_without_a_login_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
     assert DB.main(["--exp", "fig1", "--scale", "cpu", "--results", str(root)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "WANDB_MODE=offline" in err and not made
+    monkeypatch.setenv("WANDB_MODE", "sideways")
+    assert DB.main(["--exp", "fig1", "--scale", "cpu", "--results", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "WANDB_MODE='sideways' is invalid" in err and not made
     assert tree_digest(root) == before
 
 

@@ -104,8 +104,8 @@ class Study:
     claims: pd.DataFrame  # claims.csv as written by make table, every column
     table_md: str  # table.md as written by make table
     images: list[str]  # the *.png of the folder, sorted
-    project: str | None  # logger.project of the runs (None: not in cells.csv)
-    entity: str | None  # logger.entity of the runs
+    projects: list[str]  # the runs' logger.project values (one, normally)
+    entities: list[str]  # the runs' logger.entity values (none when they logged to their default entity)
     commit: str | None = None  # the repository's commit now
     remote: str | None = None  # the repository's origin URL, for a link to the commit
     claim_cells: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (claim, context) → cell names
@@ -115,8 +115,14 @@ class Study:
         return f"{self.exp}/{self.scale}"
 
 
-def _one_value(runs: pd.DataFrame, key: str) -> str | None:
-    values = sorted({str(v) for v in runs.get(key, []) if v is not None and str(v).strip()})
+def _values(runs: pd.DataFrame, key: str) -> list[str]:
+    return sorted({str(v) for v in runs.get(key, []) if v is not None and str(v).strip()})
+
+
+def pick(given: str | None, values: list[str], key: str) -> str | None:
+    """The --entity/--project given, else the runs' one value of ``key`` (None if they have none)."""
+    if given:
+        return given
     if len(values) > 1:
         raise DashboardError(f"the runs disagree on {key}: {', '.join(values)}; pass --{key.split('.')[-1]} to choose")
     return values[0] if values else None
@@ -160,7 +166,7 @@ def load_study(exp: str, scale: str, results: Path) -> Study:
         exp=exp, scale=scale, folder=folder, description=description, runs=runs, cells=cells, claims=claims,
         table_md=(folder / "table.md").read_text(encoding="utf-8"),
         images=sorted(p.name for p in folder.glob("*.png")),
-        project=_one_value(runs, "logger.project"), entity=_one_value(runs, "logger.entity"),
+        projects=_values(runs, "logger.project"), entities=_values(runs, "logger.entity"),
         commit=_git("rev-parse", "HEAD"), remote=_git("remote", "get-url", "origin"),
     )
     study.claim_cells = claim_cells(study)
@@ -177,7 +183,7 @@ def claim_cells(study: Study) -> dict[tuple[str, str], list[str]]:
     """For each (claim, context) of claims.csv: the names of the cells that claim compares there.
 
     From the claims' own definitions (``factorial.report.claims``: each part's cells, looked up in the context
-    the report judged it in); a claim without cell parts (C15: every factored β1 = 0 cell) gets those cells.
+    the report judged it in). A claim judged on something else than compared cells (C15: state bytes) has none.
     """
     by_id = {c.id: c for c in CL.CLAIMS}
     out: dict[tuple[str, str], list[str]] = {}
@@ -190,8 +196,6 @@ def claim_cells(study: Study) -> dict[tuple[str, str], list[str]]:
         for values, ctx in CL.contexts(study.cells, claim):
             if T.section_title(values) != context:
                 continue
-            if not claim.parts:
-                names += [n for c in ctx.cells if c.get("optim.second_moment") == "factored" for n in _names(study, c)]
             for part in claim.parts:
                 for need in part.needs:
                     _, cell = ctx.resolve(need)
@@ -568,7 +572,10 @@ def _api(timeout: int):
     """A logged-in ``wandb.Api``; WandbUnavailable (one line) without a login or a network."""
     from .runlog import _find_credentials, resolve_wandb_mode
 
-    mode, reason = resolve_wandb_mode("auto")
+    try:
+        mode, reason = resolve_wandb_mode("auto")
+    except ValueError as err:  # e.g. WANDB_MODE=sideways
+        raise DashboardError(str(err)) from None
     if mode != "online":
         raise WandbUnavailable(f"W&B dashboards are online only, and W&B is {mode} here ({reason})")
     import wandb
@@ -618,9 +625,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.timeout <= 0:
             raise DashboardError(f"invalid --timeout={args.timeout}; allowed: a positive number of seconds")
         study = load_study(args.exp, args.scale, args.results)
-        project = args.project or study.project or "factorial"
+        project = pick(args.project, study.projects, "logger.project") or "factorial"
+        entity = pick(args.entity, study.entities, "logger.entity")
         api = _api(args.timeout)
-        entity = args.entity or study.entity
         if not entity:
             try:
                 entity = api.default_entity
