@@ -50,6 +50,14 @@ TABLE_ARGS ?=
 table: setup
 	$(PY) -m factorial.table --exp $(EXP) --scale $(SCALE) $(TABLE_ARGS)
 
+# A study's W&B dashboards, from results/$(EXP)/$(SCALE)/ (make table first): a saved workspace of the project
+# filtered to group $(EXP)/$(SCALE), and a report. Online only; DASHBOARD_ARGS="--entity E --project P" to choose.
+DASHBOARD_ARGS ?=
+
+.PHONY: dashboard
+dashboard: setup
+	$(PY) -m factorial.dashboard --exp $(EXP) --scale $(SCALE) $(DASHBOARD_ARGS)
+
 # Optimizer step time against torch/transformers peers, state bytes, and the trainer's overhead:
 # results/bench/<device>.{json,md}. `make bench BENCH_ARGS=--quick` checks the plumbing in seconds;
 # `.venv/bin/pip install -e '.[bench]'` adds transformers' Adafactor to the comparison.
