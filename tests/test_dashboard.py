@@ -300,8 +300,7 @@ def test_new_claim_columns_verdicts_and_figures_appear_without_code_changes(tmp_
     claims = pd.read_csv(folder / "claims.csv", dtype=str, keep_default_na=False)
     claims["mean difference %"] = "-3.1"
     claims["90% CI"] = "[-5.0, -1.2]"
-    claims["n"] = "3"
-    claims["paired"] = "True"
+    claims["seeds compared"] = "3"
     claims.loc[0, "verdict"] = "untestable here"
     claims.to_csv(folder / "claims.csv", index=False)
     shutil.copy(folder / "sweep_multiplier.png", folder / "lr_sensitivity.png")
@@ -310,12 +309,14 @@ def test_new_claim_columns_verdicts_and_figures_appear_without_code_changes(tmp_
     report = DB.build_report(study, "ent", "proj")
     texts = [b.text for b in report.blocks if isinstance(b, wr.MarkdownBlock)]
     verdicts = next(t for t in texts if t.startswith("| claim |"))
-    assert "| mean difference % | 90% CI | n | paired |" in verdicts.splitlines()[0]
+    header = verdicts.splitlines()[0]
+    assert "| mean difference % | 90% CI | seeds compared |" in header
+    assert "| estimate_pct | ci_low_pct | ci_high_pct | n | paired | method |" in header  # the report's own interval columns
     first = claims.iloc[0].to_dict()
     assert DB.claim_title(first).endswith("— untestable here")
     assert DB.claim_title(first) in [b.text for b in report.blocks if isinstance(b, wr.H3)]
     detail = DB.claim_markdown(first)
-    assert "**90% CI**: [-5.0, -1.2]" in detail and "**paired**: True" in detail and "**n**: 3" in detail
+    assert "**90% CI**: [-5.0, -1.2]" in detail and "**seeds compared**: 3" in detail
     assert detail in texts
     keys = [k for g in report_grids(report) for p in g.panels if isinstance(p, wr.MediaBrowser) for k in p.media_keys]
     assert "plot/lr_sensitivity" in keys and "plot/sweep_multiplier" in keys
