@@ -71,18 +71,26 @@ def _log_if_wide(ax, values: list[float], axis: str = "y") -> None:
     target.set_minor_formatter(mticker.NullFormatter())
 
 
-def _draw_cell(ax, runs, curves, cell: dict, color, label: str, linestyle="-") -> list[float]:
-    """Every seed of a cell as a line; diverged seeds as × at the top, at the step they diverged."""
+def _draw_cell(ax, runs, curves, cell: dict, color, label: str, linestyle="-", key: str = "val/ppl") -> list[float]:
+    """A cell as the mean of its seeds over their common steps with a min–max band (one seed: its line);
+    a diverged seed as × on the top edge of the axes, at the step it diverged."""
     ys = []
     drawn = False
-    for i, (_, c) in enumerate(_curves_of(curves, cell["run_ids"], "val/ppl")):
-        ax.plot(c["step"], c["val/ppl"], color=color, lw=1.4, ls=linestyle, alpha=0.85,
-                marker="o" if len(c) < 12 else None, ms=3, label=label if not drawn else None)
-        drawn = True
-        ys += [float(v) for v in c["val/ppl"]]
+    series = _curves_of(curves, cell["run_ids"], key)
+    if series:
+        wide = pd.concat([c.set_index("step")[key].astype(float).rename(rid) for rid, c in series], axis=1)
+        wide = wide.dropna() if len(series) > 1 else wide
+        if len(wide):
+            mean = wide.mean(axis=1)
+            ax.plot(mean.index, mean.values, color=color, lw=1.5, ls=linestyle, alpha=0.9,
+                    marker="o" if len(mean) < 12 else None, ms=3, label=label)
+            if len(series) > 1:
+                ax.fill_between(mean.index, wide.min(axis=1).values, wide.max(axis=1).values, color=color, alpha=0.15, lw=0)
+            drawn = True
+            ys += [float(v) for v in wide.values.ravel()]
     trans = blended_transform_factory(ax.transData, ax.transAxes)
     for step in _diverged_steps(runs, cell["run_ids"]):
-        ax.plot([step], [0.94], marker="x", ms=9, mew=2.2, color=color, transform=trans, clip_on=False,
+        ax.plot([step], [1.0], marker="x", ms=9, mew=2.2, color=color, transform=trans, clip_on=False,
                 label=None if drawn else label)
         drawn = True
     return ys
@@ -177,7 +185,7 @@ MAX_LINES_PER_PANEL = 8
 
 
 def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out: Path, name: str,
-                   title: str) -> list[tuple[str, str]]:
+                   title: str, key: str = "val/ppl") -> list[tuple[str, str]]:
     """One panel per column group of the layout (or one panel), one colour per table row."""
     recs = cells.to_dict("records")
     if not recs:
@@ -216,22 +224,31 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
             for c in recs:
                 if panel_of(c) == panel and line_of(c) == ln:
                     lab = ", ".join(x[1] for x in ln)
-                    all_y += _draw_cell(ax, runs, curves, c, colors[ln], f"{lab}: {R.format_stats(stats_of(c, ''))}")
+                    all_y += _draw_cell(ax, runs, curves, c, colors[ln], f"{lab}: {R.format_stats(stats_of(c, ''))}",
+                                        key=key)
         ax.set_title(", ".join(f"{f.header}={x[1]}" if f.header.count(".") else x[1] for f, x in zip(panel_fields, panel))
                      if panel else title, fontsize=10, loc="left")
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=7.5, title=", ".join(f.header for f in line_fields), title_fontsize=8, framealpha=0.85,
                   **(dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0) if outside else dict(loc="best")))
     _hide_unused(axes, len(panels))
-    _log_if_wide(axes.flat[0], all_y)
+    train = key == "train/loss"
+    if train:  # from the first logged step: a no-warmup failure shows early
+        axes.flat[0].set_xscale("log")
+        axes.flat[0].xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    else:
+        _log_if_wide(axes.flat[0], all_y)
     _clip_ylim(axes.flat[0], all_y)
+    what = "training loss (nats)" if train else "validation perplexity"
     for ax in axes[:, 0]:
-        ax.set_ylabel("validation perplexity")
-    fig.suptitle(f"{title}: validation perplexity against step (× = diverged)", x=0.01, ha="left", fontsize=12)
+        ax.set_ylabel(what)
+    fig.suptitle(f"{title}: {what} against step{' (log scale)' if train else ''} (× = diverged)", x=0.01, ha="left",
+                 fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     _save(fig, out / name)
-    return [(name, "Validation perplexity against step; one line per seed, × where a seed diverged; the legend gives "
-                   "final perplexity (mean ± std, n seeds).")]
+    return [(name, f"{what[0].upper() + what[1:]} against step{', on a log axis from the first logged step' if train else ''}; "
+                   "each cell the mean of its seeds with a min–max band, × on the top edge where a seed diverged; the "
+                   "legend gives final validation perplexity (mean ± std, n seeds).")]
 
 
 # --- Figure 1 -----------------------------------------------------------------------------------------
@@ -371,6 +388,7 @@ def sweep(cells: pd.DataFrame, index: list, columns: list, xkey: str, xlabel: st
     trans = blended_transform_factory(ax.transData, ax.transAxes)
     ys = []
     any_div = False
+    off_handles: list[Line2D] = []
     for j, ser in enumerate(series):
         color = PALETTE[j % 10]
         label = ", ".join(x[1] for x in ser) or "val ppl"
@@ -388,13 +406,15 @@ def sweep(cells: pd.DataFrame, index: list, columns: list, xkey: str, xlabel: st
         for x, s in pts:
             if s.all_diverged:
                 any_div = True
-                ax.plot([x], [0.95 - 0.04 * j], marker="x", ms=10, mew=2.4, color=color, transform=trans, clip_on=False,
+                ax.plot([x], [1.0], marker="x", ms=10, mew=2.4, color=color, transform=trans, clip_on=False,
                         label=None if fin else label)
         none = [stats_of(c, "") for c in recs if tuple(f.of(c) for f in columns) == ser and c.get(xkey) is None]
         for s in none:
             if s.mean is not None and not s.all_diverged:
                 ax.axhline(s.mean, color=color, ls="--", lw=1, alpha=0.8)
                 ys.append(s.mean)
+                off_handles.append(Line2D([], [], color=color, ls="--", lw=1,
+                                          label=f"{label}, {xlabel.split(' (')[0]} off: {R.format_ppl(s.mean)}"))
     _log_if_wide(ax, ys)
     if any_div and ys:  # room above the data for the × row
         lo, hi = min(ys), max(ys)
@@ -416,9 +436,8 @@ def sweep(cells: pd.DataFrame, index: list, columns: list, xkey: str, xlabel: st
     ax.set_ylabel("final validation perplexity")
     handles, labels = ax.get_legend_handles_labels()
     if any_div:
-        handles.append(Line2D([], [], color="k", marker="x", ls="", ms=8, mew=2, label="all seeds diverged"))
-    if any(c.get(xkey) is None for c in recs):
-        handles.append(Line2D([], [], color="k", ls="--", lw=1, label=f"{xlabel.split(' (')[0]} off"))
+        handles.append(Line2D([], [], color="k", marker="x", ls="", ms=8, mew=2, label="all seeds diverged (top edge)"))
+    handles += off_handles  # each dashed reference named by its own series (e.g. "d off, warmup")
     ax.legend(handles=handles, fontsize=8.5, loc="best", title=", ".join(f.header for f in columns) or None,
               title_fontsize=8.5)
     ax.grid(True, alpha=0.3, which="both")
@@ -526,6 +545,8 @@ def make_plots(exp: str, runs: pd.DataFrame, cells: pd.DataFrame, curves: pd.Dat
     layout = LAYOUTS.get(exp)
     if has_curves:
         made += generic_curves(runs, cells, curves, layout, out, "curves.png", exp)
+    if curves is not None and "train/loss" in curves and curves["train/loss"].notna().any():
+        made += generic_curves(runs, cells, curves, layout, out, "train_loss.png", exp, key="train/loss")
     if exp in ("fig1",) or fig1_cells(cells, exp):
         made += figure1(runs, cells, curves, exp, out)
     if exp == "table3":
