@@ -22,6 +22,7 @@ import logging
 import math
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +49,16 @@ FINISHED = ("completed", "diverged")
 EXIT_BUSY = 75  # EX_TEMPFAIL: another process is training this cell right now
 # Keys that do not change what a cell computes: they may differ between a run and its resumption.
 NON_SEMANTIC = ("train.progress", "train.threads", "optim.compile", "data.cache_dir", "logger", "run_dir", "cell")
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached a training cell: it saved a checkpoint at the step it had reached.
+
+    A BaseException, like KeyboardInterrupt: an interrupted cell is neither a result nor a failure."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(signum, step)
+        self.signum, self.step = signum, step
 
 
 # --- composing and naming ------------------------------------------------------------------------
@@ -345,14 +356,51 @@ def _train(cfg: Config, cfg_dict: dict, run_dir: Path, corpus, batches: TrainBat
         mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity, group=f"{cfg.exp}/{cfg.scale}",
         name=f"{cfg.cell or 'default'}/seed{cfg.train.seed}", tags=tags_for(cfg),
     )
-    with RunLogger(run_dir, wandb, cfg_dict, resume_step=progress["step"] if ckpt is not None else None) as logger:
+    # A start from step 0 replaces whatever an earlier start logged before it was cut (RunLogger drops
+    # those records and sets its W&B runs aside); a resumed start keeps what is up to its checkpoint.
+    with RunLogger(run_dir, wandb, cfg_dict, resume_step=progress["step"] if ckpt is not None else None,
+                   fresh=ckpt is None) as logger, _StopOnSignal() as stop:
         summary = _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus, device, amp_dtype,
-                        progress, logger, meta)
+                        progress, logger, meta, stop)
         logger.log_summary(summary)
     return summary
 
 
-def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus, device, amp_dtype, progress, logger, meta):
+class _StopOnSignal:
+    """SIGINT and SIGTERM ask the training loop to stop after the step in progress (which then saves a
+    checkpoint, as on SLURM preemption); the same signal twice stops at once. Only in the main thread."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signum == signum:  # the same signal again (Ctrl-C twice): do not wait for the step
+            raise KeyboardInterrupt
+        if self.signum is not None:  # e.g. the sweep's SIGTERM after the terminal's SIGINT: one stop
+            return
+        self.signum = signum
+        log.warning("%s received: saving a checkpoint after this step (again to stop at once)",
+                    signal.Signals(signum).name)
+
+    def __enter__(self) -> "_StopOnSignal":
+        try:
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: signals stay as they were
+            pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus, device, amp_dtype, progress, logger, meta,
+          stop: _StopOnSignal | None = None):
     from tqdm import tqdm
 
     t = cfg.train
@@ -371,9 +419,19 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
     if progress["step"] == 0:
         logger.log({"model/params": num_parameters(model), "data/train_tokens": int(len(corpus.train))}, step=0)
 
+    def checkpoint(step: int) -> None:
+        progress["step"], progress["elapsed"] = step, time.perf_counter() - start_time
+        progress["window_losses"] = list(window_losses)
+        save_checkpoint(run_dir, step, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "batches": batches.state_dict(), "progress": dict(progress),
+            "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+        })
+
     bar = tqdm(total=t.steps, initial=progress["step"], disable=not t.progress, dynamic_ncols=True, desc=cfg.cell or "cell")
     model.train()
     step = progress["step"]
+    saved_at = step  # the step of the newest checkpoint (or of the start)
     while step < t.steps:
         step += 1
         step_start = time.perf_counter()
@@ -428,16 +486,20 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
             logger.log(metrics, step=step)
         bar.update(1)
         if "train/loss" in metrics:
-            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", ppl=f"{_ppl(metrics['train/loss']):.1f}",
+            # train_ppl: exp of the training loss of the last log window (validation is val_ppl)
+            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", train_ppl=f"{_ppl(metrics['train/loss']):.1f}",
+                            **({"val_ppl": f"{_ppl(val_loss):.1f}"} if val_loss is not None else {}),
                             tok_s=f"{metrics['perf/tokens_per_s']:.0f}")
         if step % t.checkpoint_every == 0 and step < t.steps:
-            progress["step"], progress["elapsed"] = step, time.perf_counter() - start_time
-            progress["window_losses"] = list(window_losses)
-            save_checkpoint(run_dir, step, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "batches": batches.state_dict(), "progress": dict(progress),
-                "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-            })
+            checkpoint(step)
+            saved_at = step
+        if stop is not None and stop.signum is not None and step < t.steps:
+            if step > saved_at:
+                checkpoint(step)
+            bar.close()
+            log.warning("stopped at step %d by %s; checkpoint saved: run the same command again to resume",
+                        step, signal.Signals(stop.signum).name)
+            raise Interrupted(stop.signum, step)
     bar.close()
 
     test_loss = None
@@ -502,6 +564,10 @@ def main(argv: list[str] | None = None) -> int:
     except CellBusyError as err:
         print(f"factorial: {err}; not started", file=sys.stderr)
         return EXIT_BUSY
+    except Interrupted as err:
+        print(f"factorial: interrupted at step {err.step}; run the same command again to resume from there",
+              file=sys.stderr)
+        return 128 + int(err.signum)
     print(json.dumps({k: summary[k] for k in ("status", "step", "val_ppl", "test_ppl", "wall_time_s")}))
     print(f"run directory: {run_dir_for(cfg)}")
     return 0 if summary["status"] in FINISHED else 1
