@@ -51,7 +51,8 @@ table: setup
 	$(PY) -m factorial.table --exp $(EXP) --scale $(SCALE) $(TABLE_ARGS)
 
 # Optimizer step time against torch/transformers peers, state bytes, and the trainer's overhead:
-# results/bench/<device>.{json,md}. `make bench BENCH_ARGS=--quick` checks the plumbing in seconds;
+# results/bench/<device>.{json,md}. `make bench BENCH_ARGS=--quick` checks the plumbing in seconds
+# (into results/bench/<device>-quick.*; a run with fewer measurements goes to <device>-partial.*);
 # `.venv/bin/pip install -e '.[bench]'` adds transformers' Adafactor to the comparison.
 BENCH_ARGS ?=
 
