@@ -461,6 +461,8 @@ def test_end_to_end_real_cells(tmp_path):
                  "### C1 ", "### C4 ", "### C8 ", "### C15 ", "Claims this study cannot speak to", "**C14**",
                  "## Rules and thresholds", "(n=1)", "![curves.png](curves.png)"):
         assert text in report, text
+    # a smoke-scale verdict carries the README's caveat, before the verdicts
+    assert report.index("**Plumbing only.**") < report.index("| claim | paper | verdict | reason |")
     verdicts = pd.read_csv(d / "claims.csv").set_index("claim")["verdict"]
     assert "C13" in verdicts.index  # A and G with warmup logged RMS(U): table2 speaks to C13 too
     assert verdicts["C15"] == "reproduced"  # factored state of the tiny model ≤ 2/32 of 4·params
@@ -537,6 +539,12 @@ def test_c12_needs_the_large_sgd_lr_to_train_with_warmup(tmp_path):
     p = part(both, "at large lr")
     assert p.judgement.value is None and "diverged too" in p.judgement.reason
     assert both.verdict == "inconclusive"
+
+
+def test_a_report_at_a_real_scale_has_no_plumbing_caveat(tmp_path):
+    out = tmp_path / "results"
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(out)]) == 0
+    assert "Plumbing only" not in (out / "fig1" / "tiny" / "REPORT.md").read_text()
 
 
 def _tree(root: Path) -> dict[str, bytes]:

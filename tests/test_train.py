@@ -334,3 +334,49 @@ def test_files_a_run_writes_follow_the_umask(tmp_path, umask):
         os.umask(old)
     for path in (tmp_path / "summary.json", ckpt):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, oct(path.stat().st_mode)
+
+
+# --- the command line explains itself --------------------------------------------------------------------
+
+
+def test_help_lists_every_group_option_study_and_scale():
+    proc = _cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for option in ("scale=smoke", "scale=cpu", "scale=paper", "row=A", "row=P", "row=Q300", "model=tiny",
+                   "model=base", "optim=adafactor", "optim=sgd", "data=text", "logger=none"):
+        assert option in out, option
+    assert "optim.clip_threshold=1.0" in out and "schedule.warmup=true" in out  # keys with their defaults
+    assert "table2" in out and "smoke" in out and "--cfg job" in out
+
+
+def test_cfg_job_prints_the_resolved_config_and_runs_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "never"
+    assert T.main(["--cfg", "job", "scale=smoke", "row=O", f"run_dir={run_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert "second_moment: factored" in out and "steps: 30" in out and "row: O" in out
+    assert not run_dir.exists()
+    assert T.main(["--cfg", "hydra", "scale=smoke"]) == 2
+    assert "allowed: --cfg job" in capsys.readouterr().err
+
+
+def test_the_error_for_clip_threshold_suggests_what_the_command_line_accepts(tmp_path, capsys):
+    assert T.main(["scale=smoke", f"run_dir={tmp_path / 'never'}", "optim.clip_threshold=0"]) == 2
+    err = capsys.readouterr().err
+    assert "null (no clipping)" in err and "None" not in err
+    # and what it suggests works
+    assert T.main(["--cfg", "job", "scale=smoke", "optim.clip_threshold=null"]) == 0
+    assert "clip_threshold: null" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override,suggestion", [
+    ("optim.clip_treshold=1", "did you mean optim.clip_threshold?"),
+    ("trian.steps=3", "did you mean train?"),
+    ("model.d_modle=64", "did you mean model.d_model?"),
+    ("optim=adamm", "did you mean optim=adam?"),
+    ("row=Q11", "row=Q1"),
+])
+def test_a_misspelled_key_or_option_gets_a_did_you_mean(tmp_path, capsys, override, suggestion):
+    assert T.main(["scale=smoke", f"run_dir={tmp_path / 'never'}", override]) == 2
+    assert suggestion in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()

@@ -544,7 +544,112 @@ def describe_error(err: BaseException) -> str:
     cause = err.__cause__
     if cause is not None:
         text += f" ({' '.join(x.strip() for x in str(cause).splitlines() if x.strip() and not x.strip().startswith(('reference_type', 'object_type')))})"
-    return text
+    return text + did_you_mean(text)
+
+
+def did_you_mean(text: str) -> str:
+    """'; did you mean ...?' for a misspelled key or group option in Hydra's message, else ''."""
+    import difflib
+
+    key = re.search(r"full_key: ([A-Za-z0-9_.]+)", text)
+    if key:
+        parent, _, name = key.group(1).rpartition(".")
+        keys = C.schema_keys(parent)
+        if keys:
+            close = difflib.get_close_matches(name, keys, n=3, cutoff=0.6)
+            allowed = f"keys of {parent or 'the config'}: {', '.join(keys)}"
+            if close:
+                return f"; did you mean {' or '.join((parent + '.' if parent else '') + c for c in close)}? ({allowed})"
+            return f"; allowed: {allowed}"
+    option = re.search(r"Could not find '([A-Za-z0-9_]+)/([^']+)'.*available options in '[^']+': ([^;(]+)", text)
+    if option:
+        group, name, options = option.group(1), option.group(2), option.group(3).split()
+        close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
+        if close:
+            return f"; did you mean {' or '.join(f'{group}={c}' for c in close)}?"
+    return ""
+
+
+def _first_comment(path: Path) -> str:
+    """A config file's leading comment (its description), cut at about 150 characters."""
+    words = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line.startswith("#"):
+            break
+        if "@package" not in line:
+            words.append(line.lstrip("# ").strip())
+    text = " ".join(words)
+    return text if len(text) <= 150 else text[:149].rsplit(" ", 1)[0] + " …"
+
+
+def describe_row(letter: str) -> str:
+    from .rows import TABLE2
+
+    o = TABLE2[letter].optim
+    if o["name"] == "sgd":
+        return f"SGD, lr = {o['lr_scale']:g}·s_t"
+    beta2 = f"β2_t = 1 - t^-{o['beta2_exponent']:g}" if o["beta2_exponent"] is not None else f"β2 = {o['beta2']:g}"
+    clip = f"clipping d = {o['clip_threshold']:g}" if o["clip_threshold"] is not None else "no clipping"
+    step = "relative step ρ_t = s_t" if o["relative_step"] else f"absolute step α_t = {o['lr_scale']:g}·s_t"
+    moment = {"full": "full V", "factored": "factored V", "row": "row means only", "col": "column means only"}
+    return f"{moment[o['second_moment']]}, β1 = {o['beta1']:g}, {beta2}, {clip}, {step}"
+
+
+def group_options() -> dict[str, list[tuple[str, str]]]:
+    """Every config group and its options with a one-line description."""
+    from .model import PRESETS
+    from .rows import TABLE2
+
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for group in ("scale", "optim", "data", "logger"):
+        groups[group] = [(p.stem, _first_comment(p)) for p in sorted((C.CONF_DIR / group).glob("*.yaml"))]
+    groups["model"] = [(name, ", ".join(f"{k}={v}" for k, v in C.dataclasses.asdict(preset).items()
+                                        if k in ("d_model", "n_layers", "n_heads", "d_ff", "context_length")))
+                       for name, preset in PRESETS.items()]
+    groups["row"] = [(letter, describe_row(letter)) for letter in TABLE2]
+    return groups
+
+
+def help_text() -> str:
+    from omegaconf import OmegaConf
+
+    from .runlog import flatten
+    from .sweep import available_scales, available_studies
+
+    lines = [
+        "usage: python -m factorial.train [--help] [--cfg job] [KEY=VALUE | GROUP=OPTION ...]",
+        "",
+        "Train one cell of a study (a Transformer LM with one optimizer setting), resumably: the same",
+        "command again resumes it from its last checkpoint; a finished cell is not trained again.",
+        "Overrides are Hydra's (conf/config.yaml): GROUP=OPTION picks a config file or preset, KEY=VALUE",
+        "sets one value (null for none, true/false). Example:",
+        "",
+        "  python -m factorial.train scale=smoke row=H schedule.warmup=false logger=none",
+        "  python -m factorial.train --cfg job scale=cpu row=O    # print the resolved config, run nothing",
+        "",
+        "Options:",
+        "  -h, --help   this text",
+        "  --cfg job    print the cell's resolved config (YAML) and exit",
+        "",
+        "Config groups (GROUP=OPTION):",
+    ]
+    for group, options in group_options().items():
+        lines.append(f"  {group}:")
+        width = max(len(name) for name, _ in options)
+        lines += [f"    {group}={name:<{width}}  {text}" for name, text in options]
+    lines += ["", "Keys (KEY=VALUE) and their defaults (without a scale or row):"]
+    defaults = flatten(OmegaConf.to_container(OmegaConf.structured(compose([]))))
+    for key, value in defaults.items():
+        lines.append(f"  {key}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}")
+    lines += [
+        "",
+        f"Studies (python -m factorial.sweep --exp NAME): {', '.join(available_studies())}",
+        f"Scales (scale=NAME, --scale NAME): {', '.join(available_scales())}",
+        "",
+        "What each knob, row and claim means: docs/PAPER.md; the logged metrics: docs/METRICS.md.",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -553,10 +658,35 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in overrides or "--help" in overrides:
+        print(help_text())
+        return 0
+    show_cfg = None
+    for i, arg in enumerate(overrides):
+        if arg == "--cfg" or arg.startswith("--cfg="):
+            value = arg.split("=", 1)[1] if "=" in arg else (overrides[i + 1] if i + 1 < len(overrides) else "")
+            if value != "job":
+                print(f"factorial: error: invalid --cfg {value!r}; allowed: --cfg job (print the resolved config)",
+                      file=sys.stderr)
+                return 2
+            show_cfg = i
+            del overrides[i:i + (1 if "=" in arg else 2)]
+            break
+    bad = [a for a in overrides if a.startswith("-")]
+    if bad:
+        print(f"factorial: error: unknown option {bad[0]!r}; allowed: --help, --cfg job, and KEY=VALUE overrides "
+              "(python -m factorial.train --help lists them)", file=sys.stderr)
+        return 2
     try:
         cfg = compose(overrides)
         if cfg.cell is None:
             cfg.cell = cell_name(overrides)
+        if show_cfg is not None:
+            from omegaconf import OmegaConf
+
+            print(f"# run directory: {run_dir_for(cfg)}")
+            print(OmegaConf.to_yaml(OmegaConf.create(C.to_dict(cfg))), end="")
+            return 0
         summary = run_cell(cfg)
     except (ConfigError, DataError, HydraException, OmegaConfBaseException) as err:
         print(f"factorial: error: {describe_error(err)}", file=sys.stderr)

@@ -11,6 +11,12 @@ from . import rules as R
 from .claims import ClaimResult, Claim
 from .tables import Table, to_markdown
 
+# Scales whose verdicts test the plumbing only (a model and a run far too small to say anything about the paper).
+PLUMBING_SCALES = ("smoke",)
+PLUMBING_CAVEAT = ("> **Plumbing only.** At the `smoke` scale (a 25k-parameter model, 30 steps) the verdicts below "
+                   "show that runs, tables and rules work end to end; they say nothing about the paper's claims. "
+                   "The `cpu` scale is the smallest that does (README.md, results/README.md).")
+
 VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "inconclusive": "❔ inconclusive"}
 
 
@@ -106,6 +112,8 @@ def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: p
               f"make table EXP={exp} SCALE={scale}   # this folder: {command}", "```", ""]
 
     lines += ["## Verdicts", ""]
+    if scale in PLUMBING_SCALES:
+        lines += [PLUMBING_CAVEAT, ""]
     if results:
         lines += ["| claim | paper | verdict | reason |", "|---|---|---|---|"]
         for r in results:
