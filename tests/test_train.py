@@ -380,3 +380,19 @@ def test_a_misspelled_key_or_option_gets_a_did_you_mean(tmp_path, capsys, overri
     assert T.main(["scale=smoke", f"run_dir={tmp_path / 'never'}", override]) == 2
     assert suggestion in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_a_single_cell_writes_its_train_log_and_a_swept_one_is_not_logged_twice(tmp_path, cache_dir):
+    proc = _cli(*smoke(tmp_path / "one", cache_dir))
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "one" / "train.log").read_text()
+    assert text.count("=== factorial.train") == 1 and "W&B mode: disabled" in text
+    # as the sweep runs it: stdout and stderr already go to train.log, so nothing is written twice
+    run_dir = tmp_path / "swept"
+    run_dir.mkdir()
+    with open(run_dir / "train.log", "ab") as f:
+        subprocess.run([sys.executable, "-m", "factorial.train", *smoke(run_dir, cache_dir)], stdout=f,
+                       stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"}, cwd=REPO_ROOT,
+                       timeout=600, check=True)
+    text = (run_dir / "train.log").read_text()
+    assert "=== factorial.train" not in text and text.count("W&B mode: disabled") == 1

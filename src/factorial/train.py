@@ -17,9 +17,11 @@ ends the cell as ``diverged``: a result, not a crash.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
+import os
 import platform
 import re
 import signal
@@ -289,7 +291,7 @@ def run_cell(cfg: Config) -> dict:
     eval_batches(corpus.test, cfg.model.context_length, cfg.train.batch_size)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    with CellLock(run_dir):
+    with CellLock(run_dir), _train_log(run_dir):
         # Another process may have finished the cell between the check above and the lock.
         done = finished_summary(summary_path)
         if done is not None:
@@ -297,6 +299,7 @@ def run_cell(cfg: Config) -> dict:
         try:
             return _train(cfg, cfg_dict, run_dir, corpus, batches)
         except Exception as err:
+            log.error("the cell failed: %s: %s", type(err).__name__, err)
             # A crash of the cell is recorded as a result (the sweep goes on); the next run retries it.
             oom = isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
             failed = {"status": "failed", "error": "out of memory" if oom else f"{type(err).__name__}: {err}"}
@@ -305,6 +308,32 @@ def run_cell(cfg: Config) -> dict:
             except OSError as write_err:  # e.g. the disk is full: the previous files stay as they were
                 log.error("could not record the failure in %s: %s", summary_path, write_err)
             raise
+
+
+@contextlib.contextmanager
+def _train_log(run_dir: Path):
+    """Append this process's log lines to <run_dir>/train.log, unless its stderr already goes there
+    (the sweep sends a cell's whole output to that file)."""
+    path = run_dir / "train.log"
+    try:
+        same = path.exists() and os.path.samestat(os.fstat(sys.stderr.fileno()), path.stat())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        same = False
+    if same:
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"\n=== factorial.train {time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}: "
+                f"{' '.join(sys.argv)}\n")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _train(cfg: Config, cfg_dict: dict, run_dir: Path, corpus, batches: TrainBatches) -> dict:
