@@ -53,7 +53,7 @@ from .model import PRESETS, Transformer
 from .optim import Adafactor
 
 # The vocabulary each preset is benchmarked with: the smoke scale's (tiny), the CPU scale's (cpu),
-# and for base the 8192 of the Transformer-base-like shapes measured in ../shared/NOTES.md
+# and for base the 8192 of the Transformer-base-like shapes described in docs/NOTES.md
 # (23.1 M parameters); the paper scale's 32768 is `--vocab base=32768`.
 VOCAB = {"tiny": 512, "cpu": 4096, "base": 8192}
 ALG6 = dict(lr=1e-2, beta1=0.0, beta2_exponent=0.8, second_moment="factored", clip_threshold=1.0, relative_step=True)

@@ -1,6 +1,6 @@
 """The config schema: Hydra structured configs for every component of a cell.
 
-The tree mirrors the object graph (../shared/STYLE.md, lightning-hydra-template): ``model``, ``data``,
+The tree mirrors the object graph (as lightning-hydra-template does): ``model``, ``data``,
 ``optim``, ``schedule``, ``train``, ``logger``. YAML files under ``conf/`` choose values; the
 dataclasses here fix the keys and types, so an unknown key or a wrong type stops Hydra before a cell
 starts, and ``validate`` checks every range with a message that names the key, the value and what is
@@ -104,7 +104,7 @@ class OptimSchema:
 
 @dataclass
 class ScheduleSchema:
-    """s_t of PAPER.md §3: peak·min(t/W, √(W/t)) with warmup, peak·min(1, √(W/t)) without."""
+    """s_t of docs/PAPER.md §3: peak·min(t/W, √(W/t)) with warmup, peak·min(1, √(W/t)) without."""
 
     warmup: bool = True
     warmup_steps: Optional[int] = None  # None: a tenth of train.steps (10k of 100k in the paper)

@@ -14,7 +14,7 @@ written earlier) and writes ``<out>/<exp>/<scale>/``:
     table.md / table.csv / table.tex    the study's table
     *.png        the figures
     claims.csv   one row per claim verdict
-    REPORT.md    provenance, the table, the figures, and each claim of PAPER.md §8 the study speaks to
+    REPORT.md    provenance, the table, the figures, and each claim of docs/PAPER.md §8 the study speaks to
                  with the cells compared, the numbers, the rule and the verdict
 
 and then ``<out>/CLAIMS-<scale>.md`` (+ ``claims-<scale>.csv``): one headline verdict per claim C1–C15
