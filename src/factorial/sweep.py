@@ -62,7 +62,8 @@ Launchers (``--launcher``)
 
 ``local`` (default)  ``--jobs`` worker threads, each running one cell subprocess at a time; on a machine
                      with several CUDA GPUs, worker i runs its cells on GPU i % n_gpus
-                     (CUDA_VISIBLE_DEVICES). Ctrl-C / SIGTERM terminate the running cells.
+                     (CUDA_VISIBLE_DEVICES). Ctrl-C / SIGTERM stop the running cells, each saving a
+                     checkpoint at the step it reached. ``--jobs auto`` (default): one per GPU, else one per core.
 ``submitit_local``   the submitit library (what hydra-submitit-launcher uses) with its local executor:
                      at most ``--jobs`` jobs at a time, each running the same subprocess (job slot i on
                      GPU i % n_gpus when ``--gpus-per-cell`` > 0); job files in ``<runs>/<exp>/<scale>/.submitit/``.
@@ -820,7 +821,7 @@ def studies_help() -> str:
     lines += ["", f"scales (--scale NAME): {', '.join(available_scales())} (smoke: seconds per cell, plumbing only; "
               "cpu: the CPU study; paper: the paper's setup, for GPUs)",
               "", "examples:",
-              "  python -m factorial.sweep --exp smoke --scale smoke            # four tiny cells, about a minute",
+              "  python -m factorial.sweep --exp smoke --scale smoke            # four tiny cells, under a minute",
               "  python -m factorial.sweep --exp table2 --scale cpu --dry-run   # list the cells, run nothing",
               "", "Rows, knobs and claims: docs/PAPER.md. A cell's config: python -m factorial.train --help."]
     return "\n".join(lines)

@@ -1,17 +1,22 @@
 """One cell of a study: train a Transformer LM with one optimizer setting, resumably.
 
     python -m factorial.train model=tiny row=H schedule.warmup=false train.steps=200
+    python -m factorial.train --help                       # every group, row and key, with defaults
+    python -m factorial.train --cfg job scale=cpu row=O    # the resolved config; runs nothing
 
 What a cell writes into its run directory (runs/<exp>/<scale>/<cell>/seed<k>/ by default):
 
     config.yaml     the resolved config                meta.json     commit, versions, device, data hashes
     metrics.jsonl   one JSON line per logged step      summary.json  status and final numbers
     checkpoints/    the last two checkpoints           wandb/        the W&B run (offline or online)
+    train.log       the log of each start (docs/METRICS.md explains every file and metric)
 
 A cell that already finished is not trained again; one that was interrupted resumes from its last
 checkpoint with the model, optimizer, schedule, RNG and data position restored, so its metrics equal
 an uninterrupted run's (bit for bit on CPU). A loss that turns NaN/inf or exceeds ``train.diverge_loss``
-ends the cell as ``diverged``: a result, not a crash.
+ends the cell as ``diverged``: a result, not a crash. SIGINT or SIGTERM stops a cell after the step in
+progress with a checkpoint saved at that step (exit status 128 + the signal); a cell killed before its
+first checkpoint starts again from step 0 and replaces what it had logged.
 """
 
 from __future__ import annotations
