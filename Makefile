@@ -5,7 +5,25 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast clean-venv sweep table
+.PHONY: help setup test test-fast clean-venv sweep table smoke
+
+# `make help` (also plain `make`): the targets, their variables, the studies and scales.
+help:
+	@echo "factorial: reproducible ablation studies of the Adafactor optimizer (README.md, docs/)"
+	@echo ""
+	@echo "  make smoke                     a four-cell study at smoke scale: about a minute, plumbing only"
+	@echo "  make sweep [EXP=] [SCALE=] [JOBS=] [ARGS=]   run a study, then build its tables (default EXP=table2 SCALE=cpu)"
+	@echo "  make table [EXP=] [SCALE=] [TABLE_ARGS=]      rebuild results/EXP/SCALE/ from runs/EXP/SCALE/"
+	@echo "  make bench [BENCH_ARGS=--quick]               optimizer speed and memory: results/bench/"
+	@echo "  make test | test-fast          the test suite (test-fast skips the slow end-to-end tests)"
+	@echo "  make setup | clean-venv        create (or remove) .venv with the pinned dependencies"
+	@echo ""
+	@echo "  JOBS=auto (default): one cell per CPU core (one per GPU on a GPU machine); LAUNCHER=local|submitit_local|slurm"
+	@echo "  studies (EXP=): $(basename $(notdir $(wildcard experiments/*.yaml)))"
+	@echo "  scales (SCALE=): $(basename $(notdir $(wildcard conf/scale/*.yaml)))"
+	@echo ""
+	@echo "  .venv/bin/python -m factorial.train --help    every config group, row and key of one cell"
+	@echo "  .venv/bin/python -m factorial.sweep --help    the sweep's options and what each study runs"
 
 setup: $(STAMP)
 
@@ -26,11 +44,12 @@ clean-venv:
 	rm -rf $(VENV)
 
 # A study (experiments/$(EXP).yaml) at a scale (conf/scale/$(SCALE).yaml), resumable: re-running skips
-# finished cells. `make sweep EXP=fig1 SCALE=smoke JOBS=2 ARGS="logger=none"`; LAUNCHER=submitit_local|slurm
+# finished cells. `make sweep EXP=fig1 SCALE=smoke JOBS=2 ARGS="logger=none"` (JOBS=auto: one cell per core,
+# or per GPU); LAUNCHER=submitit_local|slurm
 # with PARTITION= and TIME= (minutes) for submitit/SLURM.
 EXP ?= table2
 SCALE ?= cpu
-JOBS ?= 1
+JOBS ?= auto
 LAUNCHER ?= local
 PARTITION ?=
 TIME ?=
@@ -42,6 +61,10 @@ sweep: setup
 	status=$$?; \
 	if [ $$status -le 1 ]; then $(PY) -m factorial.table --exp $(EXP) --scale $(SCALE) $(TABLE_ARGS) || status=$$?; fi; \
 	exit $$status
+
+# The first minute: the smoke study at smoke scale (four tiny cells, local logs only), then its tables.
+smoke: setup
+	@$(MAKE) --no-print-directory sweep EXP=smoke SCALE=smoke ARGS="logger=none $(ARGS)"
 
 # A study's tables, figures and REPORT.md from what its runs wrote: results/$(EXP)/$(SCALE)/.
 # TABLE_ARGS="--source wandb" reads the runs from W&B instead; TABLE_ARGS="--wandb" also logs a summary run.
@@ -59,7 +82,8 @@ dashboard: setup
 	$(PY) -m factorial.dashboard --exp $(EXP) --scale $(SCALE) $(DASHBOARD_ARGS)
 
 # Optimizer step time against torch/transformers peers, state bytes, and the trainer's overhead:
-# results/bench/<device>.{json,md}. `make bench BENCH_ARGS=--quick` checks the plumbing in seconds;
+# results/bench/<device>.{json,md}. `make bench BENCH_ARGS=--quick` checks the plumbing in seconds
+# (into results/bench/<device>-quick.*; a run with fewer measurements goes to <device>-partial.*);
 # `.venv/bin/pip install -e '.[bench]'` adds transformers' Adafactor to the comparison.
 BENCH_ARGS ?=
 

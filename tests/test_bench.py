@@ -60,6 +60,23 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
     assert "under load" not in B.to_markdown(dict(result, under_load=False))
 
 
+def test_a_quick_or_partial_run_never_writes_over_the_full_results(tmp_path):
+    """`make bench BENCH_ARGS=--quick` must leave results/bench/<device>.{json,md} as they were."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    full = {tmp_path / f"{device}.json": b"{\"full\": 1}\n", tmp_path / f"{device}.md": b"# full run\n"}
+    for path, data in full.items():
+        path.write_bytes(data)
+    assert B.main(["--quick", "--no-overhead", "--out", str(tmp_path)]) == 0
+    for path, data in full.items():
+        assert path.read_bytes() == data
+    assert (tmp_path / f"{device}-quick.json").is_file() and (tmp_path / f"{device}-quick.md").is_file()
+    # fewer measurements than a full run: a partial run, also written beside it
+    assert B.output_name(B.parse_args(["--presets", "tiny"]), device) == f"{device}-partial"
+    assert B.output_name(B.parse_args(["--no-overhead"]), device) == f"{device}-partial"
+    assert B.output_name(B.parse_args(["--threads", "2"]), device) == device
+    assert B.output_name(B.parse_args(["--quick", "--name", "mine"]), device) == "mine"
+
+
 def test_factored_state_is_under_half_a_percent_of_adams_on_base_shapes():
     """C15 on the real base parameter list, from the state tensors (no timing)."""
     shapes = B.preset_shapes("base", B.VOCAB["base"])

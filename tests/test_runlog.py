@@ -391,14 +391,71 @@ def test_wandb_init_failure_is_one_warning(tmp_path, caplog, monkeypatch):
         raise wandb.errors.CommError("invalid API key / network unreachable")
 
     monkeypatch.setattr(wandb, "init", failing_init)
+    monkeypatch.setattr(runlog, "wandb_server_reachable", lambda: (True, "api.wandb.ai:443"))
     with RunLogger(tmp_path, WandbSettings(mode="online"), {"a": {"b": 1}}) as rl:
         assert rl.wandb_mode == "disabled" and rl.wandb_dir is None
         rl.log({"train/loss": 2.0}, 1)
         rl.log_summary({"x": 1})
     warns = runlog_warnings(caplog)
-    assert len(warns) == 1
+    assert len(warns) == 1  # online, then offline, failed: still one warning
     assert "wandb.init" in warns[0].getMessage() and "invalid API key" in warns[0].getMessage()
     assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "train/loss": 2.0}]
+
+
+def test_a_failed_online_start_falls_back_to_an_offline_run_once(tmp_path, caplog, monkeypatch):
+    """A key but no network: wandb.init online raises; the run is recorded offline, with one warning."""
+    import wandb
+
+    real_init = wandb.init
+    modes = []
+
+    def init(*args, **kwargs):
+        modes.append(kwargs["mode"])
+        if kwargs["mode"] == "online":
+            raise wandb.errors.CommError("dial tcp: lookup api.wandb.ai: no such host")
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(runlog, "wandb_server_reachable", lambda: (True, "api.wandb.ai:443"))
+    monkeypatch.setenv("WANDB_API_KEY", KEY40)
+    with caplog.at_level(logging.INFO, logger=LOGGER), \
+            RunLogger(tmp_path, WandbSettings(mode="auto"), {"a": 1}) as rl:
+        assert rl.wandb_mode == "offline"
+        assert rl.wandb_dir is not None and rl.wandb_dir.name.startswith("offline-run-")
+        for step in (1, 2, 3):
+            rl.log({"train/loss": 1.0 / step}, step)
+    assert modes == ["online", "offline"]
+    warns = runlog_warnings(caplog)
+    assert len(warns) == 1, [w.getMessage() for w in warns]
+    assert "no such host" in warns[0].getMessage() and "wandb sync" in warns[0].getMessage()
+    assert [r["step"] for r in read_offline_wandb_history(tmp_path)] == [1, 2, 3]  # syncable later
+
+
+def test_an_unreachable_server_goes_offline_without_trying_online(tmp_path, caplog, monkeypatch):
+    """No route to the server: offline at once (no wandb.init timeout per cell), one warning."""
+    import socket
+
+    import wandb
+
+    with socket.socket() as s:  # a local port nobody listens on: connecting is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    real_init = wandb.init
+    modes = []
+
+    def init(*args, **kwargs):
+        modes.append(kwargs["mode"])
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    with RunLogger(tmp_path, WandbSettings(mode="online"), {"a": 1}) as rl:
+        assert rl.wandb_mode == "offline"
+        rl.log({"train/loss": 1.0}, 1)
+    assert modes == ["offline"]
+    warns = runlog_warnings(caplog)
+    assert len(warns) == 1 and "out of reach" in warns[0].getMessage()
+    assert [r["step"] for r in read_offline_wandb_history(tmp_path)] == [1]
 
 
 class _BrokenRun:

@@ -474,3 +474,51 @@ def test_a_failed_cell_does_not_stop_the_sweep_and_is_retried(tmp_path, cache_di
     proc = sweep_cli("--exp", "smoke", "--scale", "smoke", *extra, root=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "1 completed" in proc.stdout and "3 skipped" in proc.stdout
+
+
+# --- the first hour: help, jobs, progress ------------------------------------------------------------------
+
+
+def test_sweep_help_lists_the_studies_and_scales(tmp_path):
+    proc = sweep_cli("--help", root=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name in S.available_studies() + S.available_scales():
+        assert name in proc.stdout, name
+    assert "Table 2 — rows A–P" in proc.stdout  # the study's description
+
+
+def test_make_help_lists_targets_studies_and_scales():
+    proc = subprocess.run(["make", "--no-print-directory", "help"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for word in ("make smoke", "make sweep", "make table", "make bench", "make test", "table2", "smoke", "paper",
+                 "factorial.train --help"):
+        assert word in proc.stdout, word
+
+
+def test_jobs_auto_is_one_cell_per_core_or_per_gpu(tmp_path):
+    import os
+
+    assert 1 <= S.auto_jobs([]) <= (os.cpu_count() or 1)
+    assert S.auto_jobs(["0", "1", "2"]) == 3
+    args = S.parse_args(["--exp", "smoke", "--scale", "smoke"])
+    assert args.jobs == "auto"
+    S.check_args(args)
+    assert args.jobs == "auto"
+    args = S.parse_args(["--exp", "smoke", "--scale", "smoke", "--jobs", "3"])
+    S.check_args(args)
+    assert args.jobs == 3
+    with pytest.raises(S.SweepError, match="invalid --jobs=many; allowed: an integer >= 1, or auto"):
+        S.check_args(S.parse_args(["--jobs", "many"]))
+
+
+def test_progress_line_shows_a_running_cells_step_and_loss(tmp_path):
+    cell = S.Cell("row=A,schedule.warmup=true", ["row=A", "schedule.warmup=true"], {}, [0])
+    run = S.Run(cell, 0, tmp_path, [], steps=1200)
+    assert S.latest_progress(run) == "row=A,schedule.warmup=true/seed0 starting"
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        f.write(json.dumps({"step": 0, "model/params": 10}) + "\n")
+        f.write(json.dumps({"step": 20, "train/loss": 4.25, "train/lr": 1e-3}) + "\n")
+        f.write(json.dumps({"step": 20, "rms_u/tok_emb": 1.0}) + "\n")
+        f.write('{"step": 40, "train/lo')  # a line being written
+    assert S.latest_progress(run) == "row=A,schedule.warmup=true/seed0 step 20/1200 loss 4.250"

@@ -446,6 +446,8 @@ def test_end_to_end_real_cells(tmp_path):
                  "### C1 ", "### C4 ", "### C8 ", "### C15 ", "Claims this study cannot speak to", "**C14**",
                  "## Rules and thresholds", "(n=1)", "![curves.png](curves.png)"):
         assert text in report, text
+    # a smoke-scale verdict carries the README's caveat, before the verdicts
+    assert report.index("**Plumbing only.**") < report.index("| claim | paper | verdict | reason |")
     verdicts = pd.read_csv(d / "claims.csv").set_index("claim")["verdict"]
     assert "C13" in verdicts.index  # A and G with warmup logged RMS(U): table2 speaks to C13 too
     assert verdicts["C15"] == "reproduced"  # factored state of the tiny model ≤ 2/32 of 4·params
@@ -522,3 +524,47 @@ def test_c12_needs_the_large_sgd_lr_to_train_with_warmup(tmp_path):
     p = part(both, "at large lr")
     assert p.judgement.value is None and "diverged too" in p.judgement.reason
     assert both.verdict == "inconclusive"
+
+
+def test_a_report_at_a_real_scale_has_no_plumbing_caveat(tmp_path):
+    out = tmp_path / "results"
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(out)]) == 0
+    assert "Plumbing only" not in (out / "fig1" / "tiny" / "REPORT.md").read_text()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_build_from_fewer_finished_runs_never_replaces_the_results(tmp_path, capsys):
+    """An interrupted sweep's runs must not overwrite results built from more runs: refused with exit 2,
+    nothing written (tables, figures, CLAIMS-<scale>.md); --force replaces them, --out writes elsewhere."""
+    import shutil
+
+    out = tmp_path / "results"
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(out)]) == 0
+    before = _tree(out)
+    assert "fig1/tiny/fig1_rms_u.png" in before
+    partial = tmp_path / "runs"
+    shutil.copytree(RUNS / "fig1", partial / "fig1")
+    gone = next((partial / "fig1" / "tiny").iterdir())
+    shutil.rmtree(gone)  # one of the two cells has not run yet
+    capsys.readouterr()
+
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(partial), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "refused to overwrite" in err and f"{gone.name}/seed0" in err
+    assert "--force" in err and "--out" in err and "make sweep EXP=fig1 SCALE=tiny" in err
+    assert _tree(out) == before  # not a byte changed, no figure removed, no staging folder left
+
+    # an unfinished run does not count as one: the same refusal
+    (partial / "fig1" / "tiny").joinpath(gone.name).mkdir()
+    shutil.copytree(RUNS / "fig1" / "tiny" / gone.name / "seed0", partial / "fig1" / "tiny" / gone.name / "seed0")
+    (partial / "fig1" / "tiny" / gone.name / "seed0" / "summary.json").unlink()
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(partial), "--out", str(out)]) == 2
+    assert _tree(out) == before
+
+    # the same runs again rebuild freely; --force replaces with the partial build
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(out)]) == 0
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(partial), "--out", str(out), "--force"]) == 0
+    assert len(pd.read_csv(out / "fig1" / "tiny" / "cells.csv").query("status == 'completed'")) == 1

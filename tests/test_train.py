@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -249,3 +251,148 @@ def test_optim_compile_trains_the_same_cell_and_resumes_an_eager_run(tmp_path, c
     assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-4)
     again = run(smoke(tmp_path / "a", cache_dir, "row=C", "optim.compile=true"))
     assert again["val_loss"] == eager["val_loss"]  # finished: read back, not trained again
+
+
+# --- an interrupt before the first checkpoint ----------------------------------------------------------
+
+
+def test_a_start_from_step_0_replaces_what_an_earlier_start_logged(tmp_path, cache_dir, monkeypatch):
+    """A cell cut before its first checkpoint starts again from step 0: its metrics must not hold the
+    first start's steps twice, and the first start's offline W&B run is set aside (not uploaded twice)."""
+    overrides = smoke(tmp_path / "cut", cache_dir, "train.checkpoint_every=20")
+    reference = run(smoke(tmp_path / "ref", cache_dir, "train.checkpoint_every=20"))
+
+    def crash(*args, **kwargs):  # step 20, the first checkpoint: metrics up to step 20 are logged
+        raise Crash()
+
+    monkeypatch.setattr(T, "save_checkpoint", crash)
+    with pytest.raises(Crash):
+        run(overrides)
+    assert max(r["step"] for r in read_metrics(tmp_path / "cut/metrics.jsonl")) == 20
+    earlier = tmp_path / "cut/wandb/offline-run-20261201_000000-abc"  # what an earlier offline start left
+    earlier.mkdir(parents=True)
+    monkeypatch.undo()
+
+    again = run(overrides)
+    assert stable_summary(again) == stable_summary(reference)
+    records = read_metrics(tmp_path / "cut/metrics.jsonl")
+    assert [r["step"] for r in records] == [r["step"] for r in read_metrics(tmp_path / "ref/metrics.jsonl")]
+    assert stable(records) == stable(read_metrics(tmp_path / "ref/metrics.jsonl"))
+    assert not list((tmp_path / "cut/wandb").glob("offline-run-*"))
+    assert (tmp_path / "cut/wandb/superseded" / earlier.name).is_dir()  # set aside, not deleted
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_a_checkpoint_at_its_step_and_the_cell_resumes_from_it(tmp_path, cache_dir, signum):
+    """A real trainer process gets SIGINT/SIGTERM long before its first checkpoint; it saves one at the
+    step it reached, exits 128+signum, and the same command then resumes to an uninterrupted run's numbers."""
+    common = ["train.steps=400", "train.checkpoint_every=300", "train.eval_every=100", "train.log_every=5"]
+    reference = run(smoke(tmp_path / "ref", cache_dir, *common))
+    cut = tmp_path / "cut"
+    argv = [sys.executable, "-m", "factorial.train", *smoke(cut, cache_dir, *common)]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 600
+        # a state, not a timer: wait until the trainer has logged step 20
+        while not any(r["step"] >= 20 for r in read_metrics(cut / "metrics.jsonl")):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signum, err
+    assert "interrupted at step" in err
+    ckpts = sorted((cut / "checkpoints").glob("step-*.pt"))
+    assert len(ckpts) == 1
+    at = int(ckpts[0].stem.split("-")[1])
+    assert 20 <= at < 300
+    assert not (cut / "summary.json").exists()  # neither a result nor a failure
+
+    resumed = run(smoke(cut, cache_dir, *common))
+    assert stable_summary(resumed) == stable_summary(reference)
+    records = read_metrics(cut / "metrics.jsonl")
+    assert [r["step"] for r in records] == [r["step"] for r in read_metrics(tmp_path / "ref/metrics.jsonl")]
+    assert stable(records) == stable(read_metrics(tmp_path / "ref/metrics.jsonl"))
+    meta = json.loads((cut / "meta.json").read_text())
+    assert [s["from_step"] for s in meta["starts"]] == [0, at]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_files_a_run_writes_follow_the_umask(tmp_path, umask):
+    """Not 0600 (mkstemp's mode): colleagues on a shared cluster must be able to read the runs."""
+    from factorial.runio import atomic_write_json, save_checkpoint
+
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "summary.json", {"status": "completed"})
+        ckpt = save_checkpoint(tmp_path, 10, {"x": 1})
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "summary.json", ckpt):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, oct(path.stat().st_mode)
+
+
+# --- the command line explains itself --------------------------------------------------------------------
+
+
+def test_help_lists_every_group_option_study_and_scale():
+    proc = _cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for option in ("scale=smoke", "scale=cpu", "scale=paper", "row=A", "row=P", "row=Q300", "model=tiny",
+                   "model=base", "optim=adafactor", "optim=sgd", "data=text", "logger=none"):
+        assert option in out, option
+    assert "optim.clip_threshold=1.0" in out and "schedule.warmup=true" in out  # keys with their defaults
+    assert "table2" in out and "smoke" in out and "--cfg job" in out
+
+
+def test_cfg_job_prints_the_resolved_config_and_runs_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "never"
+    assert T.main(["--cfg", "job", "scale=smoke", "row=O", f"run_dir={run_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert "second_moment: factored" in out and "steps: 30" in out and "row: O" in out
+    assert not run_dir.exists()
+    assert T.main(["--cfg", "hydra", "scale=smoke"]) == 2
+    assert "allowed: --cfg job" in capsys.readouterr().err
+
+
+def test_the_error_for_clip_threshold_suggests_what_the_command_line_accepts(tmp_path, capsys):
+    assert T.main(["scale=smoke", f"run_dir={tmp_path / 'never'}", "optim.clip_threshold=0"]) == 2
+    err = capsys.readouterr().err
+    assert "null (no clipping)" in err and "None" not in err
+    # and what it suggests works
+    assert T.main(["--cfg", "job", "scale=smoke", "optim.clip_threshold=null"]) == 0
+    assert "clip_threshold: null" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override,suggestion", [
+    ("optim.clip_treshold=1", "did you mean optim.clip_threshold?"),
+    ("trian.steps=3", "did you mean train?"),
+    ("model.d_modle=64", "did you mean model.d_model?"),
+    ("optim=adamm", "did you mean optim=adam?"),
+    ("row=Q11", "row=Q1"),
+])
+def test_a_misspelled_key_or_option_gets_a_did_you_mean(tmp_path, capsys, override, suggestion):
+    assert T.main(["scale=smoke", f"run_dir={tmp_path / 'never'}", override]) == 2
+    assert suggestion in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_single_cell_writes_its_train_log_and_a_swept_one_is_not_logged_twice(tmp_path, cache_dir):
+    proc = _cli(*smoke(tmp_path / "one", cache_dir))
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "one" / "train.log").read_text()
+    assert text.count("=== factorial.train") == 1 and "W&B mode: disabled" in text
+    # as the sweep runs it: stdout and stderr already go to train.log, so nothing is written twice
+    run_dir = tmp_path / "swept"
+    run_dir.mkdir()
+    with open(run_dir / "train.log", "ab") as f:
+        subprocess.run([sys.executable, "-m", "factorial.train", *smoke(run_dir, cache_dir)], stdout=f,
+                       stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"}, cwd=REPO_ROOT,
+                       timeout=600, check=True)
+    text = (run_dir / "train.log").read_text()
+    assert "=== factorial.train" not in text and text.count("W&B mode: disabled") == 1

@@ -1,7 +1,8 @@
 """Benchmarks: optimizer step time against its peers, optimizer state bytes, the trainer's overhead.
 
     python -m factorial.bench                    # everything; writes results/bench/<device>.{json,md}
-    python -m factorial.bench --quick            # tiny preset, few rounds: seconds, to check the plumbing
+    python -m factorial.bench --quick            # tiny preset, few rounds: seconds, to check the plumbing;
+                                                 # writes results/bench/<device>-quick.{json,md}
     make bench ARGS="--presets base --rounds 30"
 
 What it measures, in one process:
@@ -52,7 +53,7 @@ from .model import PRESETS, Transformer
 from .optim import Adafactor
 
 # The vocabulary each preset is benchmarked with: the smoke scale's (tiny), the CPU scale's (cpu),
-# and for base the 8192 of the Transformer-base-like shapes measured in ../shared/NOTES.md
+# and for base the 8192 of the Transformer-base-like shapes described in docs/NOTES.md
 # (23.1 M parameters); the paper scale's 32768 is `--vocab base=32768`.
 VOCAB = {"tiny": 512, "cpu": 4096, "base": 8192}
 ALG6 = dict(lr=1e-2, beta1=0.0, beta2_exponent=0.8, second_moment="factored", clip_threshold=1.0, relative_step=True)
@@ -805,7 +806,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=None, help="data cache (default: the config's, cache/)")
     p.add_argument("--quick", action="store_true", help="tiny preset, 3 rounds, a 6-step smoke-scale overhead check")
     p.add_argument("--out", default=str(REPO_ROOT / "results" / "bench"))
-    p.add_argument("--name", default=None, help="file name (default: the device type)")
+    p.add_argument("--name", default=None,
+                   help="file name (default: the device type; <device>-quick for --quick and <device>-partial for a run "
+                        "with fewer measurements than the full one, so that neither replaces results/bench/<device>.*)")
     p.add_argument("--render", default=None, metavar="JSON", help="only rewrite the .md beside a saved .json")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -818,6 +821,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# What a full run measures: a run that changes any of these measures less (or differently), so it is
+# written beside the full results, never over them.
+_FULL_RUN_KEYS = ("presets", "vocab", "rounds", "steps", "warmup", "variants", "variants_presets", "variants_threads",
+                  "kernels", "overhead", "overhead_scale", "overhead_steps", "overhead_rounds",
+                  "overhead_checkpoint_every", "mfu_steps")
+
+
+def output_name(args: argparse.Namespace, device: str) -> str:
+    """The file name of a run's results: ``<device>`` only for a full run (``--name`` wins)."""
+    if args.name:
+        return args.name
+    if args.quick:
+        return f"{device}-quick"
+    full = parse_args([])
+    if any(getattr(args, k) != getattr(full, k) for k in _FULL_RUN_KEYS):
+        return f"{device}-partial"
+    return device
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:  # rewrite the .md of a saved run (no measurement)
@@ -826,9 +848,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path.with_suffix('.md')}")
         return 0
     result = run(args)
-    js, md = write(result, Path(args.out), args.name or result["machine"]["device"])
+    name = output_name(args, result["machine"]["device"])
+    js, md = write(result, Path(args.out), name)
     print(to_markdown(result))
     print(f"wrote {js} and {md}")
+    if name != result["machine"]["device"] and not args.name:
+        print(f"(a {name.rsplit('-', 1)[1]} run: results/bench/{result['machine']['device']}.* of a full run are left as they were)")
     return 0
 
 

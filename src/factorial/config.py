@@ -1,6 +1,6 @@
 """The config schema: Hydra structured configs for every component of a cell.
 
-The tree mirrors the object graph (../shared/STYLE.md, lightning-hydra-template): ``model``, ``data``,
+The tree mirrors the object graph (as lightning-hydra-template does): ``model``, ``data``,
 ``optim``, ``schedule``, ``train``, ``logger``. YAML files under ``conf/`` choose values; the
 dataclasses here fix the keys and types, so an unknown key or a wrong type stops Hydra before a cell
 starts, and ``validate`` checks every range with a message that names the key, the value and what is
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -40,6 +41,29 @@ class ConfigError(ValueError):
 
 def _bad(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"invalid {key}={value!r}; allowed: {allowed}")
+
+
+def _command_line_words(message: str) -> str:
+    """The optimizer's checks speak Python (None, True, False); an override spells them null, true, false."""
+    head, sep, allowed = message.partition("allowed:")
+    for py, cli in (("None", "null"), ("True", "true"), ("False", "false")):
+        allowed = re.sub(rf"\b{py}\b", cli, allowed)
+    return head + sep + allowed
+
+
+def schema_keys(path: str) -> list[str] | None:
+    """The keys under a dotted config path ("" for the top, "optim", "model"), or None if it has none."""
+    node: Any = Config
+    for part in [x for x in path.split(".") if x]:
+        if node is Config and part == "model":
+            node = ModelConfig
+            continue
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            return None
+        f = fields[part]
+        node = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else None
 
 
 @dataclass
@@ -80,7 +104,7 @@ class OptimSchema:
 
 @dataclass
 class ScheduleSchema:
-    """s_t of PAPER.md §3: peak·min(t/W, √(W/t)) with warmup, peak·min(1, √(W/t)) without."""
+    """s_t of docs/PAPER.md §3: peak·min(t/W, √(W/t)) with warmup, peak·min(1, √(W/t)) without."""
 
     warmup: bool = True
     warmup_steps: Optional[int] = None  # None: a tenth of train.steps (10k of 100k in the paper)
@@ -198,13 +222,13 @@ def validate(cfg: DictConfig | Config) -> Config:
             eps1=o.eps1, eps2=o.eps2, weight_decay=o.weight_decay, prefix="optim.",
         )
     except ValueError as err:
-        raise ConfigError(str(err)) from None
+        raise ConfigError(_command_line_words(str(err))) from None
     if o.compile and o.name != "adafactor":
         raise _bad("optim.compile", o.compile, f"false with optim.name={o.name!r} (the compiled step is Adafactor's)")
     try:
         validate_paths(foreach=o.foreach, fused=None, compile=o.compile, prefix="optim.")
     except ValueError as err:
-        raise ConfigError(str(err)) from None
+        raise ConfigError(_command_line_words(str(err))) from None
     if not (isinstance(o.adam_eps, (int, float)) and math.isfinite(o.adam_eps) and o.adam_eps >= 0):
         raise _bad("optim.adam_eps", o.adam_eps, "a finite number >= 0")
 

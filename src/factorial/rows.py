@@ -1,4 +1,4 @@
-"""Tables 2 and 3 of the paper as data (../shared/PAPER.md §4, §5): settings and the paper's BLEU.
+"""Tables 2 and 3 of the paper as data (docs/PAPER.md §4, §5): settings and the paper's BLEU.
 
 A row is a complete optimizer setting. ``row=H`` on the command line selects it (registered as
 options of the Hydra group ``row``, see factorial.config); the results tables read the paper's

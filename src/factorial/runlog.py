@@ -107,8 +107,8 @@ def resolve_wandb_mode(mode: str) -> tuple[str, str]:
       ``WANDB_IDENTITY_TOKEN_FILE``, or a netrc entry for the W&B host), else ``offline``.
 
     Never touches the network: credentials are only looked up, not verified. An invalid
-    key therefore resolves to ``online`` and fails in ``wandb.init``, which RunLogger
-    turns into a warning.
+    key therefore resolves to ``online``; RunLogger then falls back to an offline run when
+    the server is out of reach or ``wandb.init`` fails online.
     """
     if mode not in MODES:
         raise _invalid_mode(mode)
@@ -294,7 +294,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def _truncate_metrics(path: Path, resume_step: int | None) -> None:
-    """Keep only records with step <= resume_step (all if None) and drop a partial last line.
+    """Keep only records with step <= resume_step (all if None, none if < 0) and drop a partial last line.
 
     A crashed run may have logged steps after its last checkpoint; the resumed run logs
     them again, so they must go or they'd be duplicated. Rewritten atomically (temp file
@@ -314,12 +314,71 @@ def _truncate_metrics(path: Path, resume_step: int | None) -> None:
     new = b"".join(keep)
     if new == data:
         return
-    if resume_step is not None and len(keep) < len(records):
+    if resume_step is not None and resume_step < 0 and len(keep) < len(records):
+        log.info("%s: a start from step 0, dropped %d record(s) an earlier start logged", path, len(records) - len(keep))
+    elif resume_step is not None and len(keep) < len(records):
         log.info(
             "%s: resuming from step %d, dropped %d record(s) logged after it",
             path, resume_step, len(records) - len(keep),
         )
     atomic_write_bytes(path, new)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    return lines[0][:300] if lines else ""
+
+
+_PROBE_TIMEOUT_S = 5.0
+
+
+def wandb_server_reachable(timeout_s: float = _PROBE_TIMEOUT_S) -> tuple[bool, str]:
+    """(reachable, host:port): a TCP connection to the W&B server ($WANDB_BASE_URL or W&B's default)
+    within ``timeout_s``, name lookup included. Says nothing about the key."""
+    import socket
+    import threading
+
+    base_url = os.environ.get("WANDB_BASE_URL")
+    if not base_url:
+        try:
+            from wandb.sdk.lib import urls
+
+            base_url = urls.DEFAULT_BASE_URL
+        except ImportError:
+            base_url = "https://api.wandb.ai"
+    parts = urlsplit(base_url if "//" in base_url else f"https://{base_url}")
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (80 if parts.scheme == "http" else 443)
+    except ValueError:
+        return False, base_url
+    where = f"{host}:{port}"
+    result: dict[str, bool] = {}
+
+    def probe() -> None:  # in a thread: getaddrinfo has no timeout of its own
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                result["ok"] = True
+        except OSError:
+            result["ok"] = False
+
+    thread = threading.Thread(target=probe, daemon=True, name="wandb-probe")
+    thread.start()
+    thread.join(timeout_s)
+    return result.get("ok", False), where
+
+
+def _set_aside_wandb_runs(wandb_root: Path) -> None:
+    """Move earlier local W&B runs (``offline-run-*``, ``run-*``) into ``wandb/superseded/``."""
+    earlier = sorted(p for p in wandb_root.glob("*run-*") if p.is_dir() and p.name.startswith(("offline-run-", "run-")))
+    if not earlier:
+        return
+    aside = wandb_root / "superseded"
+    aside.mkdir(exist_ok=True)
+    for p in earlier:
+        os.replace(p, aside / p.name)
+    log.info("%s: a start from step 0; %d earlier W&B run director%s set aside in %s",
+             wandb_root, len(earlier), "y" if len(earlier) == 1 else "ies", aside)
 
 
 # ============================================================================ RunLogger
@@ -345,6 +404,7 @@ class RunLogger:
         config: dict,
         *,
         resume_step: int | None = None,
+        fresh: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / METRICS_FILE
@@ -355,14 +415,29 @@ class RunLogger:
         self._wandb_offline = False
         self._closed = False
         self._since_fsync = 0
+        self._offline_because: str | None = None  # why an online run fell back to offline
 
         # Local first: it must work even if everything about W&B fails.
-        _truncate_metrics(self.metrics_path, resume_step)
+        if fresh:
+            # A start from step 0 (no checkpoint): what an earlier start logged before it was cut
+            # is logged again now, so it goes, and so do its offline W&B runs (set aside, not deleted,
+            # so that `wandb sync .../offline-run-*` uploads this start only).
+            _truncate_metrics(self.metrics_path, -1)
+            _set_aside_wandb_runs(self.run_dir / "wandb")
+        else:
+            _truncate_metrics(self.metrics_path, resume_step)
         self._file = open(self.metrics_path, "a", encoding="utf-8")
 
         mode, reason = resolve_wandb_mode(wandb.mode)
         self._mode = mode
         log.info("W&B mode: %s (%s)", mode, reason)
+        if mode == "online":
+            # A compute node without network would cost wandb.init its whole timeout per cell and
+            # record nothing: look at the server first (seconds at most), and go offline if it is out of reach.
+            reachable, where = wandb_server_reachable()
+            if not reachable:
+                self._offline_because = f"the W&B server {where} is out of reach"
+                mode = self._mode = "offline"
         if mode != "disabled":
             self._init_wandb(mode, config)
 
@@ -381,63 +456,87 @@ class RunLogger:
     # ------------------------------------------------------------------ W&B plumbing
 
     def _init_wandb(self, mode: str, config: dict) -> None:
-        s = self._settings
-        try:
-            import wandb
-
-            settings = wandb.Settings(
-                silent=True,  # our own log lines report what matters
-                console="off",  # don't wrap/capture stdout/stderr of the training loop
-                x_disable_stats=True,  # no system-metrics sampler process
-                x_disable_machine_info=True,  # no hardware/cloud-metadata probing
-                init_timeout=_INIT_TIMEOUT_S,
-                login_timeout=_INIT_TIMEOUT_S,  # an interactive key prompt must not block
-                # Bound the final upload; anything not uploaded stays in the run dir
-                # for `wandb sync`. Raise so we can say so in our warning.
-                finish_timeout=_FINISH_TIMEOUT_S if mode == "online" else 0.0,
-                finish_timeout_raises=mode == "online",
-            )
-            run = wandb.init(
-                project=s.project,
-                entity=s.entity,
-                group=s.group,
-                name=s.name,
-                id=s.run_id or run_id_for(self.run_dir),
-                resume="allow",  # same id -> a resumed cell continues the same W&B run
-                tags=list(s.tags) or None,
-                config={k: _config_value(v) for k, v in flatten(config).items()},
-                dir=str(self.run_dir),  # -> run_dir/wandb/...
-                mode=mode,
-                # Each RunLogger owns its run object; never get a previous cell's run back
-                # (wandb's script default "return_previous" would) and never touch it.
-                reinit="create_new",
-                settings=settings,
-            )
-            self._run = run
-            self._wandb_dir = Path(run.settings.sync_dir)
-            self._wandb_file = Path(run.settings.sync_file)  # the .wandb transaction log
-            # wandb may have ended up in another mode than asked (e.g. a login prompt
-            # timing out yields a no-op run); report what is actually in use.
-            if run.disabled:
-                self._mode = "disabled"
-                self._run = None
-                log.warning("W&B init returned a disabled run; only local logs are written")
+        if mode == "online":
+            try:
+                self._start_wandb("online", config)
                 return
-            if run.offline:
+            except Exception as e:
+                # An online start that fails (no route, DNS, a refused key) falls back to an offline run
+                # with the same id, once, so that the run is still recorded and can be synced later.
+                self._offline_because = f"wandb.init online failed ({type(e).__name__}: {_first_line(e)})"
+                half, self._run = self._run, None
+                if half is not None:  # started, then failed: close it before the offline start
+                    try:
+                        half.finish(exit_code=1)
+                    except Exception:
+                        log.debug("finishing the failed online W&B run also failed", exc_info=True)
+                self._wandb_dir, self._wandb_file = None, None
                 self._mode = "offline"
-            self._wandb_offline = run.offline
-
-            # Our "step" (the optimizer step) is the x-axis of every chart, not wandb's
-            # internal _step: that one restarts/shifts across resumes, ours doesn't.
-            run.define_metric("step")
-            run.define_metric("*", step_metric="step")
-            for name in _VAL_METRICS:
-                # wandb 0.31 takes several aggregations as a comma-separated string.
-                run.define_metric(name, step_metric="step", summary="min,last")
+                mode = "offline"
+        try:
+            self._start_wandb(mode, config)
         except Exception as e:
-            self._wandb_failed("wandb.init", e)
+            self._wandb_failed("wandb.init" + (f" offline, after {self._offline_because}" if self._offline_because else ""), e)
             return
-        log.info("W&B run %s (%s) in %s", run.id, self._mode, self._wandb_dir)
+        if self._offline_because and self._run is not None:
+            log.warning("W&B: %s; this run logs to W&B offline instead, in %s (upload it later with "
+                        "`wandb sync %s`)", self._offline_because, self._wandb_dir, self._wandb_dir)
+        log.info("W&B run %s (%s) in %s", self._run.id if self._run else "-", self._mode, self._wandb_dir)
+
+    def _start_wandb(self, mode: str, config: dict) -> None:
+        """wandb.init in ``mode``; raises what it raises."""
+        s = self._settings
+        import wandb
+
+        settings = wandb.Settings(
+            silent=True,  # our own log lines report what matters
+            console="off",  # don't wrap/capture stdout/stderr of the training loop
+            x_disable_stats=True,  # no system-metrics sampler process
+            x_disable_machine_info=True,  # no hardware/cloud-metadata probing
+            init_timeout=_INIT_TIMEOUT_S,
+            login_timeout=_INIT_TIMEOUT_S,  # an interactive key prompt must not block
+            # Bound the final upload; anything not uploaded stays in the run dir
+            # for `wandb sync`. Raise so we can say so in our warning.
+            finish_timeout=_FINISH_TIMEOUT_S if mode == "online" else 0.0,
+            finish_timeout_raises=mode == "online",
+        )
+        run = wandb.init(
+            project=s.project,
+            entity=s.entity,
+            group=s.group,
+            name=s.name,
+            id=s.run_id or run_id_for(self.run_dir),
+            resume="allow",  # same id -> a resumed cell continues the same W&B run
+            tags=list(s.tags) or None,
+            config={k: _config_value(v) for k, v in flatten(config).items()},
+            dir=str(self.run_dir),  # -> run_dir/wandb/...
+            mode=mode,
+            # Each RunLogger owns its run object; never get a previous cell's run back
+            # (wandb's script default "return_previous" would) and never touch it.
+            reinit="create_new",
+            settings=settings,
+        )
+        self._run = run
+        self._wandb_dir = Path(run.settings.sync_dir)
+        self._wandb_file = Path(run.settings.sync_file)  # the .wandb transaction log
+        # wandb may have ended up in another mode than asked (e.g. a login prompt
+        # timing out yields a no-op run); report what is actually in use.
+        if run.disabled:
+            self._mode = "disabled"
+            self._run = None
+            log.warning("W&B init returned a disabled run; only local logs are written")
+            return
+        if run.offline:
+            self._mode = "offline"
+        self._wandb_offline = run.offline
+
+        # Our "step" (the optimizer step) is the x-axis of every chart, not wandb's
+        # internal _step: that one restarts/shifts across resumes, ours doesn't.
+        run.define_metric("step")
+        run.define_metric("*", step_metric="step")
+        for name in _VAL_METRICS:
+            # wandb 0.31 takes several aggregations as a comma-separated string.
+            run.define_metric(name, step_metric="step", summary="min,last")
 
     def _sync_hint(self) -> str:
         if self._wandb_dir is not None and self._wandb_dir.is_dir():

@@ -1,4 +1,4 @@
-"""The paper's step-size schedules s_t (../shared/PAPER.md §3), exact at paper scale, rescaled below it.
+"""The paper's step-size schedules s_t (docs/PAPER.md §3), exact at paper scale, rescaled below it.
 
 At the paper's length (100k steps, warmup W = 10k):
 

@@ -62,7 +62,8 @@ Launchers (``--launcher``)
 
 ``local`` (default)  ``--jobs`` worker threads, each running one cell subprocess at a time; on a machine
                      with several CUDA GPUs, worker i runs its cells on GPU i % n_gpus
-                     (CUDA_VISIBLE_DEVICES). Ctrl-C / SIGTERM terminate the running cells.
+                     (CUDA_VISIBLE_DEVICES). Ctrl-C / SIGTERM stop the running cells, each saving a
+                     checkpoint at the step it reached. ``--jobs auto`` (default): one per GPU, else one per core.
 ``submitit_local``   the submitit library (what hydra-submitit-launcher uses) with its local executor:
                      at most ``--jobs`` jobs at a time, each running the same subprocess (job slot i on
                      GPU i % n_gpus when ``--gpus-per-cell`` > 0); job files in ``<runs>/<exp>/<scale>/.submitit/``.
@@ -146,6 +147,7 @@ class Run:
     run_dir: Path
     command: list[str]
     data: Any = None  # the composed data config (DataSchema), to prepare the corpus once for the study
+    steps: int | None = None  # train.steps of the composed cell (for the progress line)
 
 
 @dataclass
@@ -404,6 +406,7 @@ def plan_runs(
             continue
         for r in cell_runs:
             r.data = cfg.data
+            r.steps = cfg.train.steps
         given = {o.split("=", 1)[0].lstrip("+~") for o in cell_runs[0].command}
         if cfg.train.threads is None and threads is not None and "train.threads" not in given:
             for r in cell_runs:
@@ -564,6 +567,40 @@ class CellJob:
         return {"_proc": None}
 
 
+def latest_progress(run: Run) -> str | None:
+    """'<cell>/seed<k> step s/N loss x' from the newest training record of a running cell's metrics.jsonl."""
+    try:
+        with open(run.run_dir / "metrics.jsonl", "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    for raw in reversed(lines):
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("train/loss"), (int, float)):
+            total = f"/{run.steps}" if run.steps else ""
+            return f"{run.cell.name}/seed{run.seed} step {rec['step']}{total} loss {rec['train/loss']:.3f}"
+    return f"{run.cell.name}/seed{run.seed} starting"
+
+
+def auto_jobs(gpus: list[str]) -> int:
+    """Cells a machine runs at once: one per GPU; without one, one per CPU core (each with one torch
+    thread: two single-threaded cells use two cores better than one two-threaded cell), at most one per
+    GiB of memory."""
+    if gpus:
+        return len(gpus)
+    cores = os.cpu_count() or 1
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        mem_gib = cores
+    return max(1, min(cores, int(mem_gib)))
+
+
 # --- launchers -----------------------------------------------------------------------------------
 
 Report = Callable[[Run, dict, float], None]
@@ -588,9 +625,12 @@ def slot_env(slot: int, gpus: list[str]) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if len(gpus) > 1 else {}
 
 
-def launch_local(runs: list[Run], jobs: int, gpus: list[str], report: Report) -> None:
-    """``jobs`` worker threads, each running one cell subprocess at a time."""
+def launch_local(runs: list[Run], jobs: int, gpus: list[str], report: Report,
+                 progress: Callable[[list[Run]], None] | None = None) -> None:
+    """``jobs`` worker threads, each running one cell subprocess at a time; ``progress`` is called
+    with the runs in flight about twice a second."""
     todo: queue.Queue[Run] = queue.Queue()
+    running: dict[int, Run] = {}
     for r in runs:
         todo.put(r)
     results: queue.Queue = queue.Queue()
@@ -614,6 +654,8 @@ def launch_local(runs: list[Run], jobs: int, gpus: list[str], report: Report) ->
             except queue.Empty:
                 break
             t0 = time.perf_counter()
+            with guard:
+                running[slot] = run
             try:
                 rc = execute_run(run.command, run.run_dir, env, start=start, stop=stop)
                 error = None
@@ -621,6 +663,7 @@ def launch_local(runs: list[Run], jobs: int, gpus: list[str], report: Report) ->
                 rc, error = None, f"{type(err).__name__}: {err}"
             with guard:
                 procs.pop(slot, None)
+                running.pop(slot, None)
             result = outcome(run, rc, error)
             if stop.is_set() and result["status"] not in FINISHED:
                 result = None  # stopped by the sweep's interruption: neither a result nor a failure
@@ -636,6 +679,10 @@ def launch_local(runs: list[Run], jobs: int, gpus: list[str], report: Report) ->
             try:
                 item = results.get(timeout=0.5)
             except queue.Empty:
+                if progress is not None:
+                    with guard:
+                        in_flight = [running[k] for k in sorted(running)]
+                    progress(in_flight)
                 continue
             if item is None:
                 alive -= 1
@@ -759,14 +806,38 @@ def _quiet_done(job) -> bool:
 # --- command line --------------------------------------------------------------------------------
 
 
+def studies_help() -> str:
+    """The studies (with their descriptions) and scales, for --help."""
+    lines = ["studies (--exp NAME):"]
+    names = available_studies()
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        try:
+            raw = yaml.safe_load((EXPERIMENTS_DIR / f"{name}.yaml").read_text()) or {}
+            text = str(raw.get("description") or "") if isinstance(raw, dict) else ""
+        except (OSError, yaml.YAMLError):
+            text = ""
+        lines.append(f"  {name:<{width}}  {text}")
+    lines += ["", f"scales (--scale NAME): {', '.join(available_scales())} (smoke: seconds per cell, plumbing only; "
+              "cpu: the CPU study; paper: the paper's setup, for GPUs)",
+              "", "examples:",
+              "  python -m factorial.sweep --exp smoke --scale smoke            # four tiny cells, under a minute",
+              "  python -m factorial.sweep --exp table2 --scale cpu --dry-run   # list the cells, run nothing",
+              "", "Rows, knobs and claims: docs/PAPER.md. A cell's config: python -m factorial.train --help."]
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m factorial.sweep",
         description="Run a study (experiments/<name>.yaml): every cell x seed, resumably. Extra Hydra overrides after --.",
+        epilog=studies_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--exp", default="table2", help="study name in experiments/, or a path to a study file (default: table2)")
     p.add_argument("--scale", default="cpu", help="scale preset, a file in conf/scale/ (default: cpu)")
-    p.add_argument("--jobs", type=int, default=1, help="cells run at the same time (default: 1)")
+    p.add_argument("--jobs", default="auto",
+                   help="cells run at the same time, or auto (default): one per GPU, else one per CPU core; "
+                        "with --launcher slurm, auto submits every pending cell at once")
     p.add_argument("--launcher", default="local", help="local | submitit_local | slurm (default: local)")
     p.add_argument("--partition", default=None, help="SLURM partition")
     p.add_argument("--time-min", type=float, default=None, help=f"time limit of a submitit job in minutes (default: {DEFAULT_TIME_MIN})")
@@ -787,8 +858,14 @@ def check_args(args: argparse.Namespace) -> None:
     scales = available_scales()
     if args.scale not in scales:
         raise SweepError(f"invalid --scale={args.scale!r}; allowed: {' | '.join(scales)} (files in {SCALES_DIR})")
-    if args.jobs < 1:
-        raise SweepError(f"invalid --jobs={args.jobs}; allowed: an integer >= 1")
+    if args.jobs != "auto":
+        try:
+            jobs = int(args.jobs)
+        except (TypeError, ValueError):
+            jobs = 0
+        if jobs < 1:
+            raise SweepError(f"invalid --jobs={args.jobs}; allowed: an integer >= 1, or auto")
+        args.jobs = jobs
     if args.time_min is not None and not args.time_min > 0:
         raise SweepError(f"invalid --time-min={args.time_min}; allowed: a number of minutes > 0")
     if args.gpus_per_cell is not None and args.gpus_per_cell < 0:
@@ -823,6 +900,9 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = args.cache_dir or os.environ.get("FACTORIAL_CACHE_DIR")
     if cache_dir is not None:
         cache_dir = str(Path(cache_dir).resolve())
+    auto = args.jobs == "auto"
+    if auto and args.launcher != "slurm":
+        args.jobs = auto_jobs(gpu_ids())
     if args.launcher == "slurm":
         cpus = args.cpus_per_cell or DEFAULT_SLURM_CPUS
     else:
@@ -853,6 +933,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{status[id(r)]:9s} {r.cell.name}/seed{r.seed}   python -m factorial.train {shlex.join(r.command)}")
         print(f"{len(runs)} runs ({len(pending)} to run, {skipped} already finished) in {study_dir}")
         return 0
+
+    if auto and args.launcher == "slurm":
+        args.jobs = max(1, len(pending))
+    if pending:
+        print(f"{len(pending)} runs to run, {args.jobs} at a time" + (" (--jobs auto)" if auto else ""), flush=True)
 
     data_errors = prepare_data(pending)
     if data_errors:
@@ -892,6 +977,17 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(1)
         bar.set_postfix(diverged=counts["diverged"], failed=counts["failed"])
 
+    def show_progress(in_flight: list[Run]) -> None:
+        # while cells run: each one's step and training loss, from its metrics.jsonl
+        lines = [x for x in (latest_progress(r) for r in in_flight[:3]) if x]
+        more = f" (+{len(in_flight) - 3} more)" if len(in_flight) > 3 else ""
+        text = f"diverged={counts['diverged']}, failed={counts['failed']} | " + "; ".join(lines) + more
+        if text != shown[0]:  # redraw on news only (a log file gets one line per change)
+            shown[0] = text
+            bar.set_postfix_str(text)
+
+    shown = [""]
+
     def on_term(signum, frame):
         raise Interrupted(signum)
 
@@ -900,7 +996,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if pending:
             if args.launcher == "local":
-                launch_local(pending, args.jobs, gpus, report)
+                launch_local(pending, args.jobs, gpus, report, progress=show_progress)
             else:
                 launch_submitit(pending, executor, args.launcher, args.jobs, gpus, report, args.gpus_per_cell)
     except KeyboardInterrupt:

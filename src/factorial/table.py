@@ -2,7 +2,7 @@
 
     python -m factorial.table --exp EXP --scale SCALE [--runs-root runs] [--out results]
                               [--source local|wandb] [--from-csv results/EXP/SCALE/cells.csv]
-                              [--project factorial] [--entity ENTITY] [--wandb [MODE]]
+                              [--project factorial] [--entity ENTITY] [--wandb [MODE]] [--force]
     python -m factorial.table --summary --scale SCALE [--out results]
 
 Reads ``<runs-root>/<exp>/<scale>/<cell>/seed<k>/`` (or the W&B group ``<exp>/<scale>``, or a cells.csv
@@ -14,17 +14,22 @@ written earlier) and writes ``<out>/<exp>/<scale>/``:
     table.md / table.csv / table.tex    the study's table
     *.png        the figures
     claims.csv   one row per claim verdict
-    REPORT.md    provenance, the table, the figures, and each claim of PAPER.md §8 the study speaks to
+    REPORT.md    provenance, the table, the figures, and each claim of docs/PAPER.md §8 the study speaks to
                  with the cells compared, the numbers, the rule and the verdict
 
 and then ``<out>/CLAIMS-<scale>.md`` (+ ``claims-<scale>.csv``): one headline verdict per claim C1–C15
 from the claims.csv of every study at that scale, each from the claim's home study
 (``factorial.report.summary``). ``--summary`` writes only that.
 
+A build never replaces results made from runs it does not have: when ``<out>/<exp>/<scale>/cells.csv``
+holds finished runs that are not finished in this build (an interrupted sweep, a partial copy of the
+runs), nothing is written and the exit code is 2; ``--force`` replaces them anyway, ``--out`` writes
+elsewhere. A build with fewer finished runs than the study file plans says so ("partial").
+
 Every file is written to a temporary folder first and moved into place (never half written). With
 ``--wandb`` (or FACTORIAL_TABLE_WANDB=auto|online|offline) the tables are also logged to a W&B run
 ``<exp>/<scale>/summary`` (job_type "table") in the study's group; a W&B failure only warns.
-Exit codes: 0 written, 2 nothing to report on (no runs dir, no runs, no csv) or a bad argument.
+Exit codes: 0 written, 2 nothing to report on (no runs dir, no runs, no csv), a refused overwrite or a bad argument.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--from-csv", type=Path, default=None, help="rebuild from a cells.csv (and curves.csv beside it)")
     p.add_argument("--project", default=None, help="W&B project (default: the runs' logger.project, else factorial)")
     p.add_argument("--entity", default=None, help="W&B entity (default: the runs' logger.entity, else yours)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the results folder even when this build has fewer finished runs than it holds")
     p.add_argument("--wandb", nargs="?", const="auto", default=os.environ.get(ENV_WANDB) or None,
                    choices=("auto", "online", "offline", "disabled"),
                    help=f"also log the tables to a W&B summary run (mode; default auto; env {ENV_WANDB})")
@@ -121,8 +128,66 @@ def claims_frame(results: list[CL.ClaimResult], skipped) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+FINISHED = ("completed", "diverged")
+
+
+def finished_runs(frame: pd.DataFrame) -> set[str]:
+    """The runs of a cells.csv-like frame that completed or diverged, as '<cell>/seed<k>'."""
+    if frame is None or frame.empty or "status" not in frame.columns:
+        return set()
+    done = frame[frame["status"].isin(FINISHED)]
+    if {"cell", "seed"} <= set(done.columns):
+        return {f"{c}/seed{str(s).removesuffix('.0')}" for c, s in zip(done["cell"], done["seed"])}
+    return {str(r) for r in done.get("run_id", [])}
+
+
+def planned_runs(exp: str) -> int | None:
+    """How many (cell, seed) runs the study file plans (None for a study without a file here)."""
+    from .sweep import SweepError, load_study
+
+    try:
+        study = load_study(exp)
+    except (SweepError, OSError):
+        return None
+    return sum(len(c.seeds) for c in study.cells)
+
+
+class WouldLoseResults(D.ReportError):
+    """A build that would replace a results folder with fewer finished runs than it holds."""
+
+
+def check_not_losing(final: Path, runs: pd.DataFrame, args) -> str | None:
+    """Refuse to replace results built from more finished runs than this build has (unless --force).
+
+    Returns a note to print when the build is partial but replaces nothing it would lose."""
+    new = finished_runs(runs)
+    planned = planned_runs(args.exp)
+    of_plan = f"{len(new)} of the study's {planned} planned runs" if planned else f"{len(new)} runs"
+    old_csv = final / "cells.csv"
+    if old_csv.is_file():
+        try:
+            old = finished_runs(pd.read_csv(old_csv, keep_default_na=False))
+        except (OSError, ValueError, pd.errors.ParserError):
+            old = set()
+        missing = sorted(old - new)
+        if missing and not args.force:
+            examples = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise WouldLoseResults(
+                f"refused to overwrite {final}: it was built from {len(old)} finished runs, and {len(missing)} of them "
+                f"are not finished in this build ({examples}); this build has {of_plan} finished. Nothing was written "
+                f"(neither {final} nor CLAIMS-{args.scale}.md). To proceed: finish the runs (`make sweep EXP={args.exp} "
+                f"SCALE={args.scale}` resumes them), or write this build elsewhere with --out DIR, or replace the "
+                f"results anyway with --force (make table ... TABLE_ARGS=--force)"
+            )
+    if planned and len(new) < planned:
+        return f"partial: {of_plan} finished; the verdicts use only those"
+    return None
+
+
 def build(args, command: str) -> Path:
     runs, curves, source = load(args)
+    final = Path(args.out) / args.exp / args.scale
+    note = check_not_losing(final, runs, args)
     cells = D.aggregate(runs)
     noise = D.study_noise(cells)
     results, skipped = CL.evaluate(cells, args.exp)  # each context with its own seed noise
@@ -131,7 +196,6 @@ def build(args, command: str) -> Path:
     if warn:
         print(f"factorial.table: warning: {warn}", file=sys.stderr)
     tables = T.build_tables(args.exp, cells)
-    final = Path(args.out) / args.exp / args.scale
     with output.Staging(final) as stage:
         stage.csv("cells.csv", cells_csv(runs))
         stage.csv("curves.csv", curves)
@@ -150,7 +214,7 @@ def build(args, command: str) -> Path:
         stage.commit()
     counts = Counter(r.verdict for r in results)
     print(f"wrote {final}: {len(runs)} runs, {len(cells)} cells, {len(made)} figures; claims: "
-          + (", ".join(f"{n} {v}" for v, n in counts.items()) or "none"))
+          + (", ".join(f"{n} {v}" for v, n in counts.items()) or "none") + (f" ({note})" if note else ""))
     if args.wandb and args.wandb != "disabled":
         project = args.project or next((p for p in runs.get("logger.project", []) if p), None) or "factorial"
         entity = args.entity or next((e for e in runs.get("logger.entity", []) if e), None)

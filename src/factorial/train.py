@@ -1,27 +1,35 @@
 """One cell of a study: train a Transformer LM with one optimizer setting, resumably.
 
     python -m factorial.train model=tiny row=H schedule.warmup=false train.steps=200
+    python -m factorial.train --help                       # every group, row and key, with defaults
+    python -m factorial.train --cfg job scale=cpu row=O    # the resolved config; runs nothing
 
 What a cell writes into its run directory (runs/<exp>/<scale>/<cell>/seed<k>/ by default):
 
     config.yaml     the resolved config                meta.json     commit, versions, device, data hashes
     metrics.jsonl   one JSON line per logged step      summary.json  status and final numbers
     checkpoints/    the last two checkpoints           wandb/        the W&B run (offline or online)
+    train.log       the log of each start (docs/METRICS.md explains every file and metric)
 
 A cell that already finished is not trained again; one that was interrupted resumes from its last
 checkpoint with the model, optimizer, schedule, RNG and data position restored, so its metrics equal
 an uninterrupted run's (bit for bit on CPU). A loss that turns NaN/inf or exceeds ``train.diverge_loss``
-ends the cell as ``diverged``: a result, not a crash.
+ends the cell as ``diverged``: a result, not a crash. SIGINT or SIGTERM stops a cell after the step in
+progress with a checkpoint saved at that step (exit status 128 + the signal); a cell killed before its
+first checkpoint starts again from step 0 and replaces what it had logged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
+import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +56,16 @@ FINISHED = ("completed", "diverged")
 EXIT_BUSY = 75  # EX_TEMPFAIL: another process is training this cell right now
 # Keys that do not change what a cell computes: they may differ between a run and its resumption.
 NON_SEMANTIC = ("train.progress", "train.threads", "optim.compile", "data.cache_dir", "logger", "run_dir", "cell")
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached a training cell: it saved a checkpoint at the step it had reached.
+
+    A BaseException, like KeyboardInterrupt: an interrupted cell is neither a result nor a failure."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(signum, step)
+        self.signum, self.step = signum, step
 
 
 # --- composing and naming ------------------------------------------------------------------------
@@ -278,7 +296,7 @@ def run_cell(cfg: Config) -> dict:
     eval_batches(corpus.test, cfg.model.context_length, cfg.train.batch_size)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    with CellLock(run_dir):
+    with CellLock(run_dir), _train_log(run_dir):
         # Another process may have finished the cell between the check above and the lock.
         done = finished_summary(summary_path)
         if done is not None:
@@ -286,6 +304,7 @@ def run_cell(cfg: Config) -> dict:
         try:
             return _train(cfg, cfg_dict, run_dir, corpus, batches)
         except Exception as err:
+            log.error("the cell failed: %s: %s", type(err).__name__, err)
             # A crash of the cell is recorded as a result (the sweep goes on); the next run retries it.
             oom = isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
             failed = {"status": "failed", "error": "out of memory" if oom else f"{type(err).__name__}: {err}"}
@@ -294,6 +313,32 @@ def run_cell(cfg: Config) -> dict:
             except OSError as write_err:  # e.g. the disk is full: the previous files stay as they were
                 log.error("could not record the failure in %s: %s", summary_path, write_err)
             raise
+
+
+@contextlib.contextmanager
+def _train_log(run_dir: Path):
+    """Append this process's log lines to <run_dir>/train.log, unless its stderr already goes there
+    (the sweep sends a cell's whole output to that file)."""
+    path = run_dir / "train.log"
+    try:
+        same = path.exists() and os.path.samestat(os.fstat(sys.stderr.fileno()), path.stat())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        same = False
+    if same:
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"\n=== factorial.train {time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}: "
+                f"{' '.join(sys.argv)}\n")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _train(cfg: Config, cfg_dict: dict, run_dir: Path, corpus, batches: TrainBatches) -> dict:
@@ -345,14 +390,51 @@ def _train(cfg: Config, cfg_dict: dict, run_dir: Path, corpus, batches: TrainBat
         mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity, group=f"{cfg.exp}/{cfg.scale}",
         name=f"{cfg.cell or 'default'}/seed{cfg.train.seed}", tags=tags_for(cfg),
     )
-    with RunLogger(run_dir, wandb, cfg_dict, resume_step=progress["step"] if ckpt is not None else None) as logger:
+    # A start from step 0 replaces whatever an earlier start logged before it was cut (RunLogger drops
+    # those records and sets its W&B runs aside); a resumed start keeps what is up to its checkpoint.
+    with RunLogger(run_dir, wandb, cfg_dict, resume_step=progress["step"] if ckpt is not None else None,
+                   fresh=ckpt is None) as logger, _StopOnSignal() as stop:
         summary = _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus, device, amp_dtype,
-                        progress, logger, meta)
+                        progress, logger, meta, stop)
         logger.log_summary(summary)
     return summary
 
 
-def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus, device, amp_dtype, progress, logger, meta):
+class _StopOnSignal:
+    """SIGINT and SIGTERM ask the training loop to stop after the step in progress (which then saves a
+    checkpoint, as on SLURM preemption); the same signal twice stops at once. Only in the main thread."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signum == signum:  # the same signal again (Ctrl-C twice): do not wait for the step
+            raise KeyboardInterrupt
+        if self.signum is not None:  # e.g. the sweep's SIGTERM after the terminal's SIGINT: one stop
+            return
+        self.signum = signum
+        log.warning("%s received: saving a checkpoint after this step (again to stop at once)",
+                    signal.Signals(signum).name)
+
+    def __enter__(self) -> "_StopOnSignal":
+        try:
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: signals stay as they were
+            pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus, device, amp_dtype, progress, logger, meta,
+          stop: _StopOnSignal | None = None):
     from tqdm import tqdm
 
     t = cfg.train
@@ -371,9 +453,19 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
     if progress["step"] == 0:
         logger.log({"model/params": num_parameters(model), "data/train_tokens": int(len(corpus.train))}, step=0)
 
+    def checkpoint(step: int) -> None:
+        progress["step"], progress["elapsed"] = step, time.perf_counter() - start_time
+        progress["window_losses"] = list(window_losses)
+        save_checkpoint(run_dir, step, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "batches": batches.state_dict(), "progress": dict(progress),
+            "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+        })
+
     bar = tqdm(total=t.steps, initial=progress["step"], disable=not t.progress, dynamic_ncols=True, desc=cfg.cell or "cell")
     model.train()
     step = progress["step"]
+    saved_at = step  # the step of the newest checkpoint (or of the start)
     while step < t.steps:
         step += 1
         step_start = time.perf_counter()
@@ -428,16 +520,20 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
             logger.log(metrics, step=step)
         bar.update(1)
         if "train/loss" in metrics:
-            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", ppl=f"{_ppl(metrics['train/loss']):.1f}",
+            # train_ppl: exp of the training loss of the last log window (validation is val_ppl)
+            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", train_ppl=f"{_ppl(metrics['train/loss']):.1f}",
+                            **({"val_ppl": f"{_ppl(val_loss):.1f}"} if val_loss is not None else {}),
                             tok_s=f"{metrics['perf/tokens_per_s']:.0f}")
         if step % t.checkpoint_every == 0 and step < t.steps:
-            progress["step"], progress["elapsed"] = step, time.perf_counter() - start_time
-            progress["window_losses"] = list(window_losses)
-            save_checkpoint(run_dir, step, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "batches": batches.state_dict(), "progress": dict(progress),
-                "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-            })
+            checkpoint(step)
+            saved_at = step
+        if stop is not None and stop.signum is not None and step < t.steps:
+            if step > saved_at:
+                checkpoint(step)
+            bar.close()
+            log.warning("stopped at step %d by %s; checkpoint saved: run the same command again to resume",
+                        step, signal.Signals(stop.signum).name)
+            raise Interrupted(stop.signum, step)
     bar.close()
 
     test_loss = None
@@ -482,7 +578,112 @@ def describe_error(err: BaseException) -> str:
     cause = err.__cause__
     if cause is not None:
         text += f" ({' '.join(x.strip() for x in str(cause).splitlines() if x.strip() and not x.strip().startswith(('reference_type', 'object_type')))})"
-    return text
+    return text + did_you_mean(text)
+
+
+def did_you_mean(text: str) -> str:
+    """'; did you mean ...?' for a misspelled key or group option in Hydra's message, else ''."""
+    import difflib
+
+    key = re.search(r"full_key: ([A-Za-z0-9_.]+)", text)
+    if key:
+        parent, _, name = key.group(1).rpartition(".")
+        keys = C.schema_keys(parent)
+        if keys:
+            close = difflib.get_close_matches(name, keys, n=3, cutoff=0.6)
+            allowed = f"keys of {parent or 'the config'}: {', '.join(keys)}"
+            if close:
+                return f"; did you mean {' or '.join((parent + '.' if parent else '') + c for c in close)}? ({allowed})"
+            return f"; allowed: {allowed}"
+    option = re.search(r"Could not find '([A-Za-z0-9_]+)/([^']+)'.*available options in '[^']+': ([^;(]+)", text)
+    if option:
+        group, name, options = option.group(1), option.group(2), option.group(3).split()
+        close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
+        if close:
+            return f"; did you mean {' or '.join(f'{group}={c}' for c in close)}?"
+    return ""
+
+
+def _first_comment(path: Path) -> str:
+    """A config file's leading comment (its description), cut at about 150 characters."""
+    words = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line.startswith("#"):
+            break
+        if "@package" not in line:
+            words.append(line.lstrip("# ").strip())
+    text = " ".join(words)
+    return text if len(text) <= 150 else text[:149].rsplit(" ", 1)[0] + " …"
+
+
+def describe_row(letter: str) -> str:
+    from .rows import TABLE2
+
+    o = TABLE2[letter].optim
+    if o["name"] == "sgd":
+        return f"SGD, lr = {o['lr_scale']:g}·s_t"
+    beta2 = f"β2_t = 1 - t^-{o['beta2_exponent']:g}" if o["beta2_exponent"] is not None else f"β2 = {o['beta2']:g}"
+    clip = f"clipping d = {o['clip_threshold']:g}" if o["clip_threshold"] is not None else "no clipping"
+    step = "relative step ρ_t = s_t" if o["relative_step"] else f"absolute step α_t = {o['lr_scale']:g}·s_t"
+    moment = {"full": "full V", "factored": "factored V", "row": "row means only", "col": "column means only"}
+    return f"{moment[o['second_moment']]}, β1 = {o['beta1']:g}, {beta2}, {clip}, {step}"
+
+
+def group_options() -> dict[str, list[tuple[str, str]]]:
+    """Every config group and its options with a one-line description."""
+    from .model import PRESETS
+    from .rows import TABLE2
+
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for group in ("scale", "optim", "data", "logger"):
+        groups[group] = [(p.stem, _first_comment(p)) for p in sorted((C.CONF_DIR / group).glob("*.yaml"))]
+    groups["model"] = [(name, ", ".join(f"{k}={v}" for k, v in C.dataclasses.asdict(preset).items()
+                                        if k in ("d_model", "n_layers", "n_heads", "d_ff", "context_length")))
+                       for name, preset in PRESETS.items()]
+    groups["row"] = [(letter, describe_row(letter)) for letter in TABLE2]
+    return groups
+
+
+def help_text() -> str:
+    from omegaconf import OmegaConf
+
+    from .runlog import flatten
+    from .sweep import available_scales, available_studies
+
+    lines = [
+        "usage: python -m factorial.train [--help] [--cfg job] [KEY=VALUE | GROUP=OPTION ...]",
+        "",
+        "Train one cell of a study (a Transformer LM with one optimizer setting), resumably: the same",
+        "command again resumes it from its last checkpoint; a finished cell is not trained again.",
+        "Overrides are Hydra's (conf/config.yaml): GROUP=OPTION picks a config file or preset, KEY=VALUE",
+        "sets one value (null for none, true/false). Example:",
+        "",
+        "  python -m factorial.train scale=smoke row=H schedule.warmup=false logger=none",
+        "  python -m factorial.train --cfg job scale=cpu row=O    # print the resolved config, run nothing",
+        "",
+        "Options:",
+        "  -h, --help   this text",
+        "  --cfg job    print the cell's resolved config (YAML) and exit",
+        "",
+        "Config groups (GROUP=OPTION):",
+    ]
+    for group, options in group_options().items():
+        lines.append(f"  {group}:")
+        width = max(len(name) for name, _ in options)
+        lines += [f"    {group}={name:<{width}}  {text}" for name, text in options]
+    lines += ["", "Keys (KEY=VALUE) and their defaults (without a scale or row):"]
+    defaults = flatten(OmegaConf.to_container(OmegaConf.structured(compose([]))))
+    for key, value in defaults.items():
+        lines.append(f"  {key}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}")
+    lines += [
+        "",
+        f"Studies (python -m factorial.sweep --exp NAME): {', '.join(available_studies())}",
+        f"Scales (scale=NAME, --scale NAME): {', '.join(available_scales())}",
+        "",
+        "What each knob, row and claim means: docs/PAPER.md; the logged metrics: docs/METRICS.md.",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -491,10 +692,35 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in overrides or "--help" in overrides:
+        print(help_text())
+        return 0
+    show_cfg = None
+    for i, arg in enumerate(overrides):
+        if arg == "--cfg" or arg.startswith("--cfg="):
+            value = arg.split("=", 1)[1] if "=" in arg else (overrides[i + 1] if i + 1 < len(overrides) else "")
+            if value != "job":
+                print(f"factorial: error: invalid --cfg {value!r}; allowed: --cfg job (print the resolved config)",
+                      file=sys.stderr)
+                return 2
+            show_cfg = i
+            del overrides[i:i + (1 if "=" in arg else 2)]
+            break
+    bad = [a for a in overrides if a.startswith("-")]
+    if bad:
+        print(f"factorial: error: unknown option {bad[0]!r}; allowed: --help, --cfg job, and KEY=VALUE overrides "
+              "(python -m factorial.train --help lists them)", file=sys.stderr)
+        return 2
     try:
         cfg = compose(overrides)
         if cfg.cell is None:
             cfg.cell = cell_name(overrides)
+        if show_cfg is not None:
+            from omegaconf import OmegaConf
+
+            print(f"# run directory: {run_dir_for(cfg)}")
+            print(OmegaConf.to_yaml(OmegaConf.create(C.to_dict(cfg))), end="")
+            return 0
         summary = run_cell(cfg)
     except (ConfigError, DataError, HydraException, OmegaConfBaseException) as err:
         print(f"factorial: error: {describe_error(err)}", file=sys.stderr)
@@ -502,6 +728,10 @@ def main(argv: list[str] | None = None) -> int:
     except CellBusyError as err:
         print(f"factorial: {err}; not started", file=sys.stderr)
         return EXIT_BUSY
+    except Interrupted as err:
+        print(f"factorial: interrupted at step {err.step}; run the same command again to resume from there",
+              file=sys.stderr)
+        return 128 + int(err.signum)
     print(json.dumps({k: summary[k] for k in ("status", "step", "val_ppl", "test_ppl", "wall_time_s")}))
     print(f"run directory: {run_dir_for(cfg)}")
     return 0 if summary["status"] in FINISHED else 1

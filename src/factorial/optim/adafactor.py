@@ -1,4 +1,4 @@
-"""Adafactor with every ablation switch of Shazeer & Stern (2018) (../shared/PAPER.md §2).
+"""Adafactor with every ablation switch of Shazeer & Stern (2018) (docs/PAPER.md §2).
 
 One step, for each parameter X with gradient G at step t (t = 1, 2, ...):
 
@@ -338,7 +338,7 @@ class Adafactor(Optimizer):
         return state, update, alpha
 
     def _single_tensor_step(self, param: Tensor, group: dict) -> None:
-        """The reference path: the chain of PAPER.md §2 for one tensor, link by link."""
+        """The reference path: the chain of docs/PAPER.md §2 for one tensor, link by link."""
         state, update, alpha = self._unscaled_update(param, group)
         F.clip_(update, state["update_rms"], group["clip_threshold"])
         update.mul_(alpha)

@@ -1,4 +1,4 @@
-"""The knobs of the Adafactor paper, one small function each (../shared/PAPER.md §2).
+"""The knobs of the Adafactor paper, one small function each (docs/PAPER.md §2).
 
 Every function here does one job and reads next to the paper's equation it implements.
 ``Adafactor.step`` (adafactor.py) chains them; a study's cells differ in which link of the
@@ -11,7 +11,7 @@ we follow Tensor2Tensor and factor the last two dimensions):
 * ``row``  statistic R has shape (..., n): the mean of G² over the last dimension (each row's mean);
 * ``col``  statistic C has shape (..., m): the mean of G² over the second-to-last dimension.
 
-The paper writes row and column *sums*; means give the same V̂ (PAPER.md §2) and keep the
+The paper writes row and column *sums*; means give the same V̂ (docs/PAPER.md §2) and keep the
 accumulators on the scale of G², so ε1 has the same meaning for every mode. Vectors and scalars
 always keep a full accumulator (Alg. 5).
 

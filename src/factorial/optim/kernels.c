@@ -3,7 +3,7 @@
  *
  * Built at first use by factorial/optim/native.py with the system C compiler (-O3 -march=native
  * -fopenmp) and called through ctypes; the optimizer falls back to its eager fused path when no
- * compiler is found. The arithmetic is the reference path's (adafactor.py, ../shared/PAPER.md §2):
+ * compiler is found. The arithmetic is the reference path's (adafactor.py, docs/PAPER.md §2):
  *
  *   α_t  = max(ε2, RMS(X_{t−1}))·ρ_t (relative) or lr           R, C ← β̂2t-EMAs of the row / column means of G² + ε1
  *   a_i  = rsqrt(R_i / mean R) (factored) or rsqrt(R_i) (row)     b_j = rsqrt(C_j) (factored, col)

@@ -11,6 +11,13 @@ from . import rules as R
 from .claims import ClaimResult, Claim
 from .tables import Table, to_markdown
 
+# Scales whose verdicts test the plumbing only (a model and a run far too small to say anything about the paper).
+PLUMBING_SCALES = ("smoke",)
+PLUMBING_CAVEAT = ("> **Plumbing only.** At the `smoke` scale (a 25k-parameter model, 30 steps) the verdicts below "
+                   "show that runs, tables and rules work end to end; they say nothing about the paper's claims. "
+                   "The `cpu` scale is the smallest that does (README.md, results/README.md).")
+
+
 VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "inconclusive": "❔ inconclusive",
                 "untestable here": "⊘ untestable here"}
 
@@ -146,13 +153,11 @@ def mechanism_table(cells: pd.DataFrame) -> str:
 
 def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: pd.DataFrame, tables: list[Table],
                  plots: list[tuple[str, str]], results: list[ClaimResult], skipped: list[tuple[Claim, str]],
-                 command: str, noise: R.Noise | None = None, sweep_md: str = "", caveat: str | None = None) -> str:
+                 command: str, noise: R.Noise | None = None, sweep_md: str = "") -> str:
     lines = [f"# `{exp}` at scale `{scale}` — reproduction report", "",
              f"Built by `{command}` from {source}: {len(runs)} runs in {len(cells)} cells. Scoring reads only what the "
              "runs wrote (config.yaml, summary.json, meta.json, metrics.jsonl — or the same fields from W&B); "
              "cells are identified by their knob values, not their directory names.", ""]
-    if caveat:
-        lines += [f"> **{caveat}**", ""]
     warn = provenance_warning(runs)
     if warn:
         lines += [f"> **Provenance warning:** {warn}. Rerun them from a clean clone at one commit before citing "
@@ -163,6 +168,8 @@ def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: p
               f"make table EXP={exp} SCALE={scale}   # this folder: {command}", "```", ""]
 
     lines += ["## Verdicts", ""]
+    if scale in PLUMBING_SCALES:
+        lines += [PLUMBING_CAVEAT, ""]
     if results:
         lines += ["| claim | paper | verdict | reason |", "|---|---|---|---|"]
         for r in results:
