@@ -38,10 +38,12 @@ CPUS ?=
 GPUS ?=
 MEM ?=
 ARGS ?=
+SUBMIT_ARGS = $(strip $(if $(PARTITION),--partition $(PARTITION)) $(if $(TIME),--time-min $(TIME)) \
+	$(if $(CPUS),--cpus-per-cell $(CPUS)) $(if $(GPUS),--gpus-per-cell $(GPUS)) $(if $(MEM),--mem-per-cell $(MEM)))
 
 # The sweep ends by building the study's tables (also when some cell failed: status 1).
 sweep: setup
-	@$(PY) -m factorial.sweep --exp $(EXP) --scale $(SCALE) --jobs $(JOBS) --launcher $(LAUNCHER) $(if $(PARTITION),--partition $(PARTITION)) $(if $(TIME),--time-min $(TIME)) $(if $(CPUS),--cpus-per-cell $(CPUS)) $(if $(GPUS),--gpus-per-cell $(GPUS)) $(if $(MEM),--mem-per-cell $(MEM)) -- $(ARGS); \
+	@$(PY) -m factorial.sweep --exp $(EXP) --scale $(SCALE) --jobs $(JOBS) --launcher $(LAUNCHER) $(SUBMIT_ARGS) -- $(ARGS); \
 	status=$$?; \
 	if [ $$status -le 1 ]; then $(PY) -m factorial.table --exp $(EXP) --scale $(SCALE) $(TABLE_ARGS) || status=$$?; fi; \
 	exit $$status

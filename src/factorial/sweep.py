@@ -771,8 +771,8 @@ def launch_submitit(runs: list[Run], executor, launcher: str, jobs: int, gpus: l
                 job.watcher = watcher  # squeue instead of submitit's sacct watcher
                 watcher.register_job(job.job_id)
             array = str(submitted[0].job_id).split("_")[0]
-            note(f"SLURM job array {array}: {len(submitted)} cells, at most {jobs} at a time; "
-                 f"watch: squeue -j {array}; cancel: scancel {array} (the same sweep again resumes the cells)")
+            what = f"job array {array}: {len(submitted)} cells, at most {jobs} at a time" if len(submitted) > 1 else f"job {array}: 1 cell"
+            note(f"SLURM {what}; watch: squeue -j {array}; cancel: scancel {array} (the same sweep again resumes the cells)")
 
     def slurm_checks() -> None:
         """Cancel the jobs that will never start; say how the jobs stand when that changes."""
