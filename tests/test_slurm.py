@@ -79,6 +79,14 @@ def test_the_request_gets_the_partitions_defaults_or_a_clear_refusal():
         check()
 
 
+def test_make_sweep_passes_the_slurm_knobs():
+    proc = subprocess.run(["make", "-n", "-C", str(REPO_ROOT), "sweep", "EXP=fig1", "SCALE=smoke", "LAUNCHER=slurm", "PARTITION=gpu",
+                           "TIME=30", "JOBS=4", "CPUS=2", "GPUS=1", "MEM=16", "ARGS=logger=none"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert ("-m factorial.sweep --exp fig1 --scale smoke --jobs 4 --launcher slurm --partition gpu --time-min 30 "
+            "--cpus-per-cell 2 --gpus-per-cell 1 --mem-per-cell 16 -- logger=none") in proc.stdout, proc.stdout
+
+
 def test_pending_reasons_that_never_resolve():
     for reason in ("PartitionConfig", "PartitionTimeLimit", "JobHeldAdmin", "QOSMaxCpuPerJobLimit", "AssocMaxWallDurationPerJobLimit"):
         assert SL.stuck_reason(reason), reason
@@ -97,7 +105,8 @@ def cluster_problem() -> str | None:
         return f"no SLURM here ({', '.join(missing)} not on PATH); {start}"
     proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
-        return f"no SLURM controller answers (sinfo: {' '.join(proc.stderr.split())}); {start}"
+        last = [x.strip() for x in proc.stderr.splitlines() if x.strip()][-1:] or [f"exit status {proc.returncode}"]
+        return f"no SLURM controller answers (sinfo: {last[0]}); {start}"
     if not any(s.startswith(("idle", "mixed", "allocated", "completing")) for s in proc.stdout.split()):
         return f"no SLURM node is up (sinfo: {' '.join(proc.stdout.split()) or 'no nodes'}); {start}"
     return None
@@ -139,9 +148,9 @@ def cluster(partition):
         subprocess.run(["scancel", *sorted(left)], timeout=30)
 
 
-def slurm_sweep(root: Path, cache: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def slurm_sweep(root: Path, cache: str, *args: str, cpus: str | None = "1", timeout: float = 600) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "factorial.sweep", "--exp", "smoke", "--scale", "smoke", "--launcher", "slurm",
-           "--cpus-per-cell", "1", "--runs-root", str(root), "--cache-dir", cache, *args]
+           *(["--cpus-per-cell", cpus] if cpus else []), "--runs-root", str(root), "--cache-dir", cache, *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
@@ -345,7 +354,9 @@ def test_a_failed_cell_is_reported_and_retried_by_the_next_slurm_sweep(cluster, 
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "1 failed" in proc.stdout and plan[0].cell.name in proc.stdout, proc.stdout[-3000:]
     (victim / "checkpoints").unlink()
-    again = slurm_sweep(tmp_path, cache_dir, "--jobs", "2", *EXTRA)
+    again = slurm_sweep(tmp_path, cache_dir, "--jobs", "2", *EXTRA, cpus=None)  # the CPUs the partition can give
     assert again.returncode == 0, again.stdout[-3000:]
     assert "1 completed" in again.stdout and "3 skipped" in again.stdout, again.stdout[-3000:]
+    cpus = min(S.DEFAULT_SLURM_CPUS, max(n.cpus for n in cluster.nodes))
+    assert f"SLURM: partition {cluster.name}, per cell {cpus} CPU(s)" in again.stdout, again.stdout[-3000:]
     assert cells(summaries(tmp_path)) == reference

@@ -133,7 +133,8 @@ def read_partitions() -> dict[str, Partition]:
         raise SlurmError(f"invalid --launcher=slurm: SLURM does not answer (sinfo: {err}); "
                          "allowed here: --launcher local | submitit_local") from None
     if proc.returncode != 0:
-        msg = " ".join(proc.stderr.split()) or f"exit status {proc.returncode}"
+        lines = [x.strip() for x in proc.stderr.splitlines() if x.strip()]
+        msg = lines[-1] if lines else f"exit status {proc.returncode}"
         raise SlurmError(f"invalid --launcher=slurm: SLURM does not answer (sinfo: {msg}); "
                          "allowed here: --launcher local | submitit_local")
     partitions = parse_sinfo(proc.stdout)
