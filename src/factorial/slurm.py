@@ -213,8 +213,8 @@ def check_request(
                          f"{part.max_time_min:g} min; allowed: 1..{part.max_time_min:g} ({where})")
     fits = [n for n in nodes if n.cpus >= cpus and n.gpus >= gpus and (mem_gb is None or n.mem_mb >= mem_gb * 1024)]
     if not fits:
-        raise SlurmError(f"invalid combination --cpus-per-cell={cpus} --gpus-per-cell={gpus} --mem-per-cell={mem_gb}: "
-                         f"each fits some node but no node has them all ({where}); allowed: "
+        asked = f"--cpus-per-cell={cpus} --gpus-per-cell={gpus}" + ("" if mem_gb is None else f" --mem-per-cell={mem_gb:g}")
+        raise SlurmError(f"invalid combination {asked}: each fits some node but no node has them all ({where}); allowed: "
                          + "; ".join(f"{n.name}: {n.cpus} CPUs, {n.gpus} GPUs, {n.mem_mb / 1024:.1f} GB" for n in nodes))
     return Request(part, cpus, gpus, time_min, mem_gb)
 
