@@ -45,19 +45,24 @@ clean-venv:
 
 # A study (experiments/$(EXP).yaml) at a scale (conf/scale/$(SCALE).yaml), resumable: re-running skips
 # finished cells. `make sweep EXP=fig1 SCALE=smoke JOBS=2 ARGS="logger=none"` (JOBS=auto: one cell per core,
-# or per GPU); LAUNCHER=submitit_local|slurm
-# with PARTITION= and TIME= (minutes) for submitit/SLURM.
+# or per GPU); LAUNCHER=submitit_local|slurm with PARTITION= and TIME= (minutes) for submitit/SLURM, and
+# CPUS=, GPUS=, MEM= (GB, SLURM only) per cell.
 EXP ?= table2
 SCALE ?= cpu
 JOBS ?= auto
 LAUNCHER ?= local
 PARTITION ?=
 TIME ?=
+CPUS ?=
+GPUS ?=
+MEM ?=
 ARGS ?=
+SUBMIT_ARGS = $(strip $(if $(PARTITION),--partition $(PARTITION)) $(if $(TIME),--time-min $(TIME)) \
+	$(if $(CPUS),--cpus-per-cell $(CPUS)) $(if $(GPUS),--gpus-per-cell $(GPUS)) $(if $(MEM),--mem-per-cell $(MEM)))
 
 # The sweep ends by building the study's tables (also when some cell failed: status 1).
 sweep: setup
-	@$(PY) -m factorial.sweep --exp $(EXP) --scale $(SCALE) --jobs $(JOBS) --launcher $(LAUNCHER) $(if $(PARTITION),--partition $(PARTITION)) $(if $(TIME),--time-min $(TIME)) -- $(ARGS); \
+	@$(PY) -m factorial.sweep --exp $(EXP) --scale $(SCALE) --jobs $(JOBS) --launcher $(LAUNCHER) $(SUBMIT_ARGS) -- $(ARGS); \
 	status=$$?; \
 	if [ $$status -le 1 ]; then $(PY) -m factorial.table --exp $(EXP) --scale $(SCALE) $(TABLE_ARGS) || status=$$?; fi; \
 	exit $$status

@@ -69,8 +69,13 @@ Launchers (``--launcher``)
                      GPU i % n_gpus when ``--gpus-per-cell`` > 0); job files in ``<runs>/<exp>/<scale>/.submitit/``.
 ``slurm``            submitit's SLURM executor: the pending cells as one job array
                      (``slurm_array_parallelism=--jobs``, ``--partition``, ``--time-min``,
-                     ``--gpus-per-cell``, ``--cpus-per-cell``); a job that reaches its time limit is
-                     requeued and its cell resumes from the checkpoint.
+                     ``--gpus-per-cell``, ``--cpus-per-cell``, ``--mem-per-cell``); a job that reaches
+                     its time limit is requeued and its cell resumes from the checkpoint. Before
+                     anything runs the request is checked against the partition (``sinfo``): one no
+                     node can satisfy exits 2; unset knobs default to what the partition can give.
+                     Job states come from ``squeue`` (no accounting needed); a job pending for a
+                     reason that cannot resolve itself is cancelled and its cell reported failed, as
+                     is a job SLURM ends without a result (``scancel``): the next sweep resumes it.
 
 Exit status: 0 when every cell completed or diverged, 1 when a cell failed, 2 for bad input (nothing
 run), 130 / 143 when interrupted by SIGINT / SIGTERM.
@@ -711,42 +716,86 @@ def launch_local(runs: list[Run], jobs: int, gpus: list[str], report: Report,
         raise
 
 
+def _no_slurm(reason: str, folder: Path | None = None) -> SweepError:
+    if folder is not None:
+        import submitit
+
+        try:  # submitit's own check, for its message
+            submitit.AutoExecutor(folder=folder, cluster="slurm")
+        except RuntimeError as err:
+            reason += f"; submitit: {err}"
+    return SweepError(
+        f"invalid --launcher=slurm: SLURM is not available on this machine ({reason}); "
+        "allowed here: --launcher local | submitit_local"
+    )
+
+
+def check_slurm(args: argparse.Namespace):
+    """Check the SLURM request against the partition (sinfo) before anything runs; fill in its defaults.
+
+    Sets args.partition, args.cpus_per_cell, args.gpus_per_cell and args.time_min to what the jobs
+    will ask for; returns the factorial.slurm.Request."""
+    from . import slurm
+
+    reason = slurm.unavailable_reason()
+    if reason is not None:
+        raise _no_slurm(reason)
+    try:
+        request = slurm.check_request(args.partition, args.cpus_per_cell, args.gpus_per_cell, args.time_min,
+                                      getattr(args, "mem_per_cell", None), DEFAULT_SLURM_CPUS, DEFAULT_TIME_MIN)
+    except slurm.SlurmError as err:
+        raise SweepError(str(err)) from None
+    args.partition, args.cpus_per_cell = request.partition.name, request.cpus
+    args.gpus_per_cell, args.time_min = request.gpus, request.time_min
+    return request
+
+
 def make_executor(launcher: str, folder: Path, args: argparse.Namespace, cpus: int | None):
     import submitit
 
     cluster = "slurm" if launcher == "slurm" else "local"
     if cluster == "slurm" and shutil.which("sbatch") is None:
-        reason = "`sbatch` is not on PATH"
-        try:  # submitit's own check, for its message
-            submitit.AutoExecutor(folder=folder, cluster="slurm")
-        except RuntimeError as err:
-            reason += f"; submitit: {err}"
-        raise SweepError(
-            f"invalid --launcher=slurm: SLURM is not available on this machine ({reason}); "
-            "allowed here: --launcher local | submitit_local"
-        )
+        raise _no_slurm("`sbatch` is not on PATH", folder)
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     except RuntimeError as err:
         raise SweepError(f"invalid --launcher={launcher}: {err}; allowed here: --launcher local") from None
+    time_min = args.time_min
+    if cluster == "slurm":  # sbatch takes whole minutes
+        time_min = int(-(-time_min // 1))
     params: dict[str, Any] = dict(
-        timeout_min=args.time_min, gpus_per_node=args.gpus_per_cell, name=f"factorial-{args.exp_name}-{args.scale}",
+        timeout_min=time_min, gpus_per_node=args.gpus_per_cell, name=f"factorial-{args.exp_name}-{args.scale}",
         slurm_array_parallelism=args.jobs,
     )
     if cpus is not None:
         params["cpus_per_task"] = cpus
     if args.partition:
         params["slurm_partition"] = args.partition
+    if getattr(args, "mem_per_cell", None) is not None:
+        params["mem_gb"] = args.mem_per_cell
     executor.update_parameters(**params)
     return executor
 
 
 def launch_submitit(runs: list[Run], executor, launcher: str, jobs: int, gpus: list[str], report: Report,
-                    gpus_per_cell: int = 0) -> None:
-    """Submit the runs with submitit and wait: local, at most ``jobs`` at a time; SLURM, one job array."""
+                    gpus_per_cell: int = 0, note: Callable[[str], None] | None = None,
+                    slurm_poll_s: float = 10.0) -> None:
+    """Submit the runs with submitit and wait: local, at most ``jobs`` at a time; SLURM, one job array.
+
+    On SLURM the jobs' states come from ``squeue`` (factorial.slurm.SqueueWatcher: no accounting
+    needed); a job pending for a reason that cannot resolve itself is cancelled and its cell reported
+    failed, and a job that SLURM ended without a result (scancel, a node failure) is a failed cell that
+    the next sweep resumes. ``note`` gets a line when the jobs' SLURM states change."""
     pending = list(runs)
     in_flight: list[tuple[Any, Run, int, float]] = []
     free_slots = list(range(jobs))
+    note = note or (lambda line: print(line, flush=True))
+    watcher = None
+    if launcher == "slurm":
+        from .slurm import SqueueWatcher
+
+        watcher = SqueueWatcher(delay_s=slurm_poll_s)
+    last_states = ""
 
     def env_for(slot: int) -> dict[str, str]:
         # SLURM assigns GPUs itself; submitit's local executor gives every job GPU 0, so a slot names its own.
@@ -764,6 +813,50 @@ def launch_submitit(runs: list[Run], executor, launcher: str, jobs: int, gpus: l
             submitted = executor.map_array(CellJob(), *zip(*specs))
         now = time.perf_counter()
         in_flight.extend((job, r, slot, now) for job, (r, slot) in zip(submitted, batch))
+        if watcher is not None:
+            for job in submitted:
+                job.watcher = watcher  # squeue instead of submitit's sacct watcher
+                watcher.register_job(job.job_id)
+            array = str(submitted[0].job_id).split("_")[0]
+            what = f"job array {array}: {len(submitted)} cells, at most {jobs} at a time" if len(submitted) > 1 else f"job {array}: 1 cell"
+            note(f"SLURM {what}; watch: squeue -j {array}; cancel: scancel {array} (the same sweep again resumes the cells)")
+
+    def slurm_checks() -> None:
+        """Cancel the jobs that will never start; say how the jobs stand when that changes."""
+        nonlocal last_states
+        from .slurm import stuck_reason
+
+        counts: dict[str, int] = {}
+        for item in list(in_flight):
+            job, run, _, t0 = item
+            info = watcher.info(job.job_id)
+            state, reason = info.get("State", "UNKNOWN"), info.get("Reason", "")
+            why = stuck_reason(reason) if state == "PENDING" else None
+            if why is not None:
+                with contextlib.suppress(Exception):
+                    job.cancel(check=False)
+                in_flight.remove(item)
+                error = (f"SLURM job {job.job_id} can never start: pending for {reason} ({why}); it was cancelled. "
+                         "Change the request (PARTITION, TIME, CPUS, GPUS, MEM; see `scontrol show job`) and run the sweep again")
+                report(run, outcome(run, None, error), time.perf_counter() - t0)
+                continue
+            label = state.lower() + (f" ({reason})" if state == "PENDING" and reason and reason != "None" else "")
+            counts[label] = counts.get(label, 0) + 1
+        states = ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
+        if states and states != last_states:
+            note(f"SLURM jobs: {states}")
+        last_states = states
+
+    def failure(job, err: Exception) -> str:
+        lines = [x for x in str(err).splitlines() if x.strip()]
+        last = lines[-1] if lines else type(err).__name__
+        if watcher is None:
+            return f"submitit job {job.job_id} failed: {last}"
+        state = watcher.info(job.job_id).get("State", "UNKNOWN")
+        if state in ("CANCELLED", "GONE", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"):
+            return (f"SLURM job {job.job_id} ended {state} before its cell finished (scancel, or SLURM stopped it): "
+                    "the same sweep again resumes the cell from its checkpoint")
+        return f"SLURM job {job.job_id} ended {state}: {last}"
 
     try:
         if launcher == "slurm":
@@ -783,9 +876,11 @@ def launch_submitit(runs: list[Run], executor, launcher: str, jobs: int, gpus: l
                 try:
                     rc, error = job.result(), None
                 except Exception as err:
-                    lines = [x for x in str(err).splitlines() if x.strip()]
-                    rc, error = None, f"submitit job {job.job_id} failed: {lines[-1] if lines else type(err).__name__}"
+                    rc, error = None, failure(job, err)
                 report(run, outcome(run, rc, error), time.perf_counter() - t0)
+            if watcher is not None and in_flight:
+                watcher.update_if_long_enough()
+                slurm_checks()
     except BaseException:
         for job, *_ in in_flight:
             with contextlib.suppress(Exception):
@@ -840,10 +935,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "with --launcher slurm, auto submits every pending cell at once")
     p.add_argument("--launcher", default="local", help="local | submitit_local | slurm (default: local)")
     p.add_argument("--partition", default=None, help="SLURM partition")
-    p.add_argument("--time-min", type=float, default=None, help=f"time limit of a submitit job in minutes (default: {DEFAULT_TIME_MIN})")
-    p.add_argument("--gpus-per-cell", type=int, default=None, help="GPUs of a submitit job (default: 1 if this machine has a GPU, else 0)")
+    p.add_argument("--time-min", type=float, default=None,
+                   help=f"time limit of a submitit job in minutes (default: {DEFAULT_TIME_MIN}, or the SLURM partition's limit if smaller)")
+    p.add_argument("--gpus-per-cell", type=int, default=None,
+                   help="GPUs of a submitit job (default: 1 if this machine has a GPU, else 0; SLURM: 1 if the partition's nodes have GPUs)")
     p.add_argument("--cpus-per-cell", type=int, default=None,
-                   help=f"train.threads (and SLURM cpus_per_task) of a cell unless the config sets it (default: cpu_count // jobs; SLURM {DEFAULT_SLURM_CPUS})")
+                   help="train.threads (and SLURM cpus_per_task) of a cell unless the config sets it "
+                        f"(default: cpu_count // jobs; SLURM: {DEFAULT_SLURM_CPUS} or the partition's largest node if smaller)")
+    p.add_argument("--mem-per-cell", type=float, default=None, help="memory of a SLURM job in GB (default: the partition's default)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds for every cell, replacing the study's (e.g. 0,1,2)")
     p.add_argument("--runs-root", default=None, help="where run directories go (default: $FACTORIAL_RUNS or runs/ of the repository)")
     p.add_argument("--cache-dir", default=None, help="data cache (data.cache_dir, not part of cell names; default: $FACTORIAL_CACHE_DIR or the config's)")
@@ -872,6 +971,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise SweepError(f"invalid --gpus-per-cell={args.gpus_per_cell}; allowed: an integer >= 0")
     if args.cpus_per_cell is not None and args.cpus_per_cell < 1:
         raise SweepError(f"invalid --cpus-per-cell={args.cpus_per_cell}; allowed: an integer >= 1")
+    if args.mem_per_cell is not None and not args.mem_per_cell > 0:
+        raise SweepError(f"invalid --mem-per-cell={args.mem_per_cell}; allowed: a number of GB > 0")
+    if args.mem_per_cell is not None and args.launcher != "slurm":
+        raise SweepError(f"invalid --mem-per-cell={args.mem_per_cell} with --launcher={args.launcher}; allowed: only with --launcher slurm")
     if args.seeds is not None:
         try:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -892,6 +995,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_args(args)
         study = load_study(args.exp, args.overrides, args.seeds)
+        slurm_request = check_slurm(args) if args.launcher == "slurm" and not args.dry_run else None
     except SweepError as err:
         print(f"factorial.sweep: error: {err}", file=sys.stderr)
         return 2
@@ -904,7 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
     if auto and args.launcher != "slurm":
         args.jobs = auto_jobs(gpu_ids())
     if args.launcher == "slurm":
-        cpus = args.cpus_per_cell or DEFAULT_SLURM_CPUS
+        cpus = args.cpus_per_cell or DEFAULT_SLURM_CPUS  # check_slurm set it to what the partition can give
     else:
         cpus = args.cpus_per_cell or max(1, (os.cpu_count() or 1) // args.jobs)
 
@@ -961,6 +1065,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
+    if slurm_request is not None and pending:
+        print(f"SLURM: {slurm_request.describe()}", flush=True)
     counts = {"completed": 0, "diverged": 0, "failed": 0}
     bar = tqdm(total=len(runs), initial=skipped, unit="run", desc=f"{study.name}/{args.scale}", dynamic_ncols=True,
                file=sys.stderr, smoothing=0.1)
@@ -998,7 +1104,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.launcher == "local":
                 launch_local(pending, args.jobs, gpus, report, progress=show_progress)
             else:
-                launch_submitit(pending, executor, args.launcher, args.jobs, gpus, report, args.gpus_per_cell)
+                launch_submitit(pending, executor, args.launcher, args.jobs, gpus, report, args.gpus_per_cell,
+                                note=lambda line: (tqdm.write(line, file=sys.stdout), sys.stdout.flush()))
     except KeyboardInterrupt:
         interrupted = signal.SIGINT
     except Interrupted as err:
