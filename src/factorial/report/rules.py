@@ -461,17 +461,24 @@ def approx(a: CellStats, b: CellStats, noise: Noise = NO_NOISE, metric: Metric =
     return Judgement(None, f"{txt} reaches beyond ±{pct(EQ_MARGIN):.1f} %: equivalence not shown", d)
 
 
-def not_worse(x: CellStats, ref: CellStats, noise: Noise = NO_NOISE, metric: Metric = PPL) -> Judgement:
-    """x is as good as ref (non-inferiority at EQ_MARGIN)."""
+def _one_sided_preamble(x: CellStats, ref: CellStats, x_diverged_means: bool) -> Judgement | None:
+    """What divergence alone decides for a one-sided comparison of x against ref (x_diverged_means: the
+    answer when most of x's seeds diverged and ref's did not); None when the values must decide."""
     if (m := _missing(x, ref)) is not None:
         return m
     if x.mostly_diverged and not ref.mostly_diverged:
-        return Judgement(False, divergence_text(x) + f"; {ref.label} did not")
+        return Judgement(x_diverged_means, divergence_text(x) + f"; {ref.label} did not")
     if ref.mostly_diverged and not x.mostly_diverged:
-        return Judgement(True, divergence_text(ref) + f"; {x.label} did not")
+        return Judgement(not x_diverged_means, divergence_text(ref) + f"; {x.label} did not")
     if x.n_diverged or ref.n_diverged:
-        s = x if x.n_diverged else ref
-        return Judgement(None, divergence_text(s) + ": a minority")
+        return Judgement(None, divergence_text(x if x.n_diverged else ref) + ": a minority")
+    return None
+
+
+def not_worse(x: CellStats, ref: CellStats, noise: Noise = NO_NOISE, metric: Metric = PPL) -> Judgement:
+    """x is as good as ref (non-inferiority at EQ_MARGIN)."""
+    if (pre := _one_sided_preamble(x, ref, False)) is not None:
+        return pre
     d, j = _diff_or_none(x, ref, noise, metric)
     if j is not None:
         return j
@@ -485,15 +492,8 @@ def not_worse(x: CellStats, ref: CellStats, noise: Noise = NO_NOISE, metric: Met
 
 def worse(x: CellStats, ref: CellStats, noise: Noise = NO_NOISE, metric: Metric = PPL) -> Judgement:
     """x converges to a detectably worse value than ref."""
-    if (m := _missing(x, ref)) is not None:
-        return m
-    if x.mostly_diverged and not ref.mostly_diverged:
-        return Judgement(True, divergence_text(x) + f"; {ref.label} did not")
-    if ref.mostly_diverged and not x.mostly_diverged:
-        return Judgement(False, divergence_text(ref) + f"; {x.label} did not")
-    if x.n_diverged or ref.n_diverged:
-        s = x if x.n_diverged else ref
-        return Judgement(None, divergence_text(s) + ": a minority")
+    if (pre := _one_sided_preamble(x, ref, True)) is not None:
+        return pre
     d, j = _diff_or_none(x, ref, noise, metric)
     if j is not None:
         return j
