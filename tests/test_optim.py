@@ -10,6 +10,9 @@ import copy
 import io
 import math
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -19,10 +22,29 @@ from factorial.optim import functional as F
 from factorial.optim import native as native_kernel
 
 
+def expected_kernel_status() -> str:
+    """What the kernel's status must be on this machine: "loaded" wherever a C compiler is on PATH and the
+    kernel is not switched off; a kernels.c that does not compile fails the suite instead of skipping."""
+    cc = os.environ.get("CC", "cc")
+    if not native_kernel.enabled_by_env():
+        return "unavailable: FACTORIAL_NATIVE=0"
+    if shutil.which(cc) is None:
+        return f"unavailable: no C compiler {cc!r} on PATH (set CC)"
+    return "loaded"
+
+
 def require_native(native) -> None:
-    """Skip a C-kernel case where this machine has no C compiler (the eager case still runs)."""
+    """Skip a C-kernel case only where this machine has no C compiler (the eager case still runs); where it
+    has one, a kernel that does not build or load is a failure."""
     if native and native_kernel.kernel() is None:
-        pytest.skip(f"C kernel unavailable: {native_kernel.why_unavailable()}")
+        why = native_kernel.why_unavailable()
+        if expected_kernel_status() == "loaded":
+            pytest.fail(f"a C compiler is on PATH but the C kernel is unavailable: {why}")
+        pytest.skip(f"C kernel unavailable: {why}")
+
+
+def test_the_c_kernel_builds_wherever_a_compiler_exists():
+    assert native_kernel.status() == expected_kernel_status(), native_kernel.why_unavailable()
 
 
 @pytest.fixture
