@@ -305,3 +305,32 @@ def test_each_context_uses_its_own_seed_noise():
     quiet = by_norm["pre"].parts[0].judgement.diff
     loud = by_norm["post"].parts[0].judgement.diff
     assert (quiet.hi - quiet.lo) * 10 < (loud.hi - loud.lo)
+
+
+def test_the_no_warmup_screen_finds_the_point_with_the_papers_pattern(tmp_path):
+    from factorial.report import screen as SC
+
+    def cell(norm, row, warmup, ppl, rms=None, diverged=0):
+        rec = {"row_match": row, "opt": row, "schedule.warmup": warmup, "model.norm": norm, "n": 1,
+               "n_diverged": diverged, "ppl_mean": ppl, "ppl_by_seed": {0: ppl} if ppl else {}, "seeds": [0]}
+        for m in R.FIG1_MATRICES:
+            rec[f"rmsgt1.5_{m}"] = [rms] if rms is not None else []
+        return rec
+
+    cells = pd.DataFrame([
+        cell("pre", "A", True, 100.0, 0.0), cell("pre", "A", False, 97.0, 0.0),  # the cpu scale: no pattern
+        cell("pre", "B", False, 103.0), cell("pre", "H", False, 98.0),
+        cell("post", "A", True, 100.0, 0.01), cell("post", "A", False, 140.0, 0.12),  # A fails, B and H do not
+        cell("post", "B", False, 105.0), cell("post", "H", False, 101.0),
+        cell("deep", "A", True, 100.0), cell("deep", "A", False, None, diverged=1),  # all fail: no pattern
+        cell("deep", "B", False, 180.0), cell("deep", "H", False, 150.0),
+    ])
+    points = {p["point"]: p for p in SC.screen_points(cells)}
+    assert set(points) == {"model.norm=pre", "model.norm=post", "model.norm=deep"}
+    assert points["model.norm=post"]["pattern"] and points["model.norm=post"]["S3"]
+    assert not points["model.norm=pre"]["S1"] and not points["model.norm=pre"]["pattern"]
+    deep = points["model.norm=deep"]
+    assert deep["S1"] and not deep["S2"] and math.isinf(deep["A / A warmup"])
+    md = SC.screen_markdown(list(points.values()))
+    assert "| model.norm=post | 100.0 | 1.40 | 1.05 | 1.01 |" in md and "diverged (1/1 div.)" in md
+    assert SC.screen_plot(list(points.values()), tmp_path) and (tmp_path / "screen.png").stat().st_size > 0

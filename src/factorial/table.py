@@ -48,7 +48,7 @@ import pandas as pd
 from .config import REPO_ROOT
 from .report import claims as CL
 from .report import data as D
-from .report import document, output, plots, summary, sweeps
+from .report import document, output, plots, screen, summary, sweeps
 from .report import tables as T
 
 log = logging.getLogger("factorial.table")
@@ -204,13 +204,15 @@ def build(args, command: str) -> Path:
         stage.csv("table.csv", T.to_csv_frame(tables))
         stage.text("table.tex", T.to_latex(tables))
         made = plots.make_plots(args.exp, runs, cells, curves, stage.tmp)
+        points = screen.screen_points(cells)
+        made += screen.screen_plot(points, stage.tmp)
         for name, _ in made:
             stage.written.append(name)
         if not sweep_frame.empty:
             stage.csv("lr_sensitivity.csv", sweep_frame)
         stage.text("REPORT.md", document.build_report(args.exp, args.scale, source, runs, cells, tables, made,
                                                       results, skipped, command, noise,
-                                                      sweeps.sweep_markdown(sweep_frame)))
+                                                      sweeps.sweep_markdown(sweep_frame), screen.screen_markdown(points)))
         stage.commit()
     counts = Counter(r.verdict for r in results)
     print(f"wrote {final}: {len(runs)} runs, {len(cells)} cells, {len(made)} figures; claims: "

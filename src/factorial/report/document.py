@@ -153,7 +153,7 @@ def mechanism_table(cells: pd.DataFrame) -> str:
 
 def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: pd.DataFrame, tables: list[Table],
                  plots: list[tuple[str, str]], results: list[ClaimResult], skipped: list[tuple[Claim, str]],
-                 command: str, noise: R.Noise | None = None, sweep_md: str = "") -> str:
+                 command: str, noise: R.Noise | None = None, sweep_md: str = "", screen_md: str = "") -> str:
     lines = [f"# `{exp}` at scale `{scale}` — reproduction report", "",
              f"Built by `{command}` from {source}: {len(runs)} runs in {len(cells)} cells. Scoring reads only what the "
              "runs wrote (config.yaml, summary.json, meta.json, metrics.jsonl — or the same fields from W&B); "
@@ -189,6 +189,14 @@ def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: p
                   "its perplexity (90 % CI over seeds), the learning-rate sensitivity of Wortsman et al. (2023) — the "
                   "mean over the grid of min(final loss, ln vocab) − the best final loss, in nats (90 % CI over seeds) "
                   "— and the largest multiplier at which every seed trains.", "", sweep_md, ""]
+    if screen_md:
+        lines += ["## No-warmup screen", "",
+                  "Per setting that holds A with and without warmup: each no-warmup cell's final validation perplexity "
+                  "over A with warmup's at the same setting, and the share of logged steps with RMS(U) > 1.5 (Figure-1 "
+                  f"matrices pooled). The signature: **S1** A without warmup ≥ {R.SCREEN_FAIL:g}× (or diverged); "
+                  f"**S2** B and H without warmup < {R.SCREEN_OK:g}× and not diverged; **S3** A without warmup's RMS(U) > 1.5 "
+                  f"on ≥ {R.SCREEN_RMS:.0%} of steps, more than with warmup. *pattern* = S1 and S2: a candidate that needs "
+                  "three seeds and the interval rules before it counts.", "", screen_md, ""]
     mech = mechanism_table(cells)
     if mech:
         lines += ["## Mechanism: RMS(U) and clipping", "",

@@ -108,6 +108,9 @@ RMS_LEVELS = (1.0, 1.5, 2.0)  # the report's fractions of steps with RMS(U) abov
 RMS_SKIP_STEPS = 5  # RMS(U) of steps 1..5 is ignored (β̂21 = 0 makes U = ±1 at t = 1)
 STATE_FACTOR = 2.0  # C15: state_bytes ≤ (2 / d_model) · 4 · params
 STATE_FALLBACK_FRACTION = 0.01  # C15 when d_model is unknown: state_bytes ≤ 1% of 4 · params
+SCREEN_FAIL = 1.25  # the no-warmup screen's signature (experiments/regime.yaml): A fails at ≥ 1.25 × A with warmup,
+SCREEN_OK = 1.10  # B and H stay below 1.10 ×, and A's RMS(U) exceeds 1.5 on ≥ 5 % of logged steps
+SCREEN_RMS = 0.05
 PAPER_NOISE = 0.01  # the paper reports single runs: an assumed seed noise of 1 % of BLEU (≈ 0.25 BLEU) on ln BLEU
 
 FIG1_MATRICES = ("tok_emb", "attn_proj.0", "ff1.0")  # what train.py logs as rms_u/<name>
