@@ -312,6 +312,7 @@ def test_the_no_warmup_screen_finds_the_point_with_the_papers_pattern(tmp_path):
 
     def cell(norm, row, warmup, ppl, rms=None, diverged=0):
         rec = {"row_match": row, "opt": row, "schedule.warmup": warmup, "model.norm": norm, "n": 1,
+               "optim.beta1": 0.9 if row == "B" else 0.0, "optim.clip_threshold": 1.0 if row == "H" else None,
                "n_diverged": diverged, "ppl_mean": ppl, "ppl_by_seed": {0: ppl} if ppl else {}, "seeds": [0]}
         for m in R.FIG1_MATRICES:
             rec[f"rmsgt1.5_{m}"] = [rms] if rms is not None else []

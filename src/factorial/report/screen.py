@@ -20,15 +20,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..rows import TABLE2  # noqa: E402
 from . import rules as R  # noqa: E402
-from .data import identity_keys  # noqa: E402
+from .data import identity_keys, knob_equal  # noqa: E402
 
 SURVIVORS = ("B", "H")  # the paper's rows that train without warmup (C4, C7)
+ROLES = ("A", *SURVIVORS)
+# The optimizer knobs that tell A, B and H apart (β1, clipping, …). Every other knob — β2 included — is
+# part of a screened point, so "A with β2 = 0.975" is row A's role at the point optim.beta2=0.975.
+ROLE_KEYS = sorted({k for r in ROLES for k in TABLE2[r].optim
+                    if len({json.dumps(TABLE2[x].optim.get(k), default=str) for x in ROLES}) > 1})
+
+
+def _role(c: dict) -> str | None:
+    """A, B or H: the row whose distinguishing knobs the cell has (whatever the point's other knobs)."""
+    def value(k):  # a frame's NaN is a missing knob
+        v = c.get(f"optim.{k}")
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    for r in ROLES:
+        if all(knob_equal(value(k), TABLE2[r].optim.get(k)) for k in ROLE_KEYS):
+            return r
+    return None
 
 
 def _context_keys(cells: pd.DataFrame) -> list[str]:
     keys = identity_keys(cells.columns)
-    return [k for k in keys if k != "schedule.warmup" and not k.startswith("optim.")]
+    return [k for k in keys if k != "schedule.warmup" and k not in {f"optim.{r}" for r in ROLE_KEYS}]
 
 
 def _mean(xs) -> float | None:
@@ -60,13 +78,25 @@ def screen_points(cells: pd.DataFrame) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for c in cells.to_dict("records"):
         groups.setdefault(json.dumps({k: c.get(k) for k in keys}, sort_keys=True, default=str), []).append(c)
+    def screened(group: list[dict]) -> bool:  # A with and without warmup, B and H without
+        roles = {(_role(c), bool(c.get("schedule.warmup"))) for c in group}
+        return {("A", True), ("A", False), *((r, False) for r in SURVIVORS)} <= roles
+
+    groups = {k: g for k, g in groups.items() if screened(g)}
     differ = [k for k in keys if len({json.dumps(json.loads(g)[k], default=str) for g in groups}) > 1]
+
+    def order(key: str):
+        ctx = json.loads(key)
+        return tuple((ctx[k] is None, str(type(ctx[k])), ctx[k] if isinstance(ctx[k], (int, float)) else str(ctx[k]))
+                     for k in differ)
+
     out = []
-    for key, group in groups.items():
-        find = {(c.get("row_match"), bool(c.get("schedule.warmup"))): c for c in group}
+    for key in sorted(groups, key=order):
+        group = groups[key]
+        find = {(_role(c), bool(c.get("schedule.warmup"))): c for c in group}
         ref = find.get(("A", True))
         a_nw = find.get(("A", False))
-        if ref is None or a_nw is None or _num(ref.get("ppl_mean")) is None:
+        if _num(ref.get("ppl_mean")) is None:
             continue
         ctx = json.loads(key)
         base = _num(ref["ppl_mean"])
