@@ -289,9 +289,9 @@ def test_claims_cells_come_from_the_claim_definitions(studies):
     fig1 = studies["fig1"]
     assert fig1.claim_cells[("C13", "")] == ["row=A,schedule.warmup=true", "row=G,schedule.warmup=true"]
     calibrate = studies["calibrate"]
-    assert calibrate.claim_cells[("C4", "schedule.multiplier=5")] == [
+    assert calibrate.claim_cells[("C4", "schedule.multiplier=5")] == [  # B's reference: B with warmup
         "row=A,schedule.multiplier=5,schedule.warmup=false", "row=A,schedule.multiplier=5,schedule.warmup=true",
-        "row=B,schedule.multiplier=5,schedule.warmup=false"]
+        "row=B,schedule.multiplier=5,schedule.warmup=false", "row=B,schedule.multiplier=5,schedule.warmup=true"]
 
 
 def test_new_claim_columns_verdicts_and_figures_appear_without_code_changes(tmp_path):
