@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 
 from ..rows import TABLE2  # noqa: E402
 from . import rules as R  # noqa: E402
+from .data import _finite as _num  # noqa: E402  (a finite number or None: NaN from a frame, ∞)
 from .data import identity_keys, knob_equal  # noqa: E402
 
 SURVIVORS = ("B", "H")  # the paper's rows that train without warmup (C4, C7)
@@ -52,15 +53,6 @@ def _context_keys(cells: pd.DataFrame) -> list[str]:
 def _mean(xs) -> float | None:
     xs = [x for x in (xs or []) if x is not None and math.isfinite(x)]
     return sum(xs) / len(xs) if xs else None
-
-
-def _num(x) -> float | None:
-    """A finite number, or None (None, NaN from a frame, ∞)."""
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def _rms_gt15(cell: dict) -> float | None:
