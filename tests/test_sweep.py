@@ -136,8 +136,8 @@ def test_linked_axes_nulls_and_duplicate_cells():
     # Row O without warmup is in three groups: one cell, with the union of their seeds.
     assert questions["row=O,schedule.warmup=false"].seeds == [0, 1, 2]
     assert questions["optim.beta2_exponent=null,row=O,schedule.warmup=false"].seeds == [0]
-    calibrate = S.load_study("calibrate")  # 4 rows × warmup on/off × 6 multipliers, 3 seeds each
-    assert len(calibrate.cells) == 48 and {tuple(c.seeds) for c in calibrate.cells} == {(0, 1, 2)}
+    calibrate = S.load_study("calibrate")  # 10 rows × warmup on/off × 6 multipliers, 3 seeds each
+    assert len(calibrate.cells) == 120 and {tuple(c.seeds) for c in calibrate.cells} == {(0, 1, 2)}
     assert {len(S.load_study(n).cells) for n in ("beta2_exponent", "clipping", "factoring", "smoke")} == {17, 12, 8, 4}
 
 
