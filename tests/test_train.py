@@ -15,7 +15,8 @@ import pytest
 
 from factorial import train as T
 from factorial.config import REPO_ROOT
-from factorial.runlog import read_metrics, read_offline_wandb_history
+from factorial.runlog import read_metrics
+from wandb_offline import read_offline_wandb_history
 
 VOLATILE = ("perf/tokens_per_s",)
 VOLATILE_SUMMARY = ("wall_time_s", "tokens_per_s")
