@@ -60,3 +60,5 @@ def test_two_locks_in_one_process_exclude_each_other_and_release(tmp_path):
                 pass
     with CellLock(tmp_path):  # released on exit
         pass
+    # Only the lock file itself (gitignored; Windows removes it on release): nothing for resume or git to see.
+    assert {p.name for p in tmp_path.iterdir()} <= {".lock"}

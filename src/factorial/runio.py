@@ -133,7 +133,9 @@ class CellLock:
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / ".lock"
-        self._lock = FileLock(self.path, blocking=False, on_acquired=_write_pid)
+        # No soft fallback (a lock file's mere existence) where the filesystem has no flock: a file
+        # left by a killed trainer would lock the cell for ever; the OSError says what is wrong.
+        self._lock = FileLock(self.path, blocking=False, fallback_to_soft=False, on_acquired=_write_pid)
 
     def __enter__(self) -> "CellLock":
         try:

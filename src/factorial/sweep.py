@@ -469,7 +469,7 @@ def cell_locked(run_dir: Path) -> bool:
     lock = Path(run_dir) / ".lock"
     if not lock.exists():
         return False
-    probe = FileLock(lock, blocking=False)
+    probe = FileLock(lock, blocking=False, fallback_to_soft=False)  # as CellLock
     try:
         probe.acquire()
     except Timeout:
