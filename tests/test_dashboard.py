@@ -23,7 +23,7 @@ from factorial import dashboard as DB
 from factorial import train as TR
 from factorial.config import REPO_ROOT
 from factorial.report import rules as R
-from factorial.runlog import _iter_wandb_records, read_offline_wandb_history
+from wandb_offline import iter_records, read_offline_wandb_history
 
 RESULTS = REPO_ROOT / "results"
 COMMITTED = sorted(p.parent.parent.name for p in RESULTS.glob("*/cpu/cells.csv"))
@@ -342,7 +342,7 @@ def _offline_run_keys(run_dir: Path) -> dict[str, set[str]]:
     summary: set[str] = set()
     config: set[str] = set()
     for file in (run_dir / "wandb").glob("offline-run-*/run-*.wandb"):
-        for payload in _iter_wandb_records(file):
+        for payload in iter_records(file):
             record = pb.Record()
             record.ParseFromString(payload)
             kind = record.WhichOneof("record_type")

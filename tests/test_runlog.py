@@ -23,9 +23,9 @@ from factorial.runlog import (
     WandbSettings,
     flatten,
     read_metrics,
-    read_offline_wandb_history,
     resolve_wandb_mode,
 )
+from wandb_offline import iter_records, offline_run_order, read_offline_wandb_history, run_complete
 
 LOGGER = "factorial.runlog"
 KEY40 = "0123456789abcdef0123456789abcdef01234567"  # wandb's format check wants 40+ chars
@@ -244,7 +244,7 @@ def _wandb_records(run_dir: Path):
     from wandb.proto import wandb_internal_pb2 as pb
 
     for file in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb")):
-        for payload in runlog._iter_wandb_records(file):
+        for payload in iter_records(file):
             rec = pb.Record()
             rec.ParseFromString(payload)
             yield rec
@@ -346,7 +346,7 @@ def test_offline_run_order_handles_same_second_suffixes():
     names = ["offline-run-20260101_000000-cell-3-10", "offline-run-20251231_235959-cell-3-4",
              "offline-run-20260101_000000-cell-3", "offline-run-20260101_000000-cell-3-2"]
     files = [Path("w", n, "run-cell-3.wandb") for n in names]
-    assert [f.parent.name for f in sorted(files, key=runlog._offline_run_order)] == [
+    assert [f.parent.name for f in sorted(files, key=offline_run_order)] == [
         names[1], names[2], names[3], names[0]
     ]
 
@@ -492,3 +492,61 @@ def test_wandb_summary_or_finish_failure_is_one_warning(tmp_path, caplog, fail_o
     assert len(runlog_warnings(caplog)) == 1
     assert rl.wandb_mode == "disabled"
     assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "a": 1.0}]
+
+
+# ----------------------------------------------------------------------------- public W&B API only
+
+
+def test_production_code_uses_only_wandbs_public_api():
+    """A private wandb module (wandb.sdk..., wandb.proto...) can move in any release; the W&B mode
+    and the wait for an offline run must not depend on one."""
+    import ast
+
+    from factorial.config import REPO_ROOT
+
+    private = []
+    for path in sorted((REPO_ROOT / "src" / "factorial").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            private += [f"{path.name}: {n}" for n in names if n.startswith(("wandb.sdk", "wandb.proto", "wandb.apis."))]
+    assert private == []
+
+
+def test_auto_with_a_key_in_wandbs_settings_file_is_online(wandb_env, monkeypatch):
+    """W&B's own sources decide, not a copy of them: here the api_key setting of W&B's settings file."""
+    config = wandb_env / "wandb-config"
+    config.mkdir()
+    (config / "settings").write_text(f"[default]\napi_key = {KEY40}\n")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(config))
+    mode, reason = resolve_wandb_mode("auto")
+    assert mode == "online", reason
+
+
+def test_auto_looks_up_credentials_without_contacting_the_server(wandb_env, monkeypatch):
+    """A found key is not verified or greeted: on a node without network the check must not wait for the server."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.5)
+    host, port = server.getsockname()
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://{host}:{port}")
+    monkeypatch.delenv("WANDB_SILENT")
+    (wandb_env / ".netrc").write_text(f"machine {host}\n  login user\n  password {KEY40}\n"
+                                      f"machine {host}:{port}\n  login user\n  password {KEY40}\n")
+    try:
+        assert resolve_wandb_mode("auto")[0] == "online"
+        with pytest.raises(TimeoutError):
+            server.accept()[0].close()
+    finally:
+        server.close()
+
+
+def test_an_offline_run_is_on_disk_when_the_logger_finishes(tmp_path):
+    with RunLogger(tmp_path, WandbSettings(mode="offline"), {}) as rl:
+        for step in range(1, 51):
+            rl.log({"train/loss": 1.0 / step}, step)
+    (file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    assert run_complete(file)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -47,18 +46,7 @@ def summaries(root: Path) -> dict[str, dict]:
 
 def locked(run_dir: Path) -> bool:
     """Whether a live trainer holds the run's lock."""
-    lock = run_dir / ".lock"
-    if not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+    return S.cell_locked(run_dir)
 
 
 def run_dirs(root: Path) -> list[Path]:

@@ -33,7 +33,8 @@ from factorial.report import output
 from factorial.report import rules as R
 from factorial.report import tables as T
 from factorial.rows import TABLE2
-from factorial.runlog import flatten, read_metrics, read_offline_wandb_history
+from factorial.runlog import flatten, read_metrics
+from wandb_offline import read_offline_wandb_history
 
 FIX = Path(__file__).parent / "fixtures"
 RUNS = FIX / "runs"

@@ -15,7 +15,8 @@ import pytest
 
 from factorial import train as T
 from factorial.config import REPO_ROOT
-from factorial.runlog import read_metrics, read_offline_wandb_history
+from factorial.runlog import read_metrics
+from wandb_offline import read_offline_wandb_history
 
 VOLATILE = ("perf/tokens_per_s",)
 VOLATILE_SUMMARY = ("wall_time_s", "tokens_per_s")
@@ -134,6 +135,56 @@ def test_divergence_is_a_result(tmp_path, cache_dir):
     assert summary["diverged_at"] is not None and summary["val_ppl"] is None
     saved = json.loads((tmp_path / "d/summary.json").read_text())
     assert saved["status"] == "diverged" and saved["steps"] == 30
+
+
+@pytest.mark.parametrize("row", ["A", "Q300"])
+def test_the_trainer_reads_from_the_device_only_at_steps_that_log(tmp_path, cache_dir, monkeypatch, row):
+    """Reading a tensor to the host waits for the GPU: between the steps that log, evaluate or save,
+    a training step never does (on the CPU the same calls are counted). The gradient norm that is
+    logged is measured without clipping, i.e. without rewriting every gradient."""
+    import torch
+
+    steps_done = {"n": 0}
+    reads: list[tuple[int, str]] = []
+    real_backward = torch.Tensor.backward
+
+    def backward(self, *args, **kwargs):  # once per training step; evaluation never calls it
+        steps_done["n"] += 1
+        return real_backward(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "backward", backward)
+    for name in ("item", "tolist", "__float__", "__bool__", "__int__"):
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _real=real, _name=name, **kwargs):
+            reads.append((steps_done["n"], _name))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+
+    def no_clipping(*args, **kwargs):
+        raise AssertionError("clip_grad_norm_ rewrites every gradient to measure their norm")
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", no_clipping)
+    every = ["train.steps=30", "train.log_every=10", "train.rms_every=10", "train.eval_every=15", "train.checkpoint_every=20"]
+    summary = run(smoke(tmp_path / "r", cache_dir, f"row={row}", *every))
+    assert summary["status"] == "completed"
+    at = {s for s, _ in reads if 0 < s <= 30}
+    assert at <= {1, 10, 15, 20, 30}, sorted(reads)
+
+
+def test_a_divergence_between_log_steps_is_dated_at_the_step_it_happened(tmp_path, cache_dir):
+    """Losses are read at the steps that log; the first diverged loss still names the step, and
+    nothing after it is logged or counted: as when every step is read (log_every=1)."""
+    cell = ["row=Q300", "schedule.multiplier=1.5"]  # diverges at step 6 at smoke scale
+    each = run(smoke(tmp_path / "each", cache_dir, *cell, "train.log_every=1", "train.rms_every=1"))
+    sparse = run(smoke(tmp_path / "sparse", cache_dir, *cell, "train.log_every=7", "train.rms_every=9"))
+    assert each["status"] == sparse["status"] == "diverged"
+    assert 1 < each["diverged_at"] < 7  # between two log steps of the sparse run
+    for key in ("diverged_at", "step", "tokens"):
+        assert sparse[key] == each[key], key
+    last = read_metrics(tmp_path / "sparse/metrics.jsonl")[-1]
+    assert last == read_metrics(tmp_path / "each/metrics.jsonl")[-1] == {"step": each["diverged_at"], "train/loss": last["train/loss"]}
 
 
 def test_offline_wandb_run_records_the_perplexity(tmp_path, cache_dir, monkeypatch):

@@ -9,7 +9,6 @@ load is set aside under ``*.corrupt`` (never deleted) and the previous one is us
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import logging
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 log = logging.getLogger("factorial.runio")
 
@@ -121,31 +121,46 @@ class CellBusyError(RuntimeError):
 
 
 class CellLock:
-    """An exclusive ``flock`` on <run_dir>/.lock while a cell trains.
+    """An exclusive lock on <run_dir>/.lock while a cell trains (``filelock``: ``flock`` on POSIX,
+    ``LockFileEx`` on Windows), taken without waiting.
 
-    The kernel drops the lock when the holding process dies (even by SIGKILL), so a crashed
-    run never leaves a cell locked; a second live process on the same cell is refused.
+    The operating system drops the lock when the holding process dies (even by SIGKILL), so a crashed
+    run never leaves a cell locked; a second live process on the same cell is refused with
+    :class:`CellBusyError`. The holder writes its pid into the file after one newline: Windows locks
+    byte 0 only, so another process can still read the pid for the error message. The file is never
+    committed (``.gitignore``) and is not a run file: resuming never reads it.
     """
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / ".lock"
-        self.fd: int | None = None
+        # No soft fallback (a lock file's mere existence) where the filesystem has no flock: a file
+        # left by a killed trainer would lock the cell for ever; the OSError says what is wrong.
+        self._lock = FileLock(self.path, blocking=False, fallback_to_soft=False, on_acquired=_write_pid)
 
     def __enter__(self) -> "CellLock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
-            os.close(self.fd)
-            self.fd = None
-            raise CellBusyError(f"cell {self.path.parent} is being trained by another process (pid {holder or '?'})") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+            self._lock.acquire()
+        except Timeout:
+            raise CellBusyError(f"cell {self.path.parent} is being trained by another process (pid {lock_holder(self.path) or '?'})") from None
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+        if self._lock.is_locked:
+            self._lock.release()
+
+
+def _write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, f"\n{os.getpid()}".encode())
+
+
+def lock_holder(path: Path) -> str:
+    """The pid written by the process holding the lock file ``path``, or '' when none can be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(1)
+            return f.read(64).decode(errors="replace").strip()
+    except OSError:
+        return ""
+

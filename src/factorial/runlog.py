@@ -24,12 +24,7 @@ import hashlib
 import json
 import logging
 import math
-import netrc
 import os
-import platform
-import struct
-import time
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +41,6 @@ __all__ = [
     "resolve_wandb_mode",
     "read_metrics",
     "flatten",
-    "read_offline_wandb_history",
     "run_id_for",
     "METRICS_FILE",
 ]
@@ -61,8 +55,6 @@ _VAL_METRICS = ("val/ppl", "val/loss")
 # login prompt and finish upload: forever).
 _INIT_TIMEOUT_S = 60.0
 _FINISH_TIMEOUT_S = 300.0
-# How long finish() waits for wandb-core to write out an offline run (normally ms).
-_OFFLINE_FLUSH_TIMEOUT_S = 10.0
 
 _NONFINITE_TO_JSON = {math.inf: "Infinity", -math.inf: "-Infinity"}
 _JSON_TO_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -103,8 +95,9 @@ def resolve_wandb_mode(mode: str) -> tuple[str, str]:
 
     * ``online`` / ``offline`` / ``disabled`` are returned as given.
     * ``auto``: ``WANDB_MODE`` (or ``WANDB_DISABLED=true``) in the environment wins;
-      otherwise ``online`` if W&B credentials are available locally (``WANDB_API_KEY``,
-      ``WANDB_IDENTITY_TOKEN_FILE``, or a netrc entry for the W&B host), else ``offline``.
+      otherwise ``online`` if W&B has credentials for this session (what ``wandb.login``
+      finds: ``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE``, a key saved by ``wandb login``),
+      else ``offline``.
 
     Never touches the network: credentials are only looked up, not verified. An invalid
     key therefore resolves to ``online``; RunLogger then falls back to an offline run when
@@ -134,56 +127,30 @@ def resolve_wandb_mode(mode: str) -> tuple[str, str]:
 
 
 def _find_credentials() -> tuple[bool, str]:
-    """(found, description): same sources, same order as wandb 0.31's login, no network.
+    """(found, description) by W&B's public API, without the network and without a prompt.
 
-    wandb 0.31 (``wandb.sdk.lib.wbauth.authenticate._use_system_auth``) checks
-    WANDB_API_KEY, then WANDB_IDENTITY_TOKEN_FILE, then the netrc file for the server
-    host (``wbnetrc.read_netrc_auth``, which also accepts the api.wandb.ai entry behind
-    the default CoreWeave Forge host). We call that netrc helper directly so host mapping
-    and netrc location ($NETRC, ~/.netrc, ~/_netrc) match wandb exactly; if the private
-    module moves in a later wandb, a plain stdlib netrc lookup is the fallback.
+    ``wandb.login(prompt=False, verify=False)`` looks in W&B's own sources and order
+    (WANDB_API_KEY, WANDB_IDENTITY_TOKEN_FILE, W&B's settings files, the netrc file that
+    ``wandb login`` writes) and only reads them. W&B is set up silent first: a non-silent
+    login looks the account up on the server to greet it (seconds, and a hang on a node
+    without network). The login is remembered for this process, so the run started next uses it.
     """
     if os.environ.get("WANDB_API_KEY"):
-        return True, "WANDB_API_KEY is set"
-    if os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True, "WANDB_IDENTITY_TOKEN_FILE is set"
-
-    base_url = os.environ.get("WANDB_BASE_URL")
-    try:
-        from wandb.sdk.lib import urls
-        from wandb.sdk.lib.wbauth import read_netrc_auth
-    except ImportError:
-        hosts = [urlsplit(base_url).netloc] if base_url else []
-        hosts += ["api.wandb.ai"]
-        return _stdlib_netrc_lookup(hosts)
-
-    host = base_url or urls.DEFAULT_BASE_URL
-    try:
-        key = read_netrc_auth(host=host)
-    except Exception as e:  # e.g. AuthenticationError: entry present but malformed key
-        return False, f"netrc entry for {host} unusable: {e}"
-    if key:
-        return True, f"netrc entry for {host}"
-    return False, f"WANDB_API_KEY unset, no netrc entry for {host}"
-
-
-def _stdlib_netrc_lookup(hosts: list[str]) -> tuple[bool, str]:
-    path_env = os.environ.get("NETRC")
-    if path_env:
-        path = Path(path_env).expanduser()
+        where = "WANDB_API_KEY is set"
+    elif os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        where = "WANDB_IDENTITY_TOKEN_FILE is set"
     else:
-        path = Path("~/.netrc").expanduser()
-        if not path.exists() and platform.system() == "Windows":
-            path = Path("~/_netrc").expanduser()
+        where = "a key saved by `wandb login`, in the netrc file or W&B's settings"
     try:
-        nrc = netrc.netrc(str(path))
-    except (OSError, netrc.NetrcParseError):
-        return False, f"WANDB_API_KEY unset, no readable netrc at {path}"
-    for host in hosts:
-        creds = nrc.authenticators(host)
-        if creds and creds[2]:
-            return True, f"netrc entry for {host}"
-    return False, f"WANDB_API_KEY unset, no netrc entry for {', '.join(hosts)}"
+        import wandb
+
+        wandb.setup(wandb.Settings(silent=True))
+        found = wandb.login(prompt=False, verify=False)
+    except Exception as e:  # e.g. AuthenticationError: a saved key that is malformed
+        return False, f"W&B credentials unusable: {type(e).__name__}: {_first_line(e)}"
+    if found:
+        return True, where
+    return False, "WANDB_API_KEY unset and no key saved by `wandb login`"
 
 
 # ============================================================================ helpers
@@ -340,12 +307,9 @@ def wandb_server_reachable(timeout_s: float = _PROBE_TIMEOUT_S) -> tuple[bool, s
 
     base_url = os.environ.get("WANDB_BASE_URL")
     if not base_url:
-        try:
-            from wandb.sdk.lib import urls
+        import wandb
 
-            base_url = urls.DEFAULT_BASE_URL
-        except ImportError:
-            base_url = "https://api.wandb.ai"
+        base_url = wandb.Settings().base_url  # W&B's default server
     parts = urlsplit(base_url if "//" in base_url else f"https://{base_url}")
     host = parts.hostname or ""
     try:
@@ -381,6 +345,21 @@ def _set_aside_wandb_runs(wandb_root: Path) -> None:
              wandb_root, len(earlier), "y" if len(earlier) == 1 else "ies", aside)
 
 
+def flush_wandb() -> None:
+    """Wait until W&B has written out every run of this process (``wandb.teardown()``).
+
+    ``run.finish()`` returns once wandb-core has handled the run's end, but an offline run's file
+    can reach the disk a moment later; shutting W&B down waits for it. The next W&B use in this
+    process starts it again. Never raises: the local logs are complete either way.
+    """
+    import wandb
+
+    try:
+        wandb.teardown()
+    except (Exception, SystemExit) as e:  # teardown exits the process when wandb-core failed
+        log.warning("W&B did not shut down cleanly (%s: %s); its offline run may be incomplete", type(e).__name__, e)
+
+
 # ============================================================================ RunLogger
 
 
@@ -411,11 +390,10 @@ class RunLogger:
         self._settings = wandb
         self._run: Any = None  # the wandb Run while W&B is active
         self._wandb_dir: Path | None = None
-        self._wandb_file: Path | None = None
-        self._wandb_offline = False
         self._closed = False
         self._since_fsync = 0
         self._offline_because: str | None = None  # why an online run fell back to offline
+        self._offline_run = False  # an offline W&B run was started: finish() waits until it is on disk
 
         # Local first: it must work even if everything about W&B fails.
         if fresh:
@@ -470,7 +448,7 @@ class RunLogger:
                         half.finish(exit_code=1)
                     except Exception:
                         log.debug("finishing the failed online W&B run also failed", exc_info=True)
-                self._wandb_dir, self._wandb_file = None, None
+                self._wandb_dir = None
                 self._mode = "offline"
                 mode = "offline"
         try:
@@ -518,7 +496,6 @@ class RunLogger:
         )
         self._run = run
         self._wandb_dir = Path(run.settings.sync_dir)
-        self._wandb_file = Path(run.settings.sync_file)  # the .wandb transaction log
         # wandb may have ended up in another mode than asked (e.g. a login prompt
         # timing out yields a no-op run); report what is actually in use.
         if run.disabled:
@@ -528,7 +505,7 @@ class RunLogger:
             return
         if run.offline:
             self._mode = "offline"
-        self._wandb_offline = run.offline
+            self._offline_run = True
 
         # Our "step" (the optimizer step) is the x-axis of every chart, not wandb's
         # internal _step: that one restarts/shifts across resumes, ours doesn't.
@@ -565,20 +542,7 @@ class RunLogger:
                 run.finish(exit_code=1)
             except Exception:
                 log.debug("finishing the failed W&B run also failed", exc_info=True)
-            else:
-                self._wait_offline_flush(timeout_s=2.0)  # short: this blocks training
-
-    def _wait_offline_flush(self, timeout_s: float) -> None:
-        """Make "the run is finished" mean "the offline run is on disk".
-
-        Only for offline runs (online ones have W&B's server copy); see
-        _wait_for_transaction_log for why finish() alone doesn't guarantee it.
-        """
-        if self._wandb_file is None or not self._wandb_offline:
-            return
-        if not _wait_for_transaction_log(self._wandb_file, timeout_s):
-            log.info("W&B is still writing %s; it completes at the latest at process exit",
-                     self._wandb_file)
+            # What it recorded reaches the disk when W&B shuts down (finish() or process exit).
 
     # ------------------------------------------------------------------ public API
 
@@ -630,20 +594,19 @@ class RunLogger:
 
     def _finish_wandb(self, exit_code: int) -> None:
         run, self._run = self._run, None
-        if run is None:
-            return
-        try:
-            run.finish(exit_code=exit_code)
-        except Exception as e:
-            self._mode = "disabled"
-            log.warning(
-                "W&B failed in wandb.finish (%s: %s); local logs in %s are complete. %s",
-                type(e).__name__, e, self.metrics_path, self._sync_hint(),
-            )
-            return
-        if self._mode == "offline":
-            self._wait_offline_flush(timeout_s=_OFFLINE_FLUSH_TIMEOUT_S)
-            log.info("W&B offline run saved; upload with `wandb sync %s`", self._wandb_dir)
+        if run is not None:
+            try:
+                run.finish(exit_code=exit_code)
+            except Exception as e:
+                self._mode = "disabled"
+                log.warning(
+                    "W&B failed in wandb.finish (%s: %s); local logs in %s are complete. %s",
+                    type(e).__name__, e, self.metrics_path, self._sync_hint(),
+                )
+        if self._offline_run:  # also one that failed midway: what it recorded is for `wandb sync`
+            flush_wandb()
+            if self._mode == "offline":
+                log.info("W&B offline run saved; upload with `wandb sync %s`", self._wandb_dir)
 
     def __enter__(self) -> RunLogger:
         return self
@@ -651,154 +614,3 @@ class RunLogger:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.finish(exit_code=0 if exc_type is None else 1)
         return False  # never swallow the training loop's exception
-
-
-# ============================================================================ offline reader
-
-# wandb's transaction log (.wandb) is a LevelDB-style record log, written by the Go
-# wandb-core. wandb 0.31 ships no Python reader (the old wandb.sdk.internal.datastore is
-# gone), so this is a small one. Layout, checked against files wandb 0.31 writes:
-#   file header: b":W&B", magic 0xBEE1 (uint16 LE), version 0 (uint8)       -- 7 bytes
-#   then 32 KiB blocks (counted from file offset 0, header included); each chunk:
-#   crc32 (uint32 LE, zlib/IEEE over type byte + data, unmasked), length (uint16 LE),
-#   type (1 full, 2 first, 3 middle, 4 last), data. A block tail shorter than a chunk
-#   header is zero padding. Each reassembled record is a wandb_internal_pb2.Record.
-_WB_HEADER = struct.pack("<4sHB", b":W&B", 0xBEE1, 0)
-_BLOCK = 32 * 1024
-_CHUNK_HEADER = 7
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def _iter_wandb_records(path: Path, *, warn: bool = True):
-    """Yield the raw protobuf payloads of a .wandb file; stops at a torn/corrupt tail.
-
-    warn=False when the file may still be being written (a torn tail is expected then).
-    """
-    data = path.read_bytes()
-    if data[: len(_WB_HEADER)] != _WB_HEADER:
-        raise ValueError(f"{path}: not a W&B transaction log (header {data[:7]!r})")
-    pos = len(_WB_HEADER)
-    pending: list[bytes] | None = None
-    while pos < len(data):
-        left_in_block = _BLOCK - pos % _BLOCK
-        if left_in_block < _CHUNK_HEADER:
-            pos += left_in_block  # zero padding at a block's end
-            continue
-        if pos + _CHUNK_HEADER > len(data):
-            break  # torn chunk header: the writer stopped here
-        crc, length, kind = struct.unpack_from("<IHB", data, pos)
-        if kind == 0 and length == 0:
-            pos += left_in_block  # zero-filled rest of the block
-            continue
-        start, end = pos + _CHUNK_HEADER, pos + _CHUNK_HEADER + length
-        if end > len(data) or end - (pos - pos % _BLOCK) > _BLOCK:
-            if warn:
-                log.warning("%s: truncated record at byte %d; reading stops there", path, pos)
-            break
-        payload = data[start:end]
-        if zlib.crc32(payload, zlib.crc32(bytes([kind]))) != crc:
-            if warn:
-                log.warning("%s: checksum mismatch at byte %d; reading stops there", path, pos)
-            break
-        pos = end
-        if kind == _FULL:
-            pending = None
-            yield payload
-        elif kind == _FIRST:
-            pending = [payload]
-        elif kind == _MIDDLE and pending is not None:
-            pending.append(payload)
-        elif kind == _LAST and pending is not None:
-            pending.append(payload)
-            yield b"".join(pending)
-            pending = None
-        else:
-            if warn:
-                log.warning("%s: unexpected chunk type %d at byte %d; skipped", path, kind, pos)
-            pending = None
-
-
-def _transaction_log_complete(path: Path) -> bool:
-    """True once the last record of a .wandb file is the run's exit record."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    last = None
-    try:
-        for last in _iter_wandb_records(path, warn=False):
-            pass
-    except (OSError, ValueError):  # not there yet / header not written yet
-        return False
-    if last is None:
-        return False
-    record = pb.Record()
-    try:
-        record.ParseFromString(last)
-    except Exception:  # protobuf's DecodeError: a record still being written
-        return False
-    return record.WhichOneof("record_type") == "exit"
-
-
-def _wait_for_transaction_log(path: Path, timeout_s: float) -> bool:
-    """Wait until wandb-core has written the whole .wandb file; False on timeout.
-
-    wandb 0.31's run.finish() returns once the exit record is *handled*, then tells the
-    service to close the stream without waiting for it (ServerInformFinishRequest is
-    fire-and-forget), so the buffered transaction log can reach disk a moment later --
-    observed: a file holding only its 7-byte header right after finish(). Only
-    rescanned when its size changes, so waiting costs little.
-    """
-    deadline = time.monotonic() + timeout_s
-    size = -1
-    while True:
-        try:
-            new_size = path.stat().st_size
-        except OSError:
-            new_size = -1
-        if new_size != size:
-            size = new_size
-            if _transaction_log_complete(path):
-                return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-
-
-def _offline_run_order(file: Path) -> tuple[str, int]:
-    """Chronological sort key for .../offline-run-<YYYYmmdd_HHMMSS>-<id>[-<n>]/run-<id>.wandb.
-
-    wandb appends "-1", "-2", ... when two runs start within the same second (a quick
-    resume); plain string order would put "-10" before "-2". The id is taken from the
-    file name, so ids that themselves end in "-<digits>" can't be mistaken for the suffix.
-    """
-    run_id = file.stem[len("run-"):]
-    name = file.parent.name
-    timestamp = name[len("offline-run-"):].split("-", 1)[0]
-    suffix = name[len(f"offline-run-{timestamp}-{run_id}"):].lstrip("-")
-    return timestamp, int(suffix) if suffix.isdigit() else 0
-
-
-def read_offline_wandb_history(run_dir: Path) -> list[dict]:
-    """History rows (what ``wandb.log`` recorded) of the offline W&B run(s) in run_dir/wandb/.
-
-    Returns one ``{key: value}`` dict per logged row, including wandb's own keys (``_step``,
-    ``_timestamp``, ``_runtime``); NaN/inf come back as floats. A resumed cell leaves one
-    ``offline-run-<time>-<id>`` directory per process; their rows are concatenated in
-    chronological order (steps re-logged after a resume appear again, as in W&B).
-    """
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    rows: list[dict] = []
-    wandb_root = Path(run_dir) / "wandb"
-    for file in sorted(wandb_root.glob("offline-run-*/run-*.wandb"), key=_offline_run_order):
-        for payload in _iter_wandb_records(file):
-            record = pb.Record()
-            record.ParseFromString(payload)
-            if record.WhichOneof("record_type") != "history":
-                continue
-            row = {}
-            for item in record.history.item:
-                # wandb-core fills nested_key (path of a nested dict); older writers, key.
-                key = item.key or ".".join(item.nested_key)
-                row[key] = json.loads(item.value_json)
-            rows.append(row)
-    return rows

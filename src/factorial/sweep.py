@@ -85,7 +85,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import itertools
 import json
 import os
@@ -103,6 +102,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from filelock import FileLock, Timeout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
@@ -463,19 +463,24 @@ def prepare_data(runs: list[Run]) -> list[str]:
 # --- one run in a subprocess (shared by every launcher) -------------------------------------------
 
 
+def cell_locked(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock (factorial.runio.CellLock, not imported: job
+    processes stay light); False when there is no lock file."""
+    lock = Path(run_dir) / ".lock"
+    if not lock.exists():
+        return False
+    probe = FileLock(lock, blocking=False, fallback_to_soft=False)  # as CellLock
+    try:
+        probe.acquire()
+    except Timeout:
+        return True
+    probe.release()
+    return False
+
+
 def wait_for_cell_lock(run_dir: Path, stop: threading.Event | None = None, poll: float = 0.5) -> None:
     """Wait while another live process (an orphan of a killed sweep) trains this run."""
-    lock = run_dir / ".lock"
-    while lock.exists():
-        fd = os.open(lock, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return
-        except BlockingIOError:
-            pass
-        finally:
-            os.close(fd)
+    while cell_locked(run_dir):
         if stop is not None and stop.is_set():
             return
         time.sleep(poll)

@@ -447,6 +447,9 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
     val_loss = None
     # Losses since the last log line; part of a checkpoint, so a resumed run logs the same means.
     window_losses: list[float] = list(progress.get("window_losses", []))
+    # The losses of the steps since the last read, still on the device: reading a value to the host
+    # waits for the GPU, so it is done only at a step that logs, evaluates or saves (see drain()).
+    pending: list[tuple[int, torch.Tensor]] = []
     window_time = 0.0  # seconds spent in training steps since the last log (evaluation excluded)
     start_time = time.perf_counter() - progress["elapsed"]
 
@@ -462,6 +465,18 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
             "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
         })
 
+    def drain() -> tuple[int, float] | None:
+        """Read the pending losses to the host (one wait for the device) into the log window; return
+        (step, loss) of the first that diverged (not finite, or above diverge_loss), else None."""
+        values = torch.stack([loss for _, loss in pending]).tolist() if pending else []
+        steps = [s for s, _ in pending]
+        pending.clear()
+        for s, value in zip(steps, values):
+            if not math.isfinite(value) or value > diverge_loss:
+                return s, value
+            window_losses.append(value)
+        return None
+
     bar = tqdm(total=t.steps, initial=progress["step"], disable=not t.progress, dynamic_ncols=True, desc=cfg.cell or "cell")
     model.train()
     step = progress["step"]
@@ -475,24 +490,39 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
             _, loss = fwd_model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, math.inf)  # the total norm, without clipping
+        log_now = step % t.log_every == 0 or step == t.steps
+        rms_now = is_adafactor and (step % t.rms_every == 0 or step == t.steps)
+        eval_now = step % t.eval_every == 0 or step == t.steps
+        save_now = step % t.checkpoint_every == 0 and step < t.steps
+        if log_now:  # the total norm of the gradients, which stay as they are (no clipping)
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
         progress["tokens"] += tokens_per_step
-        loss_value = loss.item()
-        window_losses.append(loss_value)
-        window_time += time.perf_counter() - step_start
+        pending.append((step, loss.detach()))
 
-        if not math.isfinite(loss_value) or loss_value > diverge_loss:
-            status, diverged_at = "diverged", step
+        # Divergence is looked for at the steps that log, evaluate or save, before they do, in the
+        # losses of every step since the last look: diverged_at is the first step whose loss diverged,
+        # and nothing is logged or saved after it. The steps trained after it are discarded.
+        stopping = stop is not None and stop.signum is not None and step < t.steps
+        if not (step == 1 or log_now or rms_now or eval_now or save_now or stopping):
+            window_time += time.perf_counter() - step_start
+            bar.update(1)
+            continue
+        bad = drain()  # waits for the device: the window's time includes its queued steps
+        window_time += time.perf_counter() - step_start
+        if bad is not None:
+            diverged_at, loss_value = bad
+            progress["tokens"] -= (step - diverged_at) * tokens_per_step
+            status, step = "diverged", diverged_at
             logger.log({"train/loss": loss_value}, step=step)
             break
 
         metrics: dict[str, Any] = {}
         if step == 1:  # the state exists from the first step on; logged once
             metrics["opt/state_bytes"] = state_bytes(optimizer)
-        if step % t.log_every == 0 or step == t.steps:
+        if log_now:
             metrics.update({
                 "train/loss": sum(window_losses) / len(window_losses),
                 "train/lr": lr,
@@ -508,10 +538,10 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
                 metrics["opt/rms_u_mean"] = rms_all.mean().item()
                 if g["clip_threshold"] is not None:
                     metrics["opt/clip_frac"] = (rms_all > g["clip_threshold"]).float().mean().item()
-        if is_adafactor and (step % t.rms_every == 0 or step == t.steps):
+        if rms_now:
             for name, p in fig1.items():
                 metrics[f"rms_u/{name}"] = optimizer.state[p]["update_rms"].item()
-        if step % t.eval_every == 0 or step == t.steps:
+        if eval_now:
             val_loss = evaluate(model, corpus.validation, cfg, device, amp_dtype, t.eval_tokens)
             if progress["best_val_loss"] is None or val_loss < progress["best_val_loss"]:
                 progress["best_val_loss"] = val_loss
@@ -524,7 +554,7 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
             bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", train_ppl=f"{_ppl(metrics['train/loss']):.1f}",
                             **({"val_ppl": f"{_ppl(val_loss):.1f}"} if val_loss is not None else {}),
                             tok_s=f"{metrics['perf/tokens_per_s']:.0f}")
-        if step % t.checkpoint_every == 0 and step < t.steps:
+        if save_now:
             checkpoint(step)
             saved_at = step
         if stop is not None and stop.signum is not None and step < t.steps:

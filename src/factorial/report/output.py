@@ -92,7 +92,6 @@ def log_to_wandb(mode: str, project: str, entity: str | None, exp: str, scale: s
                                     init_timeout=60.0),
             reinit="create_new",
         )
-        sync_file = Path(run.settings.sync_file) if resolved == "offline" else None
         try:
             payload = {name: wandb.Table(dataframe=_wandb_safe(frame)) for name, frame in tables.items()}
             for name, caption in images:
@@ -103,10 +102,10 @@ def log_to_wandb(mode: str, project: str, entity: str | None, exp: str, scale: s
             run.summary.update(summary)
         finally:
             run.finish()
-        if sync_file is not None:  # finish() returns before wandb-core has written the offline run out
-            from ..runlog import _wait_for_transaction_log
+        if resolved == "offline":  # finish() returns before wandb-core has written the offline run out
+            from ..runlog import flush_wandb
 
-            _wait_for_transaction_log(sync_file, timeout_s=10.0)
+            flush_wandb()
         log.info("W&B: logged the tables to %s/%s/summary (%s)", exp, scale, resolved)
         return True
     except Exception as err:  # W&B is a mirror; never fail the report for it
