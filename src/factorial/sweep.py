@@ -1145,7 +1145,7 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         print("interrupted: the running cells were stopped; run the same command again to resume them from their checkpoints")
         return 128 + int(interrupted)
-    print(f"tables: make table EXP={study.name} SCALE={args.scale}")
+    print(f"tables: make table EXP={args.exp} SCALE={args.scale}")
     return 1 if counts["failed"] else 0
 
 
