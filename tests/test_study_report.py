@@ -108,12 +108,12 @@ report:
 
 
 BAD_SECTIONS = [
-    ("report:\n  tabel: fig1\n", "invalid key 'tabel' in report (study file", "allowed: table, plots, claims, backup_claims"),
-    ("report:\n  table: figure1\n", "invalid report (study file", "table='figure1'; allowed: cells | table2 | table3 | fig1"),
+    ("report:\n  tabel: fig1\n", "mine.yaml: invalid key 'tabel' in report", "allowed: table, plots, claims, backup_claims"),
+    ("report:\n  table: figure1\n", "mine.yaml: invalid report.table='figure1'", "allowed: cells | table2 | table3 | fig1"),
     ("report:\n  plots: [fig1, rms]\n", "plots entry 'rms'", "allowed: curves, row_curves, train_loss"),
     ("report:\n  plots: [fig1, fig1_ag]\n", "fig1 and fig1_ag draw the same file", "allowed: one of them"),
     ("report:\n  plots: [sweep]\n", "plots entry 'sweep'", "allowed: a pivot table with a sweep field"),
-    ("report:\n  claims: [C13, C16]\n", "claim 'C16'", "allowed: C1, C2, C3"),
+    ("report:\n  claims: [C13, C16]\n", "invalid report.claims entry 'C16'", "allowed: C1, C2, C3"),
     ("report:\n  claims: [C13]\n  backup_claims: [C13]\n", "claim 'C13' is in both", "allowed: one of them"),
     ("report:\n  claims: C13\n", "claims='C13'", "allowed: a list of claim ids"),
     ("report:\n  table: {title: t, rows: [schedule.warmup], sweep: schedule.warmup}\n", "sweep='schedule.warmup'",

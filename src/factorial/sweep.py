@@ -276,9 +276,9 @@ def _check_report(raw: Any, path: Path) -> None:
     from .report.spec import ReportSpecError, parse_report
 
     try:
-        parse_report(raw, f"report (study file {path})")
+        parse_report(raw)
     except ReportSpecError as err:
-        raise SweepError(str(err)) from None
+        raise SweepError(f"study file {path}: {err}") from None
 
 
 def load_study(

@@ -188,12 +188,14 @@ def parse_report(raw: Any, where: str = "report") -> ReportSpec:
     else:
         plots = default_plots(table)
 
-    def claim(name: str) -> None:
-        if name not in CLAIM_IDS:
-            raise ReportSpecError(f"invalid {where} claim {name!r}; allowed: {', '.join(CLAIM_IDS)}")
+    def claim(key: str):
+        def check(name: str) -> None:
+            if name not in CLAIM_IDS:
+                raise ReportSpecError(f"invalid {where}.{key} entry {name!r}; allowed: {', '.join(CLAIM_IDS)}")
+        return check
 
-    claims = _names(raw.get("claims", []), f"{where}.claims", "claim ids", claim)
-    backup = _names(raw.get("backup_claims", []), f"{where}.backup_claims", "claim ids", claim)
+    claims = _names(raw.get("claims", []), f"{where}.claims", "claim ids", claim("claims"))
+    backup = _names(raw.get("backup_claims", []), f"{where}.backup_claims", "claim ids", claim("backup_claims"))
     both = [c for c in claims if c in backup]
     if both:
         raise ReportSpecError(f"invalid {where}: claim {both[0]!r} is in both claims and backup_claims; allowed: one of them")
@@ -208,7 +210,10 @@ def read_report(path: Path) -> ReportSpec:
         raise ReportSpecError(f"cannot read study file {path}: {err}") from None
     if not isinstance(raw, dict):
         raise ReportSpecError(f"invalid study file {path}: {raw!r}; allowed: a mapping")
-    return parse_report(raw.get("report"), f"report (study file {path})")
+    try:
+        return parse_report(raw.get("report"))
+    except ReportSpecError as err:
+        raise ReportSpecError(f"study file {path}: {err}") from None
 
 
 def is_path(exp: str) -> bool:
