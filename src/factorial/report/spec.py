@@ -26,6 +26,9 @@ whose cells it holds. ``CLAIMS-<scale>.md`` takes a claim's verdict from a study
 ``claims`` (the first by name that has results at that scale), else from one that lists it under
 ``backup_claims``; the study files in experiments/ say which (``claim_homes``).
 
+The learning-rate-sweep and no-warmup-screen sections of REPORT.md (with ``lr_sensitivity.csv`` and
+``screen.png``) need no declaration: they appear in any study whose cells hold such a sweep or screen.
+
 Every key and value is checked when the study file is read, by ``make sweep`` before any cell runs and by
 ``make table`` before anything is built; a study without a ``report:`` section gets the defaults.
 """
