@@ -52,6 +52,7 @@ from .config import REPO_ROOT
 from .report import claims as CL
 from .report import data as D
 from .report import rules as R
+from .report import spec as S
 from .report import tables as T
 
 log = logging.getLogger("factorial.dashboard")
@@ -298,10 +299,10 @@ def knobs(study: Study) -> list[str]:
 
 
 def swept_numbers(study: Study) -> list[str]:
-    """The numbers the study sweeps: its layout's sweep (c, d, the multiplier; factorial.report.tables) and the
-    learning-rate multiplier wherever it takes ≥ 3 values."""
+    """The numbers the study sweeps: its table's sweep (c, d, the multiplier: ``report.table`` of its study file;
+    factorial.report.spec) and the learning-rate multiplier wherever it takes ≥ 3 values."""
     out = []
-    layout = T.LAYOUTS.get(study.exp)
+    layout = T.layout_of(S.report_of(study.exp))
     if layout is not None and layout.sweep is not None and layout.sweep.numeric in study.cells:
         out.append(layout.sweep.numeric)
     if MULTIPLIER in study.cells and MULTIPLIER not in out:

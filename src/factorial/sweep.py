@@ -24,12 +24,23 @@ A study is a set of *cells*; a cell is a list of Hydra overrides of conf/config.
                                # (a list of key=value strings, or a mapping)
     cells:                     # explicit cells (mappings), added to the grid's; optional `seeds:` of their own
       - {row: O, schedule.warmup: false, seeds: [0, 1, 2]}
+    report:                    # what `make table` reports (optional; factorial.report.spec)
+      table: table2            #   the table: cells (default: a row per cell) | table2 | table3 | fig1, or a pivot:
+                               #   {title: ..., rows: [schedule.multiplier], columns: [row, schedule.warmup],
+                               #    sweep: schedule.multiplier} — fields are knobs, `row` or `optimizer`
+      plots: [row_curves, sgd_lr, fig1_ag]   # the figures, in order (default: by the table): curves, row_curves,
+                               #   train_loss, sgd_lr, fig1, fig1_ag, table3_bars, lr_sensitivity, sweep
+      claims: [C1, C3]         #   claims this study is home to: every part judged here, and CLAIMS-<scale>.md's verdict
+      backup_claims: [C4]      #   judged in full here too; the summary's verdict only where no `claims` home has results
 
 ``grid`` may also be a list of grids (their union). A scalar grid value is a one-value axis. Every key
 is checked by composing each cell with Hydra before anything runs; ``exp``, ``scale``, ``cell``,
 ``run_dir`` and ``train.seed`` are set by the sweep and may not appear in a study. Two cells with the
 same name (the same overrides) are one cell, run for the union of their seeds. ``more_seeds`` compares
 values as the overrides spell them (``1`` and ``1.0`` differ); a rule that matches no cell is an error.
+The ``report`` section is checked with the rest (an unknown key, table, field, plot or claim is an error
+naming it and what is allowed); a study without one gets a row per cell, the default figures and no claim
+of its own (it still speaks to every claim whose cells it holds).
 
 Cells, names and run directories
 --------------------------------
@@ -111,7 +122,7 @@ SCALES_DIR = REPO_ROOT / "conf" / "scale"
 FINISHED = ("completed", "diverged")  # = factorial.train.FINISHED (not imported: job processes stay light)
 EXIT_BUSY = 75  # = factorial.train.EXIT_BUSY: another process trains the cell right now
 LAUNCHERS = ("local", "submitit_local", "slurm")
-STUDY_KEYS = ("description", "grid", "seeds", "more_seeds", "fixed", "cells")
+STUDY_KEYS = ("description", "grid", "seeds", "more_seeds", "fixed", "cells", "report")
 # Set by the sweep for every run: a study or an extra override may not set them.
 RESERVED = ("exp", "scale", "cell", "run_dir", "train.seed")
 # Keys that do not change what a cell computes: never part of a cell's name.
@@ -260,6 +271,16 @@ def _grid_cells(grid: Any, where: str) -> list[dict[str, str]]:
     return cells
 
 
+def _check_report(raw: Any, path: Path) -> None:
+    """The study's ``report:`` section (factorial.report.spec), checked before any cell runs."""
+    from .report.spec import ReportSpecError, parse_report
+
+    try:
+        parse_report(raw)
+    except ReportSpecError as err:
+        raise SweepError(f"study file {path}: {err}") from None
+
+
 def load_study(
     exp: str,
     extra: list[str] | None = None,
@@ -280,6 +301,7 @@ def load_study(
         raise SweepError(f"invalid key {unknown[0]!r} in study file {path}; allowed: {', '.join(STUDY_KEYS)}")
 
     base_seeds = _seed_list(raw.get("seeds") if raw.get("seeds") is not None else [0], "seeds")
+    _check_report(raw.get("report"), path)
 
     # Extra overrides from the command line: named unless they do not change the result.
     extra_named, extra_unnamed = [], []
@@ -1128,7 +1150,7 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         print("interrupted: the running cells were stopped; run the same command again to resume them from their checkpoints")
         return 128 + int(interrupted)
-    print(f"tables: make table EXP={study.name} SCALE={args.scale}")
+    print(f"tables: make table EXP={args.exp} SCALE={args.scale}")
     return 1 if counts["failed"] else 0
 
 

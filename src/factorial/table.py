@@ -17,6 +17,10 @@ written earlier) and writes ``<out>/<exp>/<scale>/``:
     REPORT.md    provenance, the table, the figures, and each claim of docs/PAPER.md §8 the study speaks to
                  with the cells compared, the numbers, the rule and the verdict
 
+The table's layout, the figures and the claims the study is home to are what its study file declares in
+``report:`` (``factorial.report.spec``); a study file without one gets one row per cell and the default
+figures. ``--exp`` may be a path to a study file: its runs are then ``<runs-root>/<file stem>/<scale>/``.
+
 and then ``<out>/CLAIMS-<scale>.md`` (+ ``claims-<scale>.csv``): one headline verdict per claim C1–C15
 from the claims.csv of every study at that scale, each from the claim's home study
 (``factorial.report.summary``). ``--summary`` writes only that.
@@ -49,6 +53,7 @@ from .config import REPO_ROOT
 from .report import claims as CL
 from .report import data as D
 from .report import document, output, plots, screen, summary, sweeps
+from .report import spec as S
 from .report import tables as T
 
 log = logging.getLogger("factorial.table")
@@ -58,7 +63,8 @@ ENV_WANDB = "FACTORIAL_TABLE_WANDB"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m factorial.table", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exp", help="the study (experiments/<exp>.yaml), e.g. table2 (required unless --summary)")
+    p.add_argument("--exp", help="the study (experiments/<exp>.yaml, or a path to a study file), e.g. table2 "
+                                 "(required unless --summary)")
     p.add_argument("--summary", action="store_true",
                    help="only rebuild <out>/CLAIMS-<scale>.md from the studies' claims.csv at that scale")
     p.add_argument("--scale", required=True, help="the scale it ran at, e.g. cpu")
@@ -80,15 +86,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load(args) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    name = S.study_name(args.exp)
     if args.from_csv is not None:
         runs, curves = D.load_csv(args.from_csv)
         return runs, curves, f"`{args.from_csv}`"
     if args.source == "wandb":
-        runs, curves = D.load_wandb(args.exp, args.scale, project=args.project or "factorial", entity=args.entity)
+        runs, curves = D.load_wandb(name, args.scale, project=args.project or "factorial", entity=args.entity)
         where = f"{args.entity + '/' if args.entity else ''}{args.project or 'factorial'}"
-        return runs, curves, f"W&B project `{where}`, group `{args.exp}/{args.scale}`"
-    runs, curves = D.load_local(args.runs_root, args.exp, args.scale)
-    where = Path(D.study_dir(args.runs_root, args.exp, args.scale)).resolve()
+        return runs, curves, f"W&B project `{where}`, group `{name}/{args.scale}`"
+    runs, curves = D.load_local(args.runs_root, name, args.scale)
+    where = Path(D.study_dir(args.runs_root, name, args.scale)).resolve()
     with contextlib.suppress(ValueError):  # a committed report names the repository's own paths relatively
         where = where.relative_to(REPO_ROOT)
     return runs, curves, f"`{where}`"
@@ -185,17 +192,19 @@ def check_not_losing(final: Path, runs: pd.DataFrame, args) -> str | None:
 
 
 def build(args, command: str) -> Path:
+    report = S.report_of(args.exp)  # what the study file declares (checked before anything is read)
+    name = S.study_name(args.exp)
     runs, curves, source = load(args)
-    final = Path(args.out) / args.exp / args.scale
+    final = Path(args.out) / name / args.scale
     note = check_not_losing(final, runs, args)
     cells = D.aggregate(runs)
     noise = D.study_noise(cells)
-    results, skipped = CL.evaluate(cells, args.exp)  # each context with its own seed noise
+    results, skipped = CL.evaluate(cells, report)  # each context with its own seed noise
     sweep_frame = sweeps.sweep_table(cells)
     warn = document.provenance_warning(runs)
     if warn:
         print(f"factorial.table: warning: {warn}", file=sys.stderr)
-    tables = T.build_tables(args.exp, cells)
+    tables = T.build_tables(report, cells)
     with output.Staging(final) as stage:
         stage.csv("cells.csv", cells_csv(runs))
         stage.csv("curves.csv", curves)
@@ -203,7 +212,7 @@ def build(args, command: str) -> Path:
         stage.text("table.md", T.to_markdown(tables, "##") + "\n")
         stage.csv("table.csv", T.to_csv_frame(tables))
         stage.text("table.tex", T.to_latex(tables))
-        made = plots.make_plots(args.exp, runs, cells, curves, stage.tmp)
+        made = plots.make_plots(report, runs, cells, curves, stage.tmp, name)
         points = screen.screen_points(cells)
         made += screen.screen_plot(points, stage.tmp)
         for name, _ in made:
@@ -221,7 +230,7 @@ def build(args, command: str) -> Path:
         project = args.project or next((p for p in runs.get("logger.project", []) if p), None) or "factorial"
         entity = args.entity or next((e for e in runs.get("logger.entity", []) if e), None)
         output.log_to_wandb(
-            args.wandb, project, entity, args.exp, args.scale, final,
+            args.wandb, project, entity, name, args.scale, final,
             {"table": T.to_csv_frame(tables), "claims": claims_frame(results, skipped), "cells": cells_csv(runs)},
             made, {f"claims/{k}": v for k, v in counts.items()} | {"runs": len(runs), "cells": len(cells)},
         )

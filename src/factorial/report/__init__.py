@@ -4,11 +4,13 @@
 
 Modules, in the order the data flows:
 
+* ``spec``      — what a study reports: the ``report:`` section of its study file (table layout, figures,
+                  the claims it is home to), checked before any work.
 * ``data``      — runs (local run dirs, cells.csv, or the W&B API) → one row per run; cells = runs grouped by
                   their knob values, with seed statistics.
 * ``rules``     — what "≈", "fails", "much worse", "strays far from 1", … mean, as constants and functions.
 * ``claims``    — C1–C15 of PAPER.md §8 as comparisons between cells, judged by the rules.
-* ``tables``    — the study's table (Table 2's layout, a pivot per study, or one row per cell) in md/csv/tex.
+* ``tables``    — the study's table (Table 2's, Table 3's, Figure 1's, a pivot, or one row per cell) in md/csv/tex.
 * ``plots``     — the figures (PNG).
 * ``document``  — REPORT.md.
 * ``output``    — atomic writing of results/<exp>/<scale>/, and the optional W&B summary run.

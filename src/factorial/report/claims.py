@@ -9,8 +9,9 @@ it, None when they cannot tell (a cell missing, a single seed between the thresh
 without warmup" for "clipping at d = 2 does not remove the instability") is *untestable here*, and a claim
 none of whose parts is False, with every part that is not True untestable, is ``untestable here``.
 
-Which claims a study speaks to: every claim lists its *home* studies (C1–C12: table2; C13: fig1; C14:
-table3; …); there every part is evaluated and a missing cell makes the claim inconclusive. Any other study
+Which claims a study speaks to: a study's file lists the claims it is *home* to (``report.claims``; table2:
+C1–C12 and C15, fig1: C13, table3: C14, …; factorial.report.spec); there every part is evaluated and a
+missing cell makes the claim inconclusive. Any other study
 speaks to a claim only through the parts whose cells it fully holds (e.g. ``calibrate`` has A and B
 without warmup and A with warmup, so it checks C4); the parts it does not hold are listed as not covered.
 
@@ -30,6 +31,7 @@ import pandas as pd
 
 from ..rows import TABLE2
 from . import rules as R
+from . import spec as S
 from .data import ROW_KEYS, identity_keys, stats_of, study_noise
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "untestable here")
@@ -128,10 +130,10 @@ class Claim:
     id: str
     where: str  # the paper's section
     text: str
-    home: tuple[str, ...]
     parts: list[Part]
     free: tuple[str, ...]  # knobs the claim varies; every other identity knob is context
     whole: bool = False  # outside its home studies, speak to it only when every part is covered
+    # (a claim's home studies are the ones whose study file lists it: factorial.report.spec)
 
 
 @dataclass
@@ -345,48 +347,44 @@ def _state(cells: list[dict]):
 
 
 CLAIMS: list[Claim] = [
-    Claim("C1", "§3.2", "Factoring does not hurt: A ≈ C and H ≈ J.", ("table2",), [
+    Claim("C1", "§3.2", "Factoring does not hurt: A ≈ C and H ≈ J.", [
         _not_worse_part("C", "A", W), _not_worse_part("J", "H", W), _not_worse_part("J", "H", NW),
     ], ROW_FREE),
     Claim("C2", "§3.2", "Row means only (D) ≈ baseline with warmup; column means only (E) is much worse, even with warmup.",
-          ("table2",), [
+          [
               _approx_part("A", "D", W),
               Part("E with warmup is much worse than A with warmup", [_r("E", W), _r("A", W)],
                    _cmp(R.fails, _r("E", W), _r("A", W)), "much worse: " + RULE_FAILS.split(": ", 1)[1]),
           ], ROW_FREE),
-    Claim("C3", "§4.1", "With warmup, dropping momentum changes little: A ≈ B.", ("table2",),
-          [_approx_part("A", "B", W)], ROW_FREE),
+    Claim("C3", "§4.1", "With warmup, dropping momentum changes little: A ≈ B.", [_approx_part("A", "B", W)], ROW_FREE),
     Claim("C4", "§4.1, §5", "Without warmup, β1 = 0 with β2 = 0.999 fails (A), while momentum (B) stays stable.",
-          ("table2", "calibrate"), [_fails_part("A"), _stable_part("B")], ROW_FREE),
+          [_fails_part("A"), _stable_part("B")], ROW_FREE),
     Claim("C5", "§5, Table 1", "Fast decay β2 = 0.9 (G) is stable without warmup but converges worse than slow decay with warmup.",
-          ("table2",), [
+          [
               _stable_part("G"),
               Part("G without warmup converges worse than A with warmup", [_r("G", NW), _r("A", W)],
                    _cmp(R.worse, _r("G", NW), _r("A", W)), RULE_WORSE),
           ], ROW_FREE),
-    Claim("C6", "§5", "β2 = 0.99 (F) is still unstable without warmup.", ("table2",),
-          [_fails_part("F", requires=A_FAILS)], ROW_FREE),
+    Claim("C6", "§5", "β2 = 0.99 (F) is still unstable without warmup.", [_fails_part("F", requires=A_FAILS)], ROW_FREE),
     Claim("C7", "§6.2", "Update clipping at d = 1 (H) removes most of the no-warmup instability; d = 2 (I) does not.",
-          ("table2", "clipping"), [_stable_part("H", requires=A_FAILS), _fails_part("I", requires=A_FAILS)], ROW_FREE),
-    Claim("C8", "§6.2", "With warmup, clipping has no significant effect (H ≈ A).", ("table2", "clipping"),
-          [_approx_part("A", "H", W)], ROW_FREE),
+          [_stable_part("H", requires=A_FAILS), _fails_part("I", requires=A_FAILS)], ROW_FREE),
+    Claim("C8", "§6.2", "With warmup, clipping has no significant effect (H ≈ A).", [_approx_part("A", "H", W)], ROW_FREE),
     Claim("C9", "§7.3", "Without warmup, 1 − t^−0.5 (K) is stable; 1 − t^−0.8 (L) and 1 − t^−1.0 (M) are not.",
-          ("table2", "beta2_exponent"),
           [_stable_part("K", requires=A_FAILS), _fails_part("L", requires=A_FAILS), _fails_part("M", requires=A_FAILS)],
           ROW_FREE),
-    Claim("C10", "§7.3", "The β2 schedule plus clipping (N) is as good as constant β2 plus clipping (H).", ("table2",), [
+    Claim("C10", "§7.3", "The β2 schedule plus clipping (N) is as good as constant β2 plus clipping (H).", [
         Part(f"N as good as H {w}", [_r("N", x), _r("H", x)], _cmp(R.not_worse, _r("N", x), _r("H", x)), RULE_NOT_WORSE)
         for x, w in ((W, "with warmup"), (NW, "without warmup"))
     ], ROW_FREE),
     Claim("C11", "§9.1", "Adafactor (O) works as well without warmup as with it; adding momentum (P) does not help.",
-          ("table2",), [
+          [
               Part("O without warmup as good as O with warmup", [_r("O", NW), _r("O", W)],
                    _cmp(R.not_worse, _r("O", NW), _r("O", W)), RULE_NOT_WORSE),
               *[Part(f"P does not help over O {w}", [_r("P", x), _r("O", x)], _cmp(R.not_worse, _r("O", x), _r("P", x)),
                      "does not help: O ≈ P or O better") for x, w in ((W, "with warmup"), (NW, "without warmup"))],
           ], ROW_FREE),
     Claim("C12", "§9.1", "SGD is worse, strongly learning-rate dependent, and diverges at large lr without warmup.",
-          ("table2",), [
+          [
               Part("the best SGD row with warmup converges worse than A with warmup", [_r("A", W)] + [_r(q, W) for q in SGD_ROWS],
                    _sgd_worse, RULE_WORSE,
                    covers=lambda ctx: ctx.has(_r("A", W)) and any(ctx.has(_r(q, W)) for q in SGD_ROWS)),
@@ -396,15 +394,15 @@ CLAIMS: list[Claim] = [
                    [_r(q, NW) for q in SGD_LARGE], _sgd_diverges_without_warmup, RULE_FAILS + "; any of the rows", any_of=True),
           ], ROW_FREE),
     Claim("C13", "§5, Fig. 1", "With warmup, RMS(U) of β2 = 0.999 strays far from 1; with β2 = 0.9 it stays near 1.",
-          ("fig1",), [_rms_part("A", "0.999", True), _rms_part("G", "0.9", False)], ROW_FREE, whole=True),
+          [_rms_part("A", "0.999", True), _rms_part("G", "0.9", False)], ROW_FREE, whole=True),
     Claim("C14", "§8.1, Table 3", "Relative step size makes training less sensitive to the embedding scale than Adam.",
-          ("table3",), [
+          [
               Part("spread (max/min perplexity over the three embedding settings) of Adafactor < Adam's",
                    [*ADAM, *ADAFACTOR], _table3,
                    "less sensitive: spread(Adam) − spread(Adafactor) of ln ppl, paired by seed, with its interval above 0"),
           ], ("optim.*", "schedule.warmup", "model.embedding_init_std", "model.embedding_multiplier")),
     Claim("C15", "§3, §4", "The optimizer state of factored Adafactor with β1 = 0 is sublinear in the parameter count.",
-          ("table2", "factoring", "table3"), [], ()),
+          [], ()),
 ]
 CLAIM_IDS = [c.id for c in CLAIMS]
 
@@ -477,10 +475,10 @@ def _check(p: Part, ctx: Context) -> tuple[R.Judgement, list[str]]:
     return j, nums
 
 
-def evaluate_claim(claim: Claim, cells: pd.DataFrame, exp: str, noise: R.Noise | None = None,
+def evaluate_claim(claim: Claim, cells: pd.DataFrame, home: bool, noise: R.Noise | None = None,
                    metric: R.Metric = R.PPL) -> list[ClaimResult]:
-    """The claim's verdicts in this study (one per context); [] when the study cannot speak to it."""
-    home = exp in claim.home
+    """The claim's verdicts in this study (one per context); [] when the study cannot speak to it. ``home``:
+    the study is home to the claim (its study file lists it: every part is judged)."""
     if claim.id == "C15":
         j, nums = _state(cells.to_dict("records"))
         if j.value is None and not home:
@@ -515,16 +513,20 @@ def evaluate_claim(claim: Claim, cells: pd.DataFrame, exp: str, noise: R.Noise |
     return out
 
 
-def evaluate(cells: pd.DataFrame, exp: str, noise: R.Noise | None = None,
+def evaluate(cells: pd.DataFrame, study: str | S.ReportSpec, noise: R.Noise | None = None,
              metric: R.Metric = R.PPL) -> tuple[list[ClaimResult], list[tuple[Claim, str]]]:
-    """All claims: (results, [(claim, why the study cannot speak to it)])."""
+    """All claims: (results, [(claim, why the study cannot speak to it)]). ``study``: the study's name (its
+    study file declares the claims it is home to) or its report section."""
+    home = (S.report_of(study) if isinstance(study, str) else study).home
     results, skipped = [], []
+    homes = None
     for claim in CLAIMS:
-        r = evaluate_claim(claim, cells, exp, noise, metric)
+        r = evaluate_claim(claim, cells, claim.id in home, noise, metric)
         if r:
             results += r
         else:
-            skipped.append((claim, _why_not(claim)))
+            homes = S.claim_homes() if homes is None else homes
+            skipped.append((claim, _why_not(claim, homes.get(claim.id, []))))
     results += evaluate_sweeps(cells)
     return results, skipped
 
@@ -555,13 +557,12 @@ def evaluate_sweeps(cells: pd.DataFrame) -> list[ClaimResult]:
     return out
 
 
-def _why_not(claim: Claim) -> str:
+def _why_not(claim: Claim, homes: list[str]) -> str:
     if claim.id == "C15":
         return "no factored β1 = 0 Adafactor cell"
     if claim.id == "C14":
         return "needs Adam (warmup) and Adafactor (no warmup) cells in the three embedding settings of Table 3 (study table3)"
     needs = sorted({need_label(n) for p in claim.parts for n in p.needs}, key=str)
-    homes = ", ".join(claim.home)
     if len(needs) > 6:
         needs = needs[:6] + ["…"]
-    return f"needs the cells {'; '.join(needs)} (study {homes})"
+    return f"needs the cells {'; '.join(needs)}" + (f" (study {', '.join(homes)})" if homes else "")

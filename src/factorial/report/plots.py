@@ -24,8 +24,10 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 from ..rows import TABLE2  # noqa: E402
 from . import rules as R  # noqa: E402
 from .data import ROW_ORDER, stats_of  # noqa: E402
+from . import spec as S  # noqa: E402
 from .tables import (  # noqa: E402
-    LAYOUTS, Field, Layout, _row_of, generic_fields, section_title, sections, table2_paper_columns,
+    ROW_FIELD, TABLE3_LAYOUT, WARMUP_FIELD, Field, Layout, _row_of, generic_fields, layout_of, section_title, sections,
+    table2_paper_columns,
 )
 
 DPI = 110
@@ -254,10 +256,11 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
 # --- Figure 1 -----------------------------------------------------------------------------------------
 
 
-def fig1_cells(cells: pd.DataFrame, exp: str) -> list[dict]:
-    """The cells Figure 1 shows: every cell of the fig1 study; elsewhere A and G with warmup."""
+def fig1_cells(cells: pd.DataFrame, every: bool) -> list[dict]:
+    """The cells Figure 1 shows: every cell that logged RMS(U) (plot ``fig1``), or A and G with warmup when both
+    did (plot ``fig1_ag``)."""
     recs = [c for c in cells.to_dict("records") if any(x is not None for x in c.get(f"rms_{R.FIG1_MATRIX}") or [])]
-    if exp != "fig1":
+    if not every:
         recs = [c for c in recs if c.get("row_match") in ("A", "G") and c.get("schedule.warmup")]
         if len(recs) < 2:
             return []
@@ -273,8 +276,8 @@ def _beta2_label(c: dict) -> str:
     return f"{_row_of(c)[1]}: {b}{w}"
 
 
-def figure1(runs, cells: pd.DataFrame, curves, exp: str, out: Path, name: str = "fig1_rms_u.png") -> list[tuple[str, str]]:
-    recs = fig1_cells(cells, exp)
+def figure1(runs, cells: pd.DataFrame, curves, every: bool, out: Path, name: str = "fig1_rms_u.png") -> list[tuple[str, str]]:
+    recs = fig1_cells(cells, every)
     if not recs:
         return []
     fig, axes = plt.subplots(1, len(R.FIG1_MATRICES), figsize=(5.4 * len(R.FIG1_MATRICES), 4.4), sharey=True)
@@ -329,7 +332,7 @@ def figure1(runs, cells: pd.DataFrame, curves, exp: str, out: Path, name: str = 
 
 
 def table3_bars(cells: pd.DataFrame, out: Path, name: str = "table3_bars.png") -> list[tuple[str, str]]:
-    layout = LAYOUTS["table3"]
+    layout = TABLE3_LAYOUT
     recs = cells.to_dict("records")
     if not recs:
         return []
@@ -520,43 +523,57 @@ def _slug(values: dict) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", section_title(values))[:80]
 
 
-def make_plots(exp: str, runs: pd.DataFrame, cells: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
-    """Every figure of the study; returns (file name, caption) for REPORT.md."""
+def _table2_sections(cells: pd.DataFrame) -> list[tuple[str, dict, pd.DataFrame]]:
+    """(file suffix, section, its cells) of the cells that match a Table 2 row, as Table 2's table splits them."""
+    matched = cells[[c is not None for c in cells["row_match"]]].reset_index(drop=True)
+    secs = sections(matched, [ROW_FIELD, WARMUP_FIELD]) if len(matched) else []
+    return [("" if i == 0 else f"_{_slug(sec)}", sec, sub) for i, (sec, sub) in enumerate(secs)]
+
+
+def _sgd_lr(cells: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
+    made = []
+    for suffix, _, sub in _table2_sections(cells):
+        sgd = sub[[str(c).startswith("Q") for c in sub["row_match"]]]
+        sgd = sgd.assign(**{"sgd_k": [TABLE2[c].optim["lr_scale"] for c in sgd["row_match"]]}) if len(sgd) else sgd
+        if len(sgd) >= 2:
+            made += sweep(sgd, [], [WARMUP_FIELD], "sgd_k", "k (SGD lr = k·s_t)", "Row Q: SGD, final perplexity against k",
+                          out, f"sgd_lr{suffix}.png", log_x=True)
+    return made
+
+
+def make_plots(study: str | S.ReportSpec, runs: pd.DataFrame, cells: pd.DataFrame, curves: pd.DataFrame, out: Path,
+               title: str = "") -> list[tuple[str, str]]:
+    """The figures the study's file declares (``report.plots``; factorial.report.spec), in that order; each is
+    drawn when the cells hold what it shows. Returns (file name, caption) for REPORT.md."""
+    report = S.report_of(study) if isinstance(study, str) else study
+    title = title or (study if isinstance(study, str) else "")
     made: list[tuple[str, str]] = []
     if cells.empty:
         return made
     has_curves = curves is not None and "val/ppl" in curves and curves["val/ppl"].notna().any()
-    if exp == "table2":
-        from .tables import ROW_FIELD, WARMUP_FIELD
-
-        matched = cells[[c is not None for c in cells["row_match"]]].reset_index(drop=True)
-        secs = sections(matched, [ROW_FIELD, WARMUP_FIELD]) if len(matched) else []
-        for i, (sec, sub) in enumerate(secs):
-            suffix = "" if i == 0 else f"_{_slug(sec)}"
-            if has_curves:
+    has_loss = curves is not None and "train/loss" in curves and curves["train/loss"].notna().any()
+    layout = layout_of(report, cells.columns)
+    for plot in report.plots:
+        if plot == "curves" and has_curves:
+            made += generic_curves(runs, cells, curves, layout, out, "curves.png", title)
+        elif plot == "row_curves" and has_curves:
+            for suffix, sec, sub in _table2_sections(cells):
                 made += table2_curves(runs, sub, curves, out, f"curves{suffix}.png", section_title(sec))
-            sgd = sub[[str(c).startswith("Q") for c in sub["row_match"]]]
-            sgd = sgd.assign(**{"sgd_k": [TABLE2[c].optim["lr_scale"] for c in sgd["row_match"]]}) if len(sgd) else sgd
-            if len(sgd) >= 2:
-                made += sweep(sgd, [], [WARMUP_FIELD], "sgd_k", "k (SGD lr = k·s_t)", "Row Q: SGD, final perplexity against k",
-                              out, f"sgd_lr{suffix}.png", log_x=True)
-        made += figure1(runs, cells, curves, exp, out)
-        return made
-    layout = LAYOUTS.get(exp)
-    if has_curves:
-        made += generic_curves(runs, cells, curves, layout, out, "curves.png", exp)
-    if curves is not None and "train/loss" in curves and curves["train/loss"].notna().any():
-        made += generic_curves(runs, cells, curves, layout, out, "train_loss.png", exp, key="train/loss")
-    if exp in ("fig1",) or fig1_cells(cells, exp):
-        made += figure1(runs, cells, curves, exp, out)
-    if exp == "table3":
-        made += table3_bars(cells, out)
-    made += lr_sensitivity(cells, out)
-    if layout is not None and layout.sweep is not None:
-        f = layout.sweep
-        for i, (sec, sub) in enumerate(sections(cells, layout.index + layout.columns)):
-            suffix = "" if i == 0 else f"_{_slug(sec)}"
-            made += sweep(sub, layout.index, layout.columns, f.numeric, f.header,
-                          f"{layout.title}" + (f" ({section_title(sec)})" if sec else ""), out,
-                          f"sweep_{f.numeric.split('.')[-1]}{suffix}.png")
+        elif plot == "train_loss" and has_loss:
+            made += generic_curves(runs, cells, curves, layout, out, "train_loss.png", title, key="train/loss")
+        elif plot == "sgd_lr":
+            made += _sgd_lr(cells, out)
+        elif plot in ("fig1", "fig1_ag"):
+            made += figure1(runs, cells, curves, plot == "fig1", out)
+        elif plot == "table3_bars":
+            made += table3_bars(cells, out)
+        elif plot == "lr_sensitivity":
+            made += lr_sensitivity(cells, out)
+        elif plot == "sweep" and layout is not None and layout.sweep is not None:
+            f = layout.sweep
+            for i, (sec, sub) in enumerate(sections(cells, layout.index + layout.columns)):
+                suffix = "" if i == 0 else f"_{_slug(sec)}"
+                made += sweep(sub, layout.index, layout.columns, f.numeric, f.header,
+                              f"{layout.title}" + (f" ({section_title(sec)})" if sec else ""), out,
+                              f"sweep_{f.numeric.split('.')[-1]}{suffix}.png")
     return made

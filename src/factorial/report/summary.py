@@ -1,9 +1,11 @@
 """One verdict per claim C1–C15 for a scale, across the studies committed in ``results/*/<scale>/``.
 
 Each study's ``claims.csv`` holds the verdicts it can give (one per context). A claim's *headline*
-verdict comes from its first home study (``claims.CLAIMS[...].home``: table2 for C1–C12, fig1 for C13,
-table3 for C14, table2 for C15), and only when that study has a single context; a home study with several
-contexts (a multiplier sweep) gives a headline only when every context agrees. Any other study's
+verdict comes from its first home study that has results at the scale — the studies whose file in
+experiments/ lists the claim under ``report.claims``, then under ``report.backup_claims``, each by name
+(``spec.claim_homes``: table2 for C1–C12 and C15, fig1 for C13, table3 for C14) — and only when that study
+has a single context; a home study with several contexts (a multiplier sweep) gives a headline only when
+every context agrees. Any other study's
 verdicts on the claim are listed beside it as further evidence, never mixed into the headline.
 
 Written by ``python -m factorial.table`` after each study (and by ``--summary`` alone) to
@@ -18,6 +20,7 @@ import pandas as pd
 
 from ..runio import atomic_write_text
 from .claims import CLAIMS
+from .spec import claim_homes
 
 NOT_RUN = "not run"
 
@@ -52,10 +55,13 @@ def summarize(out: Path, scale: str) -> pd.DataFrame | None:
     if not studies:
         return None
     rows = []
+    homes = claim_homes()
     for claim in CLAIMS:
-        home = next((h for h in claim.home if h in studies), None)
+        its = homes.get(claim.id, [])
+        home = next((h for h in its if h in studies), None)
         if home is None:
-            verdict, reason, where = NOT_RUN, f"no results for {', '.join(claim.home)} at this scale", claim.home[0]
+            verdict, where = NOT_RUN, (its[0] if its else "–")
+            reason = f"no results for {', '.join(its)} at this scale" if its else "no study in experiments/ is home to it"
         else:
             frame = studies[home]
             verdict, reason = _headline(frame[frame["claim"] == claim.id])

@@ -1,4 +1,5 @@
-"""A study's table: which cells go where (a layout per study), and the table as Markdown, CSV and LaTeX.
+"""A study's table: which cells go where (the layout its study file declares in ``report.table``; see
+factorial.report.spec), and the table as Markdown, CSV and LaTeX.
 
 Every layout is a pivot of the aggregated cells: index fields (the table's rows) and column fields (its
 column groups), each a function of a cell's knob values. Knobs that the layout does not explain — that
@@ -7,7 +8,7 @@ per combination, so two different cells are never merged into one entry.
 
 Table 2 has its own layout: its 22 rows in the paper's order with the paper's columns (from
 ``factorial.rows``, the single definition of the rows), our perplexity beside the paper's BLEU, and "—"
-for a cell not run.
+for a cell not run. Table 3 adds the paper's BLEU to its pivot; Figure 1's table gives each cell's RMS(U).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pandas as pd
 
 from ..rows import DIVERGED, TABLE2, TABLE3
 from . import rules as R
+from . import spec as S
 from .data import ROW_ORDER, embedding_labels, identity_keys, stats_of
 
 # PAPER.md §5, Table 3 (BLEU, Adam | Adafactor) by (embedding init σ, multiplier). factorial.rows holds
@@ -98,15 +100,38 @@ class Layout:
     sweep: Field | None = None  # plot final perplexity against this number, one line per column group
 
 
-LAYOUTS: dict[str, Layout] = {
-    "beta2_exponent": Layout([C_FIELD], [D_FIELD, WARMUP_FIELD], "Final validation perplexity by β2 schedule exponent c and update clipping",
-                             C_FIELD),
-    "clipping": Layout([D_FIELD], [WARMUP_FIELD], "Final validation perplexity by clipping threshold d", D_FIELD),
-    "table3": Layout([EMB_STD_FIELD, EMB_MULT_FIELD], [OPTNAME_FIELD, WARMUP_FIELD],
-                     "Table 3 — embedding scaling (untied embeddings): final validation perplexity"),
-    "factoring": Layout([SECOND_MOMENT_FIELD], [TIED_FIELD], "Second-moment estimator × tied embeddings: final validation perplexity"),
-    "calibrate": Layout([MULT_FIELD], [ROW_FIELD, WARMUP_FIELD], "Learning-rate calibration: final validation perplexity", MULT_FIELD),
+# The fields a study's pivot table (``report.table`` in its study file) may name with their own header and
+# order (factorial.report.spec.NAMED_FIELDS); any other knob is a field headed by its key.
+NAMED_FIELDS: dict[str, Field] = {
+    "row": ROW_FIELD, "optimizer": OPTNAME_FIELD, "schedule.warmup": WARMUP_FIELD,
+    "optim.second_moment": SECOND_MOMENT_FIELD, "model.tie_embeddings": TIED_FIELD,
+    "model.embedding_init_std": EMB_STD_FIELD, "model.embedding_multiplier": EMB_MULT_FIELD,
+    "optim.beta2_exponent": C_FIELD, "optim.clip_threshold": D_FIELD, "schedule.multiplier": MULT_FIELD,
 }
+TABLE3_LAYOUT = Layout([EMB_STD_FIELD, EMB_MULT_FIELD], [OPTNAME_FIELD, WARMUP_FIELD],
+                       "Table 3 — embedding scaling (untied embeddings): final validation perplexity")
+
+
+def field_of(name: str, columns=None) -> Field:
+    """A pivot's field by name; a knob the cells do not have is an error naming the knobs they have."""
+    if name in NAMED_FIELDS:
+        return NAMED_FIELDS[name]
+    if columns is not None and name not in columns:
+        raise S.ReportSpecError(f"invalid report.table field {name!r}: the study's cells have no such knob; allowed: "
+                                f"row, optimizer, or one of {', '.join(identity_keys(columns))}")
+    return knob_field(name, name)
+
+
+def layout_of(report: S.ReportSpec, columns=None) -> Layout | None:
+    """The pivot layout of a study's table (Table 3's for ``table: table3``); None for the other presets."""
+    if report.table == "table3":
+        return TABLE3_LAYOUT
+    if not isinstance(report.table, S.Pivot):
+        return None
+    p = report.table
+    rows = [field_of(n, columns) for n in p.rows]
+    return Layout(rows, [field_of(n, columns) for n in p.columns], p.title,
+                  rows[p.rows.index(p.sweep)] if p.sweep else None)
 
 
 # --- sections -------------------------------------------------------------------------------------
@@ -263,7 +288,7 @@ def _pivot(cells: pd.DataFrame, layout: Layout) -> list[Table]:
 
 
 def _table3(cells: pd.DataFrame) -> list[Table]:
-    tables = _pivot(cells, LAYOUTS["table3"])
+    tables = _pivot(cells, TABLE3_LAYOUT)
     for t in tables:
         for frame in (t.display, t.data):
             labels = list(zip(frame["embedding init σ"], frame["embedding multiplier"]))
@@ -338,16 +363,19 @@ def _generic(cells: pd.DataFrame, title: str = "Final validation perplexity, one
     return [Table(title, {}, pd.DataFrame(disp), pd.DataFrame(data), notes)]
 
 
-def build_tables(exp: str, cells: pd.DataFrame) -> list[Table]:
-    """The study's table(s): Table 2's layout, a study's pivot, or one row per cell."""
-    if exp == "table2":
-        return _table2(cells)
-    if exp == "fig1":
-        return _fig1(cells)
-    if exp == "table3":
-        return _table3(cells)
-    if exp in LAYOUTS:
-        return _pivot(cells, LAYOUTS[exp])
+# The tables with code of their own (``report.table`` of a study file; "cells" and pivots are generic).
+PRESET_TABLES: dict[str, Callable[[pd.DataFrame], list[Table]]] = {"table2": _table2, "table3": _table3, "fig1": _fig1}
+
+
+def build_tables(study: str | S.ReportSpec, cells: pd.DataFrame) -> list[Table]:
+    """The study's table(s), in the layout its study file declares (``report.table``; factorial.report.spec):
+    Table 2's, Table 3's, Figure 1's, a pivot, or one row per cell."""
+    report = S.report_of(study) if isinstance(study, str) else study
+    if report.table in PRESET_TABLES:
+        return PRESET_TABLES[report.table](cells)
+    layout = layout_of(report, cells.columns)
+    if layout is not None:
+        return _pivot(cells, layout)
     return _generic(cells)
 
 

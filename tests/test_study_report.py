@@ -1,0 +1,186 @@
+"""A study declares its report: the ``report:`` section of its study file (factorial.report.spec).
+
+The table's layout, the figures and the claims a study is home to come from its YAML alone: a study of
+one's own, written only as a file outside experiments/, gets them from ``make table`` without a line of
+code; a bad section is refused, naming the key, the value and what is allowed, before anything is read,
+run or written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from factorial import sweep as SW
+from factorial import table as CLI
+from factorial.report import claims as CL
+from factorial.report import data as D
+from factorial.report import spec as S
+from factorial.report import tables as T
+
+FIG1_RUNS = Path(__file__).parent / "fixtures" / "runs" / "fig1" / "tiny"
+
+MY_STUDY = """\
+description: my own look at Figure 1 — rows A and G with warmup, RMS(U) every step
+grid:
+  row: [A, G]
+  schedule.warmup: [true]
+fixed: [train.rms_every=1]
+"""
+
+
+@pytest.fixture(autouse=True)
+def quiet_wandb(monkeypatch):
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "FACTORIAL_TABLE_WANDB"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def my_study(tmp_path: Path, report: str = "") -> tuple[Path, Path]:
+    """A study file outside experiments/ and synthetic runs of its two cells (the fig1 fixture, relabelled)."""
+    path = tmp_path / "studies" / "mine.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(MY_STUDY + report)
+    runs = tmp_path / "runs"
+    if not (runs / "mine").exists():
+        shutil.copytree(FIG1_RUNS, runs / "mine" / "tiny")
+        for cfg in (runs / "mine" / "tiny").glob("*/*/config.yaml"):
+            cfg.write_text(cfg.read_text().replace("exp: fig1", "exp: mine", 1))
+    return path, runs
+
+
+def build(tmp_path: Path, path: Path, runs: Path, out: str = "out") -> int:
+    return CLI.main(["--exp", str(path), "--scale", "tiny", "--runs-root", str(runs), "--out", str(tmp_path / out)])
+
+
+def test_my_own_study_gets_the_figure_1_table_plot_and_claims_it_declares(tmp_path):
+    path, runs = my_study(tmp_path, """\
+report:
+  table: fig1
+  plots: [fig1]
+  claims: [C13, C3]
+""")
+    assert build(tmp_path, path, runs) == 0
+    d = tmp_path / "out" / "mine" / "tiny"
+    assert "## Figure 1 — RMS of the unscaled update" in (d / "table.md").read_text()
+    # only the figure it declares: Figure 1, and no curves
+    assert sorted(p.name for p in d.glob("*.png")) == ["fig1_rms_u.png"]
+    report = (d / "REPORT.md").read_text()
+    assert "![fig1_rms_u.png](fig1_rms_u.png)" in report and "curves.png" not in report
+    verdicts = pd.read_csv(d / "claims.csv", keep_default_na=False)
+    c13 = verdicts[verdicts["claim"] == "C13"]
+    assert set(c13["verdict"]) == {"reproduced"}  # A strays far from 1, G stays near (the fixture's design)
+    # home to C3, it judges every part of it, even without B's cells: inconclusive, naming the missing cell
+    c3 = verdicts[verdicts["claim"] == "C3"]
+    assert list(c3["verdict"]) == ["inconclusive"] and "missing cell: B, warmup" in c3["reason"].iloc[0]
+    assert "### C3 — " in report and "### C13 — " in report
+
+
+def test_without_a_report_section_a_study_gets_the_generic_report(tmp_path):
+    path, runs = my_study(tmp_path)
+    assert build(tmp_path, path, runs) == 0
+    d = tmp_path / "out" / "mine" / "tiny"
+    table = (d / "table.md").read_text()
+    assert "## Final validation perplexity, one row per cell" in table and "Figure 1 —" not in table
+    # the default figures: curves, training loss, and Figure 1 since A and G with warmup logged RMS(U)
+    assert sorted(p.name for p in d.glob("*.png")) == ["curves.png", "fig1_rms_u.png", "train_loss.png"]
+    verdicts = pd.read_csv(d / "claims.csv", keep_default_na=False).groupby("claim")["verdict"].agg(set)
+    assert verdicts["C13"] == {"reproduced"}  # it holds every cell C13 compares
+    assert verdicts["C3"] == {"not covered"}  # home to nothing: it cannot speak to C3 without B
+
+
+def test_a_pivot_table_and_its_sweep_from_yaml(tmp_path):
+    path, runs = my_study(tmp_path, """\
+report:
+  table:
+    title: My pivot
+    rows: [row]
+    columns: [schedule.warmup]
+  plots: [curves]
+""")
+    assert build(tmp_path, path, runs) == 0
+    d = tmp_path / "out" / "mine" / "tiny"
+    table = (d / "table.md").read_text()
+    assert "## My pivot" in table and "| row | warmup |" in table and "| A | " in table and "| G | " in table
+    assert sorted(p.name for p in d.glob("*.png")) == ["curves.png"]
+
+
+BAD_SECTIONS = [
+    ("report:\n  tabel: fig1\n", "mine.yaml: invalid key 'tabel' in report", "allowed: table, plots, claims, backup_claims"),
+    ("report:\n  table: figure1\n", "mine.yaml: invalid report.table='figure1'", "allowed: cells | table2 | table3 | fig1"),
+    ("report:\n  plots: [fig1, rms]\n", "plots entry 'rms'", "allowed: curves, row_curves, train_loss"),
+    ("report:\n  plots: [fig1, fig1_ag]\n", "fig1 and fig1_ag draw the same file", "allowed: one of them"),
+    ("report:\n  plots: [sweep]\n", "plots entry 'sweep'", "allowed: a pivot table with a sweep field"),
+    ("report:\n  claims: [C13, C16]\n", "invalid report.claims entry 'C16'", "allowed: C1, C2, C3"),
+    ("report:\n  claims: [C13]\n  backup_claims: [C13]\n", "claim 'C13' is in both", "allowed: one of them"),
+    ("report:\n  claims: C13\n", "claims='C13'", "allowed: a list of claim ids"),
+    ("report:\n  table: {title: t, rows: [schedule.warmup], sweep: schedule.warmup}\n", "sweep='schedule.warmup'",
+     "allowed: a number among the rows"),
+    ("report:\n  table: {rows: [row]}\n", "table.title=None", "allowed: the table's title"),
+    ("report:\n  table: {title: t, rows: [row], colums: [schedule.warmup]}\n", "invalid key 'colums'",
+     "allowed: title, rows, columns, sweep"),
+    ("report:\n  table: {title: t, rows: ['optim beta1']}\n", "field 'optim beta1'", "allowed: row, optimizer, or a config key"),
+]
+
+
+@pytest.mark.parametrize("section,names,allowed", BAD_SECTIONS)
+def test_a_bad_report_section_is_refused_before_any_work(tmp_path, capsys, section, names, allowed):
+    path, runs = my_study(tmp_path, section)
+    # make table: exit 2, nothing written
+    assert build(tmp_path, path, runs) == 2
+    err = capsys.readouterr().err
+    assert names in err and allowed in err, err
+    assert not (tmp_path / "out").exists()
+    # make sweep: exit 2 before any cell runs
+    sweep_runs = tmp_path / "sweep-runs"
+    assert SW.main(["--exp", str(path), "--scale", "smoke", "--runs-root", str(sweep_runs)]) == 2
+    err = capsys.readouterr().err
+    assert names in err and allowed in err, err
+    assert not sweep_runs.exists()
+
+
+def test_a_pivot_on_a_knob_the_cells_lack_is_refused_before_anything_is_written(tmp_path, capsys):
+    path, runs = my_study(tmp_path, "report:\n  table: {title: t, rows: [model.nonsense]}\n")
+    assert build(tmp_path, path, runs) == 2
+    err = capsys.readouterr().err
+    assert "invalid report.table field 'model.nonsense'" in err and "allowed: row, optimizer, or one of" in err
+    assert "model.d_model" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_committed_study_declares_a_valid_report():
+    homes = S.claim_homes()
+    # each claim has a home, and the summary's order is the one the paper's studies call for
+    assert set(homes) == set(CL.CLAIM_IDS)
+    assert homes["C4"] == ["table2", "calibrate"] and homes["C13"] == ["fig1"] and homes["C14"] == ["table3"]
+    assert homes["C15"] == ["table2", "factoring", "table3"]
+    for name in SW.available_studies():
+        spec = S.report_of(name)
+        assert set(spec.plots) <= set(S.PLOTS)
+    assert S.report_of("table2").table == "table2" and S.report_of("smoke") == S.ReportSpec()
+    assert S.report_of("a study with no file") == S.ReportSpec()  # results rebuilt from a cells.csv alone
+
+
+def test_the_spec_and_the_report_code_name_the_same_tables_fields_and_plots():
+    assert set(T.NAMED_FIELDS) == set(S.NAMED_FIELDS)
+    for name, numeric in S.NAMED_FIELDS.items():
+        assert (T.NAMED_FIELDS[name].numeric is not None) == numeric, name
+    assert set(T.PRESET_TABLES) | {"cells"} == set(S.TABLES)
+    assert set(S.DEFAULT_PLOTS) == set(S.TABLES) | {"pivot"}
+
+
+def test_a_study_reports_by_its_file_not_by_its_name(tmp_path):
+    """table3's study file copied under another name reports the same table, figures and verdicts."""
+    cells = SW.EXPERIMENTS_DIR.parent / "results" / "table3" / "cpu" / "cells.csv"
+    renamed = tmp_path / "my_table3.yaml"
+    shutil.copy(SW.EXPERIMENTS_DIR / "table3.yaml", renamed)
+    for exp, out in (("table3", "a"), (str(renamed), "b")):
+        assert CLI.main(["--exp", exp, "--scale", "cpu", "--from-csv", str(cells), "--out", str(tmp_path / out)]) == 0
+    a, b = tmp_path / "a" / "table3" / "cpu", tmp_path / "b" / "my_table3" / "cpu"
+    for name in ("table.md", "table.csv", "claims.csv"):
+        assert (a / name).read_text() == (b / name).read_text(), name
+    assert "## Table 3 — embedding scaling" in (b / "table.md").read_text()
+    assert sorted(p.name for p in b.glob("*.png")) == sorted(p.name for p in a.glob("*.png"))
+    assert (b / "table3_bars.png").is_file()
