@@ -119,6 +119,15 @@ BAD_SECTIONS = [
     ("report:\n  table: {title: t, rows: [schedule.warmup], sweep: schedule.warmup}\n", "sweep='schedule.warmup'",
      "allowed: a number among the rows"),
     ("report:\n  table: {rows: [row]}\n", "table.title=None", "allowed: the table's title"),
+    ("report:\n  controls: {cell: x}\n", "invalid report.controls={'cell': 'x'}", "allowed: a list of mappings"),
+    ("report:\n  controls: [{cell: 'row=A,schedule.warmup=true', ref: x}]\n", "invalid key 'ref' in report.controls[0]",
+     "allowed: cell, reference"),
+    ("report:\n  controls: [{cell: 'row=A,schedule.warmup=true', reference: 3}]\n", "report.controls[0].reference=3",
+     "allowed: a cell name of the study"),
+    ("report:\n  controls: [{cell: 'row=A,schedule.warmup=true', reference: 'row=A,schedule.warmup=true'}]\n",
+     "cell and reference are both 'row=A,schedule.warmup=true'", "allowed: two different cells"),
+    ("report:\n  controls: [{cell: 'row=A,schedule.warmup=false', reference: 'row=A,schedule.warmup=true'}]\n",
+     "invalid report.controls[0].cell='row=A,schedule.warmup=false'", "allowed: a cell of the study (row=A,schedule.warmup=true"),
     ("report:\n  table: {title: t, rows: [row], colums: [schedule.warmup]}\n", "invalid key 'colums'",
      "allowed: title, rows, columns, sweep"),
     ("report:\n  table: {title: t, rows: ['optim beta1']}\n", "field 'optim beta1'", "allowed: row, optimizer, or a config key"),
@@ -184,3 +193,30 @@ def test_a_study_reports_by_its_file_not_by_its_name(tmp_path):
     assert "## Table 3 — embedding scaling" in (b / "table.md").read_text()
     assert sorted(p.name for p in b.glob("*.png")) == sorted(p.name for p in a.glob("*.png"))
     assert (b / "table3_bars.png").is_file()
+
+
+def test_a_declared_positive_control_is_judged_in_the_report(tmp_path):
+    """G with warmup as a 'control' against A with warmup: it passes when G is ≥ SCREEN_FAIL × A (or most of
+    its seeds diverged), and the report says which; an unfinished control is 'not run yet'."""
+    from factorial.report import rules as R
+    from factorial.report import screen as SC
+
+    path, runs = my_study(tmp_path, "report:\n  controls:\n    - {cell: 'row=G,schedule.warmup=true', "
+                                    "reference: 'row=A,schedule.warmup=true'}\n")
+    assert build(tmp_path, path, runs) == 0
+    report = (tmp_path / "out" / "mine" / "tiny" / "REPORT.md").read_text()
+    cells = D.aggregate(CLI.load(CLI.parse_args(["--exp", str(path), "--scale", "tiny", "--runs-root", str(runs)]))[0])
+    by = {c["cells"]: c for c in cells.to_dict("records")}
+    ratio = by["row=G,schedule.warmup=true"]["ppl_mean"] / by["row=A,schedule.warmup=true"]["ppl_mean"]
+    [result] = SC.control_results(cells, S.report_of(str(path)).controls)
+    assert result["ratio"] == pytest.approx(ratio) and result["passes"] == (ratio >= R.SCREEN_FAIL)
+    assert "## Positive controls" in report and f"| {ratio:.2f} |" in report
+    assert ("the harness sees a failure" if ratio >= R.SCREEN_FAIL else "the control did not fail") in report
+    # the same control over cells where G's seeds diverged passes; over cells without G it has not run yet
+    diverged = cells.copy()
+    g = diverged["cells"] == "row=G,schedule.warmup=true"
+    diverged.loc[g, "n_diverged"] = diverged.loc[g, "n"]
+    [result] = SC.control_results(diverged, S.report_of(str(path)).controls)
+    assert result["passes"] is True and result["diverged"].split("/")[0] == result["diverged"].split("/")[1]
+    [result] = SC.control_results(cells[~g], S.report_of(str(path)).controls)
+    assert result["passes"] is None and "not run yet" in SC.control_markdown([result])

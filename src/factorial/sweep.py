@@ -271,14 +271,20 @@ def _grid_cells(grid: Any, where: str) -> list[dict[str, str]]:
     return cells
 
 
-def _check_report(raw: Any, path: Path) -> None:
-    """The study's ``report:`` section (factorial.report.spec), checked before any cell runs."""
+def _check_report(raw: Any, path: Path, names: list[str] | None = None) -> None:
+    """The study's ``report:`` section (factorial.report.spec), checked before any cell runs; with the study's
+    cell names, its controls must name cells of the study."""
     from .report.spec import ReportSpecError, parse_report
 
     try:
-        parse_report(raw)
+        spec = parse_report(raw)
     except ReportSpecError as err:
         raise SweepError(f"study file {path}: {err}") from None
+    for i, pair in enumerate(spec.controls if names is not None else ()):
+        for key, value in zip(("cell", "reference"), pair):
+            if value not in names:
+                raise SweepError(f"study file {path}: invalid report.controls[{i}].{key}={value!r}; allowed: a cell of "
+                                 f"the study ({', '.join(names[:6])}{', …' if len(names) > 6 else ''})")
 
 
 def load_study(
@@ -368,6 +374,8 @@ def load_study(
     if seeds is not None:
         for c in cells.values():
             c.seeds = list(seeds)
+    if not extra_named:  # extra named overrides rename every cell; the controls name the study's own cells
+        _check_report(raw.get("report"), path, [c.name for c in cells.values()])
     study = Study(name, path, str(raw.get("description") or ""), list(cells.values()), fixed + extra_unnamed)
     return study
 

@@ -193,6 +193,13 @@ def check_not_losing(final: Path, runs: pd.DataFrame, args) -> str | None:
 
 def build(args, command: str) -> Path:
     report = S.report_of(args.exp)  # what the study file declares (checked before anything is read)
+    if report.controls:  # the controls name cells of the study: checked against its grid
+        from .sweep import SweepError, load_study
+
+        try:
+            load_study(args.exp)
+        except SweepError as err:
+            raise S.ReportSpecError(str(err)) from None
     name = S.study_name(args.exp)
     runs, curves, source = load(args)
     final = Path(args.out) / name / args.scale
@@ -215,13 +222,15 @@ def build(args, command: str) -> Path:
         made = plots.make_plots(report, runs, cells, curves, stage.tmp, name)
         points = screen.screen_points(cells)
         made += screen.screen_plot(points, stage.tmp)
+        control_md = screen.control_markdown(screen.control_results(cells, report.controls))
         for name, _ in made:
             stage.written.append(name)
         if not sweep_frame.empty:
             stage.csv("lr_sensitivity.csv", sweep_frame)
         stage.text("REPORT.md", document.build_report(args.exp, args.scale, source, runs, cells, tables, made,
                                                       results, skipped, command, noise,
-                                                      sweeps.sweep_markdown(sweep_frame), screen.screen_markdown(points)))
+                                                      sweeps.sweep_markdown(sweep_frame), screen.screen_markdown(points),
+                                                      control_md))
         stage.commit()
     counts = Counter(r.verdict for r in results)
     print(f"wrote {final}: {len(runs)} runs, {len(cells)} cells, {len(made)} figures; claims: "

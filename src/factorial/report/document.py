@@ -153,7 +153,7 @@ def mechanism_table(cells: pd.DataFrame) -> str:
 
 def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: pd.DataFrame, tables: list[Table],
                  plots: list[tuple[str, str]], results: list[ClaimResult], skipped: list[tuple[Claim, str]],
-                 command: str, noise: R.Noise | None = None, sweep_md: str = "", screen_md: str = "") -> str:
+                 command: str, noise: R.Noise | None = None, sweep_md: str = "", screen_md: str = "", control_md: str = "") -> str:
     lines = [f"# `{exp}` at scale `{scale}` — reproduction report", "",
              f"Built by `{command}` from {source}: {len(runs)} runs in {len(cells)} cells. Scoring reads only what the "
              "runs wrote (config.yaml, summary.json, meta.json, metrics.jsonl — or the same fields from W&B); "
@@ -197,6 +197,11 @@ def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: p
                   f"**S2** B and H without warmup < {R.SCREEN_OK:g}× and not diverged; **S3** A without warmup's RMS(U) > 1.5 "
                   f"on ≥ {R.SCREEN_RMS:.0%} of steps, more than with warmup. *pattern* = S1 and S2: a candidate that needs "
                   "three seeds and the interval rules before it counts.", "", screen_md, ""]
+    if control_md:
+        lines += ["## Positive controls", "",
+                  "Cells the study declares (report.controls) that must fail against a reference cell, by the screen's "
+                  f"rule S1 (most seeds diverged, or final validation perplexity ≥ {R.SCREEN_FAIL:g}× the reference's): "
+                  "a passing control shows the harness can see a failure at all.", "", control_md, ""]
     mech = mechanism_table(cells)
     if mech:
         lines += ["## Mechanism: RMS(U) and clipping", "",

@@ -188,3 +188,43 @@ def screen_plot(points: list[dict], out: Path, name: str = "screen.png") -> list
     return [(name, "Per screened point: final validation perplexity of A, B and H without warmup over A with warmup's "
                    "(the signature's bars dashed and dotted; ▶ a diverged cell), and the share of logged steps with "
                    "RMS(U) > 1.5 for A without and with warmup.")]
+
+
+def control_results(cells: pd.DataFrame, controls) -> list[dict]:
+    """Each declared positive control (report.controls: (cell, reference) cell names): it passes when the cell
+    fails against the reference by the screen's rule S1 — most seeds diverged, or final validation perplexity
+    ≥ rules.SCREEN_FAIL × the reference's. A control whose cells have not finished is "not run yet"."""
+    if not controls:
+        return []
+    records = [] if cells is None or cells.empty else cells.to_dict("records")
+
+    def find(name: str) -> dict | None:
+        return next((c for c in records if name in str(c.get("cells") or "").split(", ")), None)
+
+    out = []
+    for name, ref_name in controls:
+        c, ref = find(name), find(ref_name)
+        rec = {"cell": name, "reference": ref_name, "ppl": None, "ref_ppl": None, "ratio": None, "diverged": "–",
+               "passes": None}
+        if c is not None and ref is not None and int(c.get("n") or 0) and _num(ref.get("ppl_mean")) is not None:
+            div, n = int(c.get("n_diverged") or 0), int(c.get("n") or 0)
+            ppl, base = _num(c.get("ppl_mean")), _num(ref["ppl_mean"])
+            ratio = math.inf if div * 2 > n else (ppl / base if ppl else None)
+            rec.update({"ppl": ppl, "ref_ppl": base, "ratio": ratio, "diverged": f"{div}/{n}",
+                        "passes": ratio is not None and ratio >= R.SCREEN_FAIL})
+        out.append(rec)
+    return out
+
+
+def control_markdown(results: list[dict]) -> str:
+    if not results:
+        return ""
+    lines = ["| control cell | reference | control ppl | reference ppl | ratio | diverged | fails, as it must |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        ratio = "–" if r["ratio"] is None else ("diverged" if math.isinf(r["ratio"]) else f"{r['ratio']:.2f}")
+        verdict = {None: "not run yet", True: "**yes**: the harness sees a failure",
+                   False: "**no**: the control did not fail"}[r["passes"]]
+        lines.append(f"| `{r['cell']}` | `{r['reference']}` | {R.format_ppl(r['ppl'])} | {R.format_ppl(r['ref_ppl'])} "
+                     f"| {ratio} | {r['diverged']} | {verdict} |")
+    return "\n".join(lines)

@@ -5,6 +5,8 @@
       plots: [row_curves, sgd_lr, fig1_ag]   # the figures, in this order (default: by the table, below)
       claims: [C1, C2, C3]          # claims this study is home to
       backup_claims: [C4]           # claims it is a further home to
+      controls:                     # positive controls: cells that must fail against a reference cell
+        - {cell: "row=A,schedule.multiplier=100,schedule.warmup=false", reference: "row=A,schedule.warmup=true"}
 
 A *pivot* table is a mapping: one row per combination of the ``rows`` fields, one column group per
 combination of the ``columns`` fields, and optionally the ``sweep``: a number among the rows to plot final
@@ -26,6 +28,11 @@ whose cells it holds. ``CLAIMS-<scale>.md`` takes a claim's verdict from a study
 ``claims`` (the first by name that has results at that scale), else from one that lists it under
 ``backup_claims``; the study files in experiments/ say which (``claim_homes``).
 
+A *control* names two cells of the study by their cell names (``make sweep`` checks that the study has
+them): the control passes when the cell fails against the reference by the no-warmup screen's rule (most
+seeds diverged, or final validation perplexity ≥ ``rules.SCREEN_FAIL`` × the reference's), which shows the
+harness can see a failure at all. REPORT.md lists each control with its verdict.
+
 The learning-rate-sweep and no-warmup-screen sections of REPORT.md (with ``lr_sensitivity.csv`` and
 ``screen.png``) need no declaration: they appear in any study whose cells hold such a sweep or screen.
 
@@ -43,7 +50,8 @@ import yaml
 
 from .data import ReportError
 
-REPORT_KEYS = ("table", "plots", "claims", "backup_claims")
+REPORT_KEYS = ("table", "plots", "claims", "backup_claims", "controls")
+CONTROL_KEYS = ("cell", "reference")
 # table: the presets (each with its own code in factorial.report.tables), or a pivot (a mapping)
 TABLES = {
     "cells": "one row per cell (the default)",
@@ -99,6 +107,7 @@ class ReportSpec:
     plots: tuple[str, ...] = DEFAULT_PLOTS["cells"]
     claims: tuple[str, ...] = ()
     backup_claims: tuple[str, ...] = ()
+    controls: tuple[tuple[str, str], ...] = ()  # (cell, reference): cell names
 
     @property
     def home(self) -> frozenset[str]:
@@ -202,7 +211,30 @@ def parse_report(raw: Any, where: str = "report") -> ReportSpec:
     both = [c for c in claims if c in backup]
     if both:
         raise ReportSpecError(f"invalid {where}: claim {both[0]!r} is in both claims and backup_claims; allowed: one of them")
-    return ReportSpec(table, plots, claims, backup)
+    return ReportSpec(table, plots, claims, backup, _controls(raw.get("controls", []), f"{where}.controls"))
+
+
+def _controls(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, list):
+        raise ReportSpecError(f"invalid {where}={raw!r}; allowed: a list of mappings with keys "
+                              f"{', '.join(CONTROL_KEYS)} (cell names)")
+    out = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise ReportSpecError(f"invalid {where}[{i}]={entry!r}; allowed: a mapping with keys {', '.join(CONTROL_KEYS)}")
+        unknown = sorted(set(entry) - set(CONTROL_KEYS), key=str)
+        if unknown:
+            raise ReportSpecError(f"invalid key {unknown[0]!r} in {where}[{i}]; allowed: {', '.join(CONTROL_KEYS)}")
+        for key in CONTROL_KEYS:
+            value = entry.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise ReportSpecError(f"invalid {where}[{i}].{key}={value!r}; allowed: a cell name of the study "
+                                      "(e.g. 'row=A,schedule.warmup=true')")
+        if entry["cell"] == entry["reference"]:
+            raise ReportSpecError(f"invalid {where}[{i}]: cell and reference are both {entry['cell']!r}; allowed: two "
+                                  "different cells")
+        out.append((entry["cell"].strip(), entry["reference"].strip()))
+    return tuple(out)
 
 
 def read_report(path: Path) -> ReportSpec:
