@@ -624,9 +624,11 @@ def study_noise(cells: pd.DataFrame) -> R.Noise:
 
 
 def varying(frame: pd.DataFrame, keys: list[str]) -> list[str]:
-    """The keys that take more than one value in frame."""
+    """The keys that take more than one value in frame, among the rows whose optimizer has the knob (an
+    Adam cell's empty clip_threshold does not make clipping vary in a study of Adam and Adafactor)."""
     out = []
+    names = list(frame["optim.name"]) if "optim.name" in frame else [None] * len(frame)
     for k in keys:
-        if k in frame and len({json.dumps(v, default=str) for v in frame[k]}) > 1:
+        if k in frame and len({json.dumps(v, default=str) for v, o in zip(frame[k], names) if knob_applies(k, o)}) > 1:
             out.append(k)
     return out
