@@ -11,8 +11,9 @@ Three sources give the same frames:
   can be rebuilt without the runs.
 
 A cell is identified by its knob values (the resolved config), never by its directory name: ``cell_key``
-is the canonical JSON of every knob that defines a cell (factorial.config.KEYS; not the seed, names, speed or logging). ``row_match`` is the Table 2 row whose
-optimizer settings (factorial.rows) the knobs equal, whatever the ``row`` label says.
+is the canonical JSON of every knob that defines a cell (factorial.config.KEYS: not the seed, names,
+speed or logging). ``row_match`` is the Table 2 row whose optimizer settings (factorial.rows) the knobs
+equal, whatever the ``row`` label says.
 """
 
 from __future__ import annotations
