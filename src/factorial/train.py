@@ -680,8 +680,13 @@ def help_text() -> str:
         lines += [f"    {group}={name:<{width}}  {text}" for name, text in options]
     lines += ["", "Keys (KEY=VALUE) and their defaults (without a scale or row):"]
     defaults = flatten(OmegaConf.to_container(OmegaConf.structured(compose([]))))
+    optim_defaults = C.OptimSchema()
     for key, value in defaults.items():
-        lines.append(f"  {key}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}")
+        only = ""
+        if key.startswith("optim.") and set(C.KEYS[key].optimizers) != set(C.OPTIMIZERS):
+            only = f"  ({' | '.join(C.KEYS[key].optimizers)} only)"
+            value = getattr(optim_defaults, key.split(".", 1)[1]) if value is None else value
+        lines.append(f"  {key}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}{only}")
     lines += [
         "",
         f"Studies (python -m factorial.sweep --exp NAME): {', '.join(available_studies())}",
