@@ -85,21 +85,22 @@ class OptimSchema:
 
     name: str = "adafactor"
     lr_scale: float = 1.0
-    beta1: float = 0.0
-    momentum: str = "gradient"
-    beta2: float = 0.999
+    # A knob another optimizer has is None in a validated config (KEYS says whose each knob is).
+    beta1: Optional[float] = 0.0
+    momentum: Optional[str] = "gradient"
+    beta2: Optional[float] = 0.999
     beta2_exponent: Optional[float] = 0.8
-    second_moment: str = "factored"
+    second_moment: Optional[str] = "factored"
     clip_threshold: Optional[float] = 1.0
-    relative_step: bool = True
-    eps1: float = 1e-30
-    eps2: float = 1e-3
+    relative_step: Optional[bool] = True
+    eps1: Optional[float] = 1e-30
+    eps2: Optional[float] = 1e-3
     weight_decay: float = 0.0
-    adam_eps: float = 1e-9  # torch.optim.Adam only (Tensor2Tensor's default)
+    adam_eps: Optional[float] = 1e-9  # torch.optim.Adam only (Tensor2Tensor's default)
     foreach: Optional[bool] = None
     # Adafactor only: torch.compile of the factored mode's two heavy loops (Adafactor(compile=True));
-    # the same arithmetic to float32 rounding, so not part of a cell's identity (train.NON_SEMANTIC).
-    compile: bool = False
+    # the same arithmetic to float32 rounding, so not part of a cell's identity (KEYS below).
+    compile: Optional[bool] = False
 
 
 @dataclass
@@ -153,6 +154,130 @@ class Config:
     run_dir: Optional[str] = None  # None: runs/<exp>/<scale>/<cell>/seed<seed>
 
 
+# --- what each config key is to a cell: the one list ------------------------------------------------
+#
+# Naming (factorial.train.cell_name), the resume check (factorial.train.semantic_config), the sweep's
+# named/unnamed overrides and reserved keys (factorial.sweep) and the report's grouping and cells.csv
+# (factorial.report.data) all read KEYS; no other module lists keys of these kinds.
+
+IDENTITY = "identity"  # defines the cell: it can change the numbers beyond float rounding
+LABEL = "label"  # names the cell, but the report identifies a cell by the knobs the label sets
+RUNTIME = "runtime"  # speed, display, logging, where files go: the same numbers to float rounding
+SWEEP = "sweep"  # set by the sweep for every run (a study may not set it), recorded with the run
+LOCATION = "location"  # where a run lives, set by the sweep (a study may not set it)
+
+# What each kind means to the four readers. named: an override of the key is part of the cell's name;
+# resumed: a run directory resumes only with the same value; grouped: the report's cells are runs that
+# agree on it (cells.csv's cell_key); reserved: the sweep sets it, a study or extra override may not.
+KIND_RULES: dict[str, dict[str, bool]] = {
+    IDENTITY: dict(named=True, resumed=True, grouped=True, reserved=False),
+    LABEL: dict(named=True, resumed=True, grouped=False, reserved=False),
+    RUNTIME: dict(named=False, resumed=False, grouped=False, reserved=False),
+    SWEEP: dict(named=False, resumed=True, grouped=False, reserved=True),
+    LOCATION: dict(named=False, resumed=False, grouped=False, reserved=True),
+}
+
+
+@dataclass(frozen=True)
+class KeyRole:
+    kind: str
+    why: str
+    optimizers: tuple[str, ...] = OPTIMIZERS  # optim.* only: the optimizers that have this knob
+    csv: bool = True  # a column of cells.csv (False: machine paths and W&B plumbing)
+
+
+_ADAFACTOR = ("adafactor",)
+_ADAM_LIKE = ("adafactor", "adam")
+
+# A key not listed takes the role of its nearest listed parent ("model.d_model" -> "model"); a group
+# choice (optim=adam, logger=none) is its section's key. tests/test_train.py checks that every key of
+# the schema has a role.
+KEYS: dict[str, KeyRole] = {
+    "model": KeyRole(IDENTITY, "the network's shape, normalisation and initialisation"),
+    "data": KeyRole(IDENTITY, "the corpus and its tokenizer: other tokens"),
+    "data.cache_dir": KeyRole(RUNTIME, "where the tokenized corpus is kept: the same tokens wherever it is", csv=False),
+    "optim": KeyRole(IDENTITY, "the optimizer (optim=adam picks conf/optim/adam.yaml)"),
+    "optim.name": KeyRole(IDENTITY, "which optimizer"),
+    "optim.lr_scale": KeyRole(IDENTITY, "the step size's factor"),
+    "optim.beta1": KeyRole(IDENTITY, "first-moment decay (Adam's beta1; Adafactor's momentum)", _ADAM_LIKE),
+    "optim.momentum": KeyRole(IDENTITY, "where Adafactor's beta1 acts: on the gradient or on the update", _ADAFACTOR),
+    "optim.beta2": KeyRole(IDENTITY, "second-moment decay", _ADAM_LIKE),
+    "optim.beta2_exponent": KeyRole(IDENTITY, "Adafactor's increasing decay 1 - t^-c (null: constant beta2)", _ADAFACTOR),
+    "optim.second_moment": KeyRole(IDENTITY, "Adafactor's full, factored, row or column second moment", _ADAFACTOR),
+    "optim.clip_threshold": KeyRole(IDENTITY, "Adafactor's update clipping d (null: off)", _ADAFACTOR),
+    "optim.relative_step": KeyRole(IDENTITY, "Adafactor's step relative to the parameter scale", _ADAFACTOR),
+    "optim.eps1": KeyRole(IDENTITY, "Adafactor's epsilon in the second moment", _ADAFACTOR),
+    "optim.eps2": KeyRole(IDENTITY, "Adafactor's floor of the parameter scale", _ADAFACTOR),
+    "optim.weight_decay": KeyRole(IDENTITY, "decoupled weight decay"),
+    "optim.adam_eps": KeyRole(IDENTITY, "torch.optim.Adam's epsilon", ("adam",)),
+    "optim.foreach": KeyRole(RUNTIME, "multi-tensor or per-tensor kernels of the same step: equal to float32 "
+                                      "rounding (tests/test_optim.py compares the paths)"),
+    "optim.compile": KeyRole(RUNTIME, "torch.compile of Adafactor's step: the same arithmetic to float32 "
+                                      "rounding (tests/test_train.py)", _ADAFACTOR),
+    "schedule": KeyRole(IDENTITY, "the learning-rate schedule s_t: warmup, peak, multiplier"),
+    "train.steps": KeyRole(IDENTITY, "how long the cell trains"),
+    "train.batch_size": KeyRole(IDENTITY, "sequences per step"),
+    "train.seed": KeyRole(SWEEP, "one run of a cell: the sweep runs a cell once per seed; a run resumes "
+                                 "only with its own seed"),
+    "train.eval_every": KeyRole(RUNTIME, "how often validation is measured: evaluation uses no randomness "
+                                         "and leaves the weights alone (best_val_ppl is the best measured point)"),
+    "train.eval_tokens": KeyRole(IDENTITY, "how many validation tokens a measurement averages: another number"),
+    "train.log_every": KeyRole(RUNTIME, "how often training metrics are logged"),
+    "train.rms_every": KeyRole(RUNTIME, "how often RMS(U) is logged (read from the optimizer's state, not "
+                                        "computed for it)"),
+    "train.checkpoint_every": KeyRole(RUNTIME, "how often a checkpoint is saved: a resumed run equals an "
+                                               "uninterrupted one"),
+    "train.device": KeyRole(IDENTITY, "cpu or cuda (with precision=auto, cuda also means bf16)"),
+    "train.precision": KeyRole(IDENTITY, "fp32 or bf16 autocast: more than float32 rounding"),
+    "train.compile": KeyRole(RUNTIME, "torch.compile of the model: the same arithmetic to float rounding"),
+    "train.threads": KeyRole(RUNTIME, "torch threads: speed"),
+    "train.diverge_loss": KeyRole(IDENTITY, "the loss at which a run counts as diverged: its status"),
+    "train.progress": KeyRole(RUNTIME, "the progress bar"),
+    "logger": KeyRole(RUNTIME, "where metrics go (W&B mode, project, entity, tags), not what they are"),
+    "logger.mode": KeyRole(RUNTIME, "W&B online, offline or off: this machine's choice", csv=False),
+    "logger.tags": KeyRole(RUNTIME, "W&B tags: a list, not a knob", csv=False),
+    "exp": KeyRole(SWEEP, "the study a run belongs to (the sweep's --exp)"),
+    "scale": KeyRole(SWEEP, "the scale preset's name (--scale); its values are the keys it sets"),
+    "row": KeyRole(LABEL, "a Table 2 row's letter: it sets optim.*, which the report compares"),
+    "cell": KeyRole(LOCATION, "the cell's name: its directory under runs/<exp>/<scale>/"),
+    "run_dir": KeyRole(LOCATION, "the run's directory on this machine", csv=False),
+}
+
+
+def key_role(key: str) -> KeyRole | None:
+    """The role of a dotted config key, or of an override's key (``+``/``~`` stripped); None if unknown."""
+    key = key.lstrip("+~")
+    while key:
+        if key in KEYS:
+            return KEYS[key]
+        key = key.rpartition(".")[0]
+    return None
+
+
+def key_is(key: str, rule: str) -> bool:
+    """Whether a key is named / resumed / grouped / reserved (KIND_RULES); a key without a role is named,
+    resumed and grouped (it can only be a typo, which composing rejects)."""
+    role = key_role(key)
+    return KIND_RULES[role.kind][rule] if role is not None else rule != "reserved"
+
+
+def keys_of_kind(*kinds: str) -> tuple[str, ...]:
+    return tuple(k for k, role in KEYS.items() if role.kind in kinds)
+
+
+def knob_applies(key: str, optimizer: Any) -> bool:
+    """Whether an optim.* knob belongs to this optimizer (unknown optimizers: every knob does)."""
+    role = key_role(key)
+    if role is None or not key.startswith("optim.") or optimizer not in OPTIMIZERS:
+        return True
+    return optimizer in role.optimizers
+
+
+def optimizer_knobs(optimizer: str) -> list[str]:
+    """The optim.* keys an optimizer has, in schema order."""
+    return [f.name for f in dataclasses.fields(OptimSchema) if knob_applies(f"optim.{f.name}", optimizer)]
+
+
 def register_configs() -> None:
     """Put the schema, the model presets and Table 2's rows into Hydra's ConfigStore."""
     cs = ConfigStore.instance()
@@ -182,11 +307,32 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise _bad(key, value, " | ".join(allowed))
 
 
-def validate(cfg: DictConfig | Config) -> Config:
+def _own_knobs_only(o: OptimSchema, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Refuse a knob of another optimizer (KEYS' ``optimizers``), set by an override or to anything but its
+    schema default, then set every such knob to None: a cell records only its optimizer's knobs.
+    Returns the knobs to check, other optimizers' at their (valid) schema defaults."""
+    defaults, own = OptimSchema(), set(optimizer_knobs(o.name))
+    given = {text.partition("=")[0].lstrip("+~") for text in overrides}
+    knobs = {}
+    for f in dataclasses.fields(OptimSchema):
+        key, value, default = f"optim.{f.name}", getattr(o, f.name), getattr(defaults, f.name)
+        if f.name in own:
+            knobs[f.name] = value
+            continue
+        if key in given or not (value is None or value == default):
+            raise _bad(key, value, f"no {key} with optim.name={o.name!r}: it is a knob of "
+                       f"{' | '.join(KEYS[key].optimizers)} only ({o.name}'s knobs: {', '.join(sorted(own - {'name'}))})")
+        knobs[f.name] = default
+        setattr(o, f.name, None)
+    return knobs
+
+
+def validate(cfg: DictConfig | Config, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Check every range of a composed config, before any work; return it as dataclasses.
 
     Type errors and unknown keys are already caught by Hydra against the schema; this adds the
-    ranges, the allowed words and the relations between keys.
+    ranges, the allowed words and the relations between keys. ``overrides`` (the command line's)
+    tell a knob set to its default from one left alone: either is an error on another optimizer.
     """
     obj: Config = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
     if not isinstance(obj.model, ModelConfig):
@@ -214,23 +360,25 @@ def validate(cfg: DictConfig | Config) -> Config:
     o = obj.optim
     _one_of("optim.name", o.name, OPTIMIZERS)
     _positive_number("optim.lr_scale", o.lr_scale)
-    # Every knob is checked whatever the optimizer, so a typo never hides until it matters.
+    k = _own_knobs_only(o, overrides)
+    # Every knob is checked, so a typo never hides until it matters (another optimizer's are defaults).
     try:
         validate_hyperparameters(
-            lr=o.lr_scale, beta1=o.beta1, momentum=o.momentum, beta2=o.beta2, beta2_exponent=o.beta2_exponent,
-            second_moment=o.second_moment, clip_threshold=o.clip_threshold, relative_step=o.relative_step,
-            eps1=o.eps1, eps2=o.eps2, weight_decay=o.weight_decay, prefix="optim.",
+            lr=o.lr_scale, beta1=k["beta1"], momentum=k["momentum"], beta2=k["beta2"],
+            beta2_exponent=k["beta2_exponent"], second_moment=k["second_moment"], clip_threshold=k["clip_threshold"],
+            relative_step=k["relative_step"], eps1=k["eps1"], eps2=k["eps2"], weight_decay=o.weight_decay,
+            prefix="optim.",
         )
     except ValueError as err:
         raise ConfigError(_command_line_words(str(err))) from None
-    if o.compile and o.name != "adafactor":
-        raise _bad("optim.compile", o.compile, f"false with optim.name={o.name!r} (the compiled step is Adafactor's)")
+    if not isinstance(k["compile"], bool):
+        raise _bad("optim.compile", k["compile"], "true | false")
     try:
-        validate_paths(foreach=o.foreach, fused=None, compile=o.compile, prefix="optim.")
+        validate_paths(foreach=o.foreach, fused=None, compile=k["compile"], prefix="optim.")
     except ValueError as err:
         raise ConfigError(_command_line_words(str(err))) from None
-    if not (isinstance(o.adam_eps, (int, float)) and math.isfinite(o.adam_eps) and o.adam_eps >= 0):
-        raise _bad("optim.adam_eps", o.adam_eps, "a finite number >= 0")
+    if not (isinstance(k["adam_eps"], (int, float)) and math.isfinite(k["adam_eps"]) and k["adam_eps"] >= 0):
+        raise _bad("optim.adam_eps", k["adam_eps"], "a finite number >= 0")
 
     s = obj.schedule
     if s.warmup_steps is not None:

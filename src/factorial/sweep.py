@@ -47,7 +47,8 @@ Cells, names and run directories
 
 A cell's name is ``factorial.train.cell_name`` of its study overrides plus the extra overrides given
 after ``--`` (they change what a cell computes), without ``fixed`` overrides and without keys that do not
-change the result (``logger*``, ``train.threads``, ``train.progress``, ``run_dir``, ``data.cache_dir``).
+change the result (``factorial.config.KEYS`` says which: speed and logging such as ``logger*``,
+``train.threads``, ``train.progress``, ``optim.compile``, ``optim.foreach``, ``data.cache_dir``).
 Each (cell, seed) runs in ``<runs>/<exp>/<scale>/<cell>/seed<k>/`` (``<runs>`` is ``runs/`` of the
 repository, or ``--runs-root`` / ``$FACTORIAL_RUNS``) as::
 
@@ -123,10 +124,6 @@ FINISHED = ("completed", "diverged")  # = factorial.train.FINISHED (not imported
 EXIT_BUSY = 75  # = factorial.train.EXIT_BUSY: another process trains the cell right now
 LAUNCHERS = ("local", "submitit_local", "slurm")
 STUDY_KEYS = ("description", "grid", "seeds", "more_seeds", "fixed", "cells", "report")
-# Set by the sweep for every run: a study or an extra override may not set them.
-RESERVED = ("exp", "scale", "cell", "run_dir", "train.seed")
-# Keys that do not change what a cell computes: never part of a cell's name.
-UNNAMED = ("logger", "train.threads", "train.progress", "run_dir", "data.cache_dir")
 KEY_RE = re.compile(r"[+~]{0,2}[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 PLAIN_STRING_RE = re.compile(r"[A-Za-z0-9_.+\-/:@]+")
 DEFAULT_SLURM_CPUS = 8
@@ -215,12 +212,24 @@ def check_key(key: Any, where: str) -> str:
     if not isinstance(key, str) or not KEY_RE.fullmatch(key):
         raise SweepError(f"invalid key {key!r} in {where}; allowed: a config key such as row or optim.beta1")
     bare = key.lstrip("+~")
-    if bare in RESERVED or bare.startswith("hydra"):
+    if _key_is(bare, "reserved") or bare.startswith("hydra"):
         raise SweepError(
-            f"invalid key {key!r} in {where}; allowed: any config key except {', '.join(RESERVED)} and hydra.* "
+            f"invalid key {key!r} in {where}; allowed: any config key except {', '.join(_reserved())} and hydra.* "
             "(the sweep sets them: use --exp, --scale, --seeds, --runs-root)"
         )
     return key
+
+
+def _key_is(key: str, rule: str) -> bool:
+    from .config import key_is
+
+    return key_is(key, rule)
+
+
+def _reserved() -> tuple[str, ...]:
+    from .config import KEYS, key_is
+
+    return tuple(k for k in KEYS if key_is(k, "reserved"))
 
 
 def split_override(text: Any, where: str) -> tuple[str, str]:
@@ -313,7 +322,7 @@ def load_study(
     extra_named, extra_unnamed = [], []
     for text in extra or []:
         key, _ = split_override(text, "extra overrides")
-        (extra_unnamed if key.lstrip("+~").startswith(UNNAMED) else extra_named).append(text)
+        (extra_named if _key_is(key, "named") else extra_unnamed).append(text)
     extra_keys = {o.split("=", 1)[0].lstrip("+~") for o in extra or []}
 
     fixed_raw = raw.get("fixed") or []

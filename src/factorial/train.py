@@ -54,8 +54,6 @@ log = logging.getLogger("factorial.train")
 
 FINISHED = ("completed", "diverged")
 EXIT_BUSY = 75  # EX_TEMPFAIL: another process is training this cell right now
-# Keys that do not change what a cell computes: they may differ between a run and its resumption.
-NON_SEMANTIC = ("train.progress", "train.threads", "optim.compile", "data.cache_dir", "logger", "run_dir", "cell")
 
 
 class Interrupted(BaseException):
@@ -89,13 +87,14 @@ def compose(overrides: list[str]) -> Config:
         GlobalHydra.instance().clear()
         initialize_config_dir(config_dir=str(C.CONF_DIR), version_base="1.3")
         _hydra_ready = True
-    return C.validate(hydra_compose(config_name="config", overrides=overrides))
+    return C.validate(hydra_compose(config_name="config", overrides=overrides), overrides)
 
 
 def cell_name(overrides: list[str]) -> str:
-    """A deterministic directory name from the overrides that define the cell (never a timestamp)."""
-    skip = ("exp=", "scale=", "cell=", "run_dir=", "train.seed=", "train.progress=", "train.threads=", "data.cache_dir=", "logger")
-    kept = sorted(o.lstrip("+~") for o in overrides if not o.lstrip("+~").startswith(skip) and not o.startswith("hydra"))
+    """A deterministic directory name from the overrides that define the cell (never a timestamp): those
+    whose key is named (config.KEYS: not the sweep's, not speed or logging)."""
+    kept = sorted(o.lstrip("+~") for o in overrides
+                  if C.key_is(o.split("=", 1)[0], "named") and not o.lstrip("+~").startswith("hydra"))
     name = ",".join(kept) or "default"
     return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", name)
 
@@ -107,14 +106,21 @@ def run_dir_for(cfg: Config) -> Path:
 
 
 def semantic_config(cfg_dict: dict) -> dict:
-    out = json.loads(json.dumps(cfg_dict))
-    for key in NON_SEMANTIC:
-        parts = key.split(".")
-        node = out
-        for p in parts[:-1]:
-            node = node.get(p, {})
-        node.pop(parts[-1], None)
-    return out
+    """What must match for a run directory to resume: the config without the keys that may differ
+    (config.KEYS: speed, logging, location) and without knobs of another optimizer (an older run
+    recorded Adafactor's defaults for an Adam or SGD cell)."""
+    optimizer = (cfg_dict.get("optim") or {}).get("name")
+
+    def keep(node: dict, prefix: str) -> dict:
+        out = {}
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if not C.key_is(name, "resumed") or not C.knob_applies(name, optimizer):
+                continue
+            out[key] = keep(value, f"{name}.") if isinstance(value, dict) else value
+        return out
+
+    return keep(json.loads(json.dumps(cfg_dict)), "")
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -704,8 +710,13 @@ def help_text() -> str:
         lines += [f"    {group}={name:<{width}}  {text}" for name, text in options]
     lines += ["", "Keys (KEY=VALUE) and their defaults (without a scale or row):"]
     defaults = flatten(OmegaConf.to_container(OmegaConf.structured(compose([]))))
+    optim_defaults = C.OptimSchema()
     for key, value in defaults.items():
-        lines.append(f"  {key}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}")
+        only = ""
+        if key.startswith("optim.") and set(C.KEYS[key].optimizers) != set(C.OPTIMIZERS):
+            only = f"  ({' | '.join(C.KEYS[key].optimizers)} only)"
+            value = getattr(optim_defaults, key.split(".", 1)[1]) if value is None else value
+        lines.append(f"  {key}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}{only}")
     lines += [
         "",
         f"Studies (python -m factorial.sweep --exp NAME): {', '.join(available_studies())}",

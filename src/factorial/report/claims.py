@@ -32,7 +32,7 @@ import pandas as pd
 from ..rows import TABLE2
 from . import rules as R
 from . import spec as S
-from .data import ROW_KEYS, identity_keys, stats_of, study_noise
+from .data import ROW_KEYS, identity_keys, stats_of, study_noise, varying
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "untestable here")
 
@@ -424,7 +424,7 @@ def contexts(cells: pd.DataFrame, claim: Claim, noise: R.Noise | None = None,
              metric: R.Metric = R.PPL) -> list[tuple[dict, Context]]:
     """The study's cells grouped by every identity knob the claim does not vary."""
     keys = identity_keys(cells.columns)
-    ctx_keys = [k for k in keys if k not in _free(claim, keys)]
+    ctx_keys = varying(cells, [k for k in keys if k not in _free(claim, keys)])
     groups: dict[str, list[dict]] = {}
     values: dict[str, dict] = {}
     for c in cells.to_dict("records"):

@@ -11,8 +11,9 @@ Three sources give the same frames:
   can be rebuilt without the runs.
 
 A cell is identified by its knob values (the resolved config), never by its directory name: ``cell_key``
-is the canonical JSON of every semantic knob except the seed. ``row_match`` is the Table 2 row whose
-optimizer settings (factorial.rows) the knobs equal, whatever the ``row`` label says.
+is the canonical JSON of every knob that defines a cell (factorial.config.KEYS: not the seed, names,
+speed or logging). ``row_match`` is the Table 2 row whose optimizer settings (factorial.rows) the knobs
+equal, whatever the ``row`` label says.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import Config, DataSchema, LoggerSchema, OptimSchema, ScheduleSchema, TrainSchema
+from ..config import KEYS, Config, DataSchema, LoggerSchema, OptimSchema, ScheduleSchema, TrainSchema, key_is, knob_applies
 from ..model import ModelConfig
 from ..rows import TABLE2
 from ..runlog import flatten, read_metrics
@@ -43,15 +44,7 @@ class ReportError(Exception):
 
 # --- the knobs -------------------------------------------------------------------------------------
 
-# Config keys that never go into cells.csv (machine paths, logging plumbing).
-DROPPED_KEYS = ("run_dir", "data.cache_dir", "logger.mode", "logger.tags")
-DROPPED_PREFIXES = ()
-# Keys in cells.csv that do not define a cell: the seed, names, and what only changes logging/speed.
-NON_IDENTITY = (
-    "exp", "scale", "cell", "row", "train.seed", "train.progress", "train.threads", "train.eval_every",
-    "train.log_every", "train.rms_every", "train.checkpoint_every", "train.compile", "optim.foreach",
-    "logger.project", "logger.entity",
-)
+# Which config keys go into cells.csv and which define a cell: factorial.config.KEYS (csv, kind).
 # The optimizer keys Table 2's rows set (the union over rows): a row is identified by these.
 ROW_KEYS = tuple(sorted({f"optim.{k}" for row in TABLE2.values() for k in row.optim}))
 ROW_ORDER = list(TABLE2)  # A … P, Q1 … Q300
@@ -154,11 +147,15 @@ def match_row(knobs: dict[str, Any]) -> str | None:
 
 
 def _keep_key(key: str) -> bool:
-    return key not in DROPPED_KEYS and not (DROPPED_PREFIXES and key.startswith(DROPPED_PREFIXES))
+    """A column of cells.csv: every config key but machine paths and W&B plumbing (config.KEYS' csv)."""
+    role = KEYS.get(key)
+    return role is None or role.csv
 
 
 def complete_knobs(flat: dict[str, Any]) -> dict[str, Any]:
-    """Fill keys a config lacks: from its Table 2 row (``row`` given, optim.* absent), then schema defaults."""
+    """Fill keys a config lacks: from its Table 2 row (``row`` given, optim.* absent), then schema defaults.
+    A knob of another optimizer is empty, also where an older config recorded Adafactor's defaults for
+    an Adam or SGD cell."""
     out = dict(flat)
     letter = out.get("row")
     if isinstance(letter, str) and letter in TABLE2:
@@ -167,7 +164,9 @@ def complete_knobs(flat: dict[str, Any]) -> dict[str, Any]:
     for key, value in DEFAULTS.items():
         if _keep_key(key):
             out.setdefault(key, value)
-    return {k: canon(v, KINDS.get(k, "any")) for k, v in out.items() if _keep_key(k)}
+    optimizer = out.get("optim.name")
+    return {k: canon(v, KINDS.get(k, "any")) if knob_applies(k, optimizer) else None
+            for k, v in out.items() if _keep_key(k)}
 
 
 # --- one run ---------------------------------------------------------------------------------------
@@ -459,8 +458,8 @@ def load_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def identity_keys(columns) -> list[str]:
-    """The knob columns that define a cell (all config keys but the seed, names and logging cadence)."""
-    return [c for c in columns if (c in KINDS or c in DEFAULTS) and c not in NON_IDENTITY and _keep_key(c)]
+    """The knob columns that define a cell (config.KEYS: not the seed, names, speed or logging)."""
+    return [c for c in columns if (c in KINDS or c in DEFAULTS) and key_is(c, "grouped") and _keep_key(c)]
 
 
 def _fmt_num(x: Any) -> str:
@@ -626,9 +625,11 @@ def study_noise(cells: pd.DataFrame) -> R.Noise:
 
 
 def varying(frame: pd.DataFrame, keys: list[str]) -> list[str]:
-    """The keys that take more than one value in frame."""
+    """The keys that take more than one value in frame, among the rows whose optimizer has the knob (an
+    Adam cell's empty clip_threshold does not make clipping vary in a study of Adam and Adafactor)."""
     out = []
+    names = list(frame["optim.name"]) if "optim.name" in frame else [None] * len(frame)
     for k in keys:
-        if k in frame and len({json.dumps(v, default=str) for v in frame[k]}) > 1:
+        if k in frame and len({json.dumps(v, default=str) for v, o in zip(frame[k], names) if knob_applies(k, o)}) > 1:
             out.append(k)
     return out

@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 from ..rows import TABLE2  # noqa: E402
 from . import rules as R  # noqa: E402
 from .data import _finite as _num  # noqa: E402  (a finite number or None: NaN from a frame, ∞)
-from .data import identity_keys, knob_equal  # noqa: E402
+from .data import identity_keys, knob_equal, varying  # noqa: E402
 
 SURVIVORS = ("B", "H")  # the paper's rows that train without warmup (C4, C7)
 ROLES = ("A", *SURVIVORS)
@@ -47,7 +47,7 @@ def _role(c: dict) -> str | None:
 
 def _context_keys(cells: pd.DataFrame) -> list[str]:
     keys = identity_keys(cells.columns)
-    return [k for k in keys if k != "schedule.warmup" and k not in {f"optim.{r}" for r in ROLE_KEYS}]
+    return varying(cells, [k for k in keys if k != "schedule.warmup" and k not in {f"optim.{r}" for r in ROLE_KEYS}])
 
 
 def _mean(xs) -> float | None:
