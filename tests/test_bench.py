@@ -97,14 +97,20 @@ def test_factored_state_is_under_half_a_percent_of_adams_on_base_shapes():
 
 
 def test_overhead_measurement_compares_the_same_training(cache_dir):
-    out = B.trainer_overhead("smoke", steps=4, rounds=2, threads=1, checkpoint_every=2, cache_dir=cache_dir,
-                             log=lambda _: None)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # not the measurement's 1 thread, so a leaked setting shows
+    try:
+        out = B.trainer_overhead("smoke", steps=4, rounds=2, threads=1, checkpoint_every=2, cache_dir=cache_dir,
+                                 log=lambda _: None)
+        threads_after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
     assert out["same_losses"] is True  # the bare loop trains exactly what the cell trains
     assert len(out["bare_tokens_per_s"]) == len(out["cell_tokens_per_s"]) == 2
     assert all(x > 0 for x in out["bare_tokens_per_s"] + out["cell_tokens_per_s"])
     assert all(r["status"] == "completed" and 0 < r["eval_s"] < r["wall_time_s"] for r in out["cell_runs"])
     assert out["overhead"] == pytest.approx(1 - out["cell_median"] / out["bare_median"])
-    assert torch.get_num_threads() >= 1
+    assert threads_after == 2  # the measurement's own thread count was undone
 
 
 def test_compiled_variant_matches_the_optimizer():

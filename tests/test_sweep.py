@@ -292,10 +292,8 @@ def test_makefile_has_a_sweep_target():
 @pytest.mark.slow
 def test_table2_smoke_sweep_finishes_and_a_second_run_trains_nothing(tmp_path, cache_dir):
     root = tmp_path / "runs"
-    t0 = time.monotonic()
     proc = sweep_cli("--exp", "table2", "--scale", "smoke", "--jobs", "2", "--seeds", "0", "--", "logger=none",
                      root=root, cache=cache_dir)
-    first = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     found = summaries(root)
     assert len(found) == 44
@@ -306,15 +304,12 @@ def test_table2_smoke_sweep_finishes_and_a_second_run_trains_nothing(tmp_path, c
     assert "0 failed, 0 skipped" in proc.stdout and "make table EXP=table2 SCALE=smoke" in proc.stdout
     logs = {p: p.read_text() for p in root.rglob("train.log")}
 
-    t0 = time.monotonic()
     again = sweep_cli("--exp", "table2", "--scale", "smoke", "--jobs", "2", "--seeds", "0", "--", "logger=none",
                       root=root, cache=cache_dir)
-    second = time.monotonic() - t0
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 completed, 0 diverged, 0 failed, 44 skipped" in again.stdout
     assert {p: p.read_text() for p in root.rglob("train.log")} == logs  # no process was started
     assert summaries(root) == found
-    assert second < first / 3, (first, second)
 
 
 @pytest.mark.slow
