@@ -1,4 +1,6 @@
-"""Shared test setup."""
+"""Shared test setup: the data cache every tiny cell trains from, and a fresh W&B session per test.
+
+Helpers for training tiny cells and running sweeps are in cells.py (``from cells import smoke, run``)."""
 
 from __future__ import annotations
 
@@ -16,3 +18,14 @@ def _fresh_wandb_session():
         import wandb
 
         wandb.teardown()
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> str:
+    """A data cache shared by every test of the session, built once with the smoke scale's tokenizer
+    (Shakespeare, 512 BPE pieces), so no test module trains its own."""
+    from factorial.data import load_corpus
+
+    path = tmp_path_factory.mktemp("cache")
+    load_corpus("shakespeare", vocab_size=512, model_type="bpe", cache_dir=path)
+    return str(path)

@@ -19,11 +19,6 @@ from factorial.optim import Adafactor
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("cache"))
-
-
 def test_quick_run_writes_json_and_markdown(tmp_path):
     assert B.main(["--quick", "--no-overhead", "--out", str(tmp_path), "--name", "t"]) == 0
     result = json.loads((tmp_path / "t.json").read_text())

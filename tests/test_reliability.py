@@ -27,12 +27,7 @@ from factorial import train as T
 from factorial.model import ModelConfig, Transformer
 from factorial.runlog import read_metrics
 
-from test_train import Crash, VOLATILE_SUMMARY, run, smoke, stable, stable_summary
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("cache"))
+from cells import VOLATILE_SUMMARY, run, smoke, stable, stable_summary
 
 
 @pytest.fixture(scope="module")

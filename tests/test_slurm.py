@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_sweep import ENV, cache_dir, locked, run_dirs, summaries, wait_for  # noqa: F401 (cache_dir: a fixture)
+from cells import ENV, locked, run_dirs, summaries, wait_for
 
 from factorial import slurm as SL
 from factorial import sweep as S

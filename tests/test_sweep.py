@@ -16,49 +16,9 @@ from factorial import sweep as S
 from factorial import train as T
 from factorial.config import REPO_ROOT
 
-VOLATILE_SUMMARY = ("wall_time_s", "tokens_per_s")
+from cells import ENV, locked, run_dirs, summaries, sweep_cli, wait_for
+
 STABILITY_ROWS = ("A", "B", "C", "F", "H", "I", "J", "K", "L", "M", "N", "O")
-ENV = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> str:
-    """A data cache shared by every sweep of the session, built once (the smoke scale's tokenizer)."""
-    from factorial.data import load_corpus
-
-    path = tmp_path_factory.mktemp("sweep-cache")
-    load_corpus("shakespeare", vocab_size=512, model_type="bpe", cache_dir=path)
-    return str(path)
-
-
-def sweep_cli(*args: str, root: Path, cache: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "factorial.sweep", "--runs-root", str(root), *(["--cache-dir", cache] if cache else []), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
-
-
-def summaries(root: Path) -> dict[str, dict]:
-    out = {}
-    for path in sorted(root.rglob("summary.json")):
-        s = json.loads(path.read_text())
-        out[str(path.parent.relative_to(root))] = {k: v for k, v in s.items() if k not in VOLATILE_SUMMARY}
-    return out
-
-
-def locked(run_dir: Path) -> bool:
-    """Whether a live trainer holds the run's lock."""
-    return S.cell_locked(run_dir)
-
-
-def run_dirs(root: Path) -> list[Path]:
-    return [p for p in root.rglob("seed*") if p.is_dir()]
-
-
-def wait_for(condition, what: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # --- expansion and names (no training) -----------------------------------------------------------

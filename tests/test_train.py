@@ -18,31 +18,7 @@ from factorial.config import REPO_ROOT
 from factorial.runlog import read_metrics
 from wandb_offline import read_offline_wandb_history
 
-VOLATILE = ("perf/tokens_per_s",)
-VOLATILE_SUMMARY = ("wall_time_s", "tokens_per_s")
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("cache"))
-
-
-def smoke(run_dir: Path, cache_dir: str, *extra: str) -> list[str]:
-    return ["scale=smoke", "logger=none", f"run_dir={run_dir}", f"data.cache_dir={cache_dir}", *extra]
-
-
-def run(overrides: list[str]) -> dict:
-    cfg = T.compose(overrides)
-    cfg.cell = T.cell_name(overrides)
-    return T.run_cell(cfg)
-
-
-def stable(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
-
-
-def stable_summary(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if k not in VOLATILE_SUMMARY}
+from cells import Crash, run, smoke, stable, stable_summary
 
 
 def test_cell_writes_its_run_directory(tmp_path, cache_dir):
@@ -89,10 +65,6 @@ def test_a_finished_cell_is_not_trained_again(tmp_path, cache_dir, monkeypatch):
 
     monkeypatch.setattr(T, "_train", boom)
     assert run(smoke(tmp_path / "a", cache_dir)) == first
-
-
-class Crash(BaseException):
-    """Like SIGKILL for the trainer: not an Exception, so no summary is written."""
 
 
 def test_interrupted_cell_resumes_to_the_same_numbers(tmp_path, cache_dir, monkeypatch):
