@@ -24,7 +24,7 @@ from .model import PRESETS, ModelConfig, validate_model_config
 from .optim.adafactor import validate_hyperparameters, validate_paths
 from .rows import TABLE2
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .layout import REPO_ROOT  # noqa: E402
 CONF_DIR = REPO_ROOT / "conf"
 
 OPTIMIZERS = ("adafactor", "adam", "sgd")

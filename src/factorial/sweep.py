@@ -116,15 +116,12 @@ from typing import Any, Callable
 import yaml
 from filelock import FileLock, Timeout
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-EXPERIMENTS_DIR = REPO_ROOT / "experiments"
-SCALES_DIR = REPO_ROOT / "conf" / "scale"
+from .layout import EXPERIMENTS_DIR, KEY_RE, REPO_ROOT, SCALES_DIR, available_scales, available_studies  # noqa: F401 (re-exported)
 
 FINISHED = ("completed", "diverged")  # = factorial.train.FINISHED (not imported: job processes stay light)
 EXIT_BUSY = 75  # = factorial.train.EXIT_BUSY: another process trains the cell right now
 LAUNCHERS = ("local", "submitit_local", "slurm")
 STUDY_KEYS = ("description", "grid", "seeds", "more_seeds", "fixed", "cells", "report")
-KEY_RE = re.compile(r"[+~]{0,2}[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 PLAIN_STRING_RE = re.compile(r"[A-Za-z0-9_.+\-/:@]+")
 DEFAULT_SLURM_CPUS = 8
 DEFAULT_TIME_MIN = 240
@@ -170,14 +167,6 @@ class Study:
     description: str
     cells: list[Cell]
     fixed: list[str]
-
-
-def available_studies() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-
-
-def available_scales() -> list[str]:
-    return sorted(p.stem for p in SCALES_DIR.glob("*.yaml"))
 
 
 def study_path(exp: str) -> Path:

@@ -685,7 +685,7 @@ def help_text() -> str:
     from omegaconf import OmegaConf
 
     from .runlog import flatten
-    from .sweep import available_scales, available_studies
+    from .layout import available_scales, available_studies
 
     lines = [
         "usage: python -m factorial.train [--help] [--cfg job] [KEY=VALUE | GROUP=OPTION ...]",

@@ -135,7 +135,7 @@ def _names(value: Any, where: str, allowed: str, check=None, empty: bool = True)
 
 
 def _field(where: str):
-    from ..sweep import KEY_RE
+    from ..layout import KEY_RE
 
     def check(name: str) -> None:
         if name not in NAMED_FIELDS and (not KEY_RE.fullmatch(name) or name.startswith(("+", "~"))):
@@ -263,7 +263,7 @@ def study_name(exp: str) -> str:
 def report_of(exp: str) -> ReportSpec:
     """The report a study declares: its study file's ``report:`` section (experiments/<exp>.yaml or the file
     ``exp`` names); the defaults for a study without a file (results rebuilt from a cells.csv)."""
-    from ..sweep import EXPERIMENTS_DIR
+    from ..layout import EXPERIMENTS_DIR
 
     path = Path(exp) if is_path(exp) else EXPERIMENTS_DIR / f"{exp}.yaml"
     if not path.is_file():
@@ -276,7 +276,7 @@ def report_of(exp: str) -> ReportSpec:
 def claim_homes(experiments: Path | None = None) -> dict[str, list[str]]:
     """claim id → the studies of experiments/ home to it: those that list it under ``claims`` (by name),
     then those that list it under ``backup_claims`` (by name)."""
-    from ..sweep import EXPERIMENTS_DIR
+    from ..layout import EXPERIMENTS_DIR
 
     primary: dict[str, list[str]] = {}
     backup: dict[str, list[str]] = {}

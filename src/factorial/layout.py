@@ -1,0 +1,21 @@
+"""Where a checkout keeps its studies and scales, and what a config key looks like. The bottom layer:
+imports nothing of factorial (and not torch), so every other module, the sweep's job processes included,
+may use it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+SCALES_DIR = REPO_ROOT / "conf" / "scale"
+KEY_RE = re.compile(r"[+~]{0,2}[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")  # a config key (with +/~)
+
+
+def available_studies() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def available_scales() -> list[str]:
+    return sorted(p.stem for p in SCALES_DIR.glob("*.yaml"))
