@@ -53,7 +53,7 @@ from .report import claims as CL
 from .report import data as D
 from .report import rules as R
 from .report import spec as S
-from .report import tables as T
+from .report import tables as TB
 
 log = logging.getLogger("factorial.dashboard")
 
@@ -195,7 +195,7 @@ def claim_cells(study: Study) -> dict[tuple[str, str], list[str]]:
             continue
         names: list[str] = []
         for values, ctx in CL.contexts(study.cells, claim):
-            if T.section_title(values) != context:
+            if TB.section_title(values) != context:
                 continue
             for part in claim.parts:
                 for need in part.needs:
@@ -302,7 +302,7 @@ def swept_numbers(study: Study) -> list[str]:
     """The numbers the study sweeps: its table's sweep (c, d, the multiplier: ``report.table`` of its study file;
     factorial.report.spec) and the learning-rate multiplier wherever it takes ≥ 3 values."""
     out = []
-    layout = T.layout_of(S.report_of(study.exp))
+    layout = TB.layout_of(S.report_of(study.exp))
     if layout is not None and layout.sweep is not None and layout.sweep.numeric in study.cells:
         out.append(layout.sweep.numeric)
     if MULTIPLIER in study.cells and MULTIPLIER not in out:

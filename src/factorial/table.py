@@ -54,7 +54,7 @@ from .report import claims as CL
 from .report import data as D
 from .report import document, output, plots, screen, summary, sweeps
 from .report import spec as S
-from .report import tables as T
+from .report import tables as TB
 
 log = logging.getLogger("factorial.table")
 ENV_WANDB = "FACTORIAL_TABLE_WANDB"
@@ -121,7 +121,7 @@ def claims_frame(results: list[CL.ClaimResult], skipped) -> pd.DataFrame:
     (estimate and 90 % CI in % of the reference, n, whether paired, how the interval was computed)."""
     rows = []
     for r in results:
-        base = {"claim": r.claim.id, "context": T.section_title(r.context), "paper": r.claim.where,
+        base = {"claim": r.claim.id, "context": TB.section_title(r.context), "paper": r.claim.where,
                 "statement": r.claim.text, "verdict": r.verdict, "reason": r.reason}
         for p in r.parts:
             rows.append({**base, "part": p.text, "part_verdict": p.verdict, **_interval_columns(p.judgement),
@@ -211,14 +211,14 @@ def build(args, command: str) -> Path:
     warn = document.provenance_warning(runs)
     if warn:
         print(f"factorial.table: warning: {warn}", file=sys.stderr)
-    tables = T.build_tables(report, cells)
+    tables = TB.build_tables(report, cells)
     with output.Staging(final) as stage:
         stage.csv("cells.csv", cells_csv(runs))
         stage.csv("curves.csv", curves)
         stage.csv("claims.csv", claims_frame(results, skipped))
-        stage.text("table.md", T.to_markdown(tables, "##") + "\n")
-        stage.csv("table.csv", T.to_csv_frame(tables))
-        stage.text("table.tex", T.to_latex(tables))
+        stage.text("table.md", TB.to_markdown(tables, "##") + "\n")
+        stage.csv("table.csv", TB.to_csv_frame(tables))
+        stage.text("table.tex", TB.to_latex(tables))
         made = plots.make_plots(report, runs, cells, curves, stage.tmp, name)
         points = screen.screen_points(cells)
         made += screen.screen_plot(points, stage.tmp)
@@ -240,7 +240,7 @@ def build(args, command: str) -> Path:
         entity = args.entity or next((e for e in runs.get("logger.entity", []) if e), None)
         output.log_to_wandb(
             args.wandb, project, entity, name, args.scale, final,
-            {"table": T.to_csv_frame(tables), "claims": claims_frame(results, skipped), "cells": cells_csv(runs)},
+            {"table": TB.to_csv_frame(tables), "claims": claims_frame(results, skipped), "cells": cells_csv(runs)},
             made, {f"claims/{k}": v for k, v in counts.items()} | {"runs": len(runs), "cells": len(cells)},
         )
     return final
