@@ -261,10 +261,6 @@ def key_is(key: str, rule: str) -> bool:
     return KIND_RULES[role.kind][rule] if role is not None else rule != "reserved"
 
 
-def keys_of_kind(*kinds: str) -> tuple[str, ...]:
-    return tuple(k for k, role in KEYS.items() if role.kind in kinds)
-
-
 def knob_applies(key: str, optimizer: Any) -> bool:
     """Whether an optim.* knob belongs to this optimizer (unknown optimizers: every knob does)."""
     role = key_role(key)

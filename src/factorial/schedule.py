@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 
 PAPER_PEAK = 1e-2
-PAPER_WARMUP_STEPS = 10_000
 
 
 def step_size_schedule(t: int, *, warmup: bool, warmup_steps: int, peak: float = PAPER_PEAK) -> float:

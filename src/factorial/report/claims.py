@@ -34,8 +34,6 @@ from . import rules as R
 from . import spec as S
 from .data import ROW_KEYS, identity_keys, stats_of, study_noise, varying
 
-VERDICTS = ("reproduced", "not reproduced", "inconclusive", "untestable here")
-
 
 # --- which cells ----------------------------------------------------------------------------------
 

@@ -57,7 +57,6 @@ META_COLUMNS = ["git_commit", "git_dirty", "device_name", "torch_version", "warm
 # Columns that are text whatever they look like (a commit hash can be all digits).
 STR_COLUMNS = ("run_id", "cell", "exp", "scale", "row", "row_match", "opt", "embedding", "status", "outcome", "error",
                "git_commit", "device_name", "torch_version")
-RMS_STATS = ("excursion", "min", "max", "n")
 CURVE_KEYS = ("train/loss", "val/ppl", *(f"rms_u/{m}" for m in R.FIG1_MATRICES), "opt/clip_frac", "opt/rms_u_mean")
 
 

@@ -137,14 +137,6 @@ def layout_of(report: S.ReportSpec, columns=None) -> Layout | None:
 # --- sections -------------------------------------------------------------------------------------
 
 
-def _covered(fields: list[Field], keys: list[str]) -> set[str]:
-    out = set()
-    for f in fields:
-        for k in f.covers:
-            out |= {x for x in keys if x.startswith(k[:-1])} if k.endswith(".*") else {k}
-    return out
-
-
 def _enc(v) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
