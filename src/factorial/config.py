@@ -97,8 +97,8 @@ class OptimSchema:
     weight_decay: float = 0.0
     adam_eps: float = 1e-9  # torch.optim.Adam only (Tensor2Tensor's default)
     foreach: Optional[bool] = None
-    # Adafactor only: torch.compile of the factored mode's two heavy loops (Adafactor(compile=True));
-    # the same arithmetic to float32 rounding, so not part of a cell's identity (train.NON_SEMANTIC).
+    # Removed (Adafactor's torch.compile step was slower than its C kernel): only false is accepted. The key
+    # stays so that configs saved by earlier runs still load; not part of a cell's identity (train.NON_SEMANTIC).
     compile: bool = False
 
 
@@ -223,8 +223,6 @@ def validate(cfg: DictConfig | Config) -> Config:
         )
     except ValueError as err:
         raise ConfigError(_command_line_words(str(err))) from None
-    if o.compile and o.name != "adafactor":
-        raise _bad("optim.compile", o.compile, f"false with optim.name={o.name!r} (the compiled step is Adafactor's)")
     try:
         validate_paths(foreach=o.foreach, fused=None, compile=o.compile, prefix="optim.")
     except ValueError as err:
