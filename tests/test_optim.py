@@ -34,7 +34,7 @@ def expected_kernel_status() -> str:
 
 
 def require_native(native) -> None:
-    """Skip a C-kernel case only where this machine has no C compiler (the eager case still runs); where it
+    """Skip a C-kernel case only where this machine has no C compiler (the other paths still run); where it
     has one, a kernel that does not build or load is a failure."""
     if native and native_kernel.kernel() is None:
         why = native_kernel.why_unavailable()
@@ -574,44 +574,53 @@ def test_works_with_a_torch_lr_scheduler():
     torch.testing.assert_close(p.detach(), torch.full((3,), -1.75))
 
 
-# --- the fused path (the default on CPU) against the reference ------------------------------------
+# --- every path against the reference ------------------------------------------------------------------
+
+# The paths other than the single-tensor reference (``foreach=False``), as constructor arguments.
+PATHS = {"C-kernel": dict(fused=True), "foreach": dict(foreach=True), "default": dict()}
+PATH_FUNCTIONS = ("_fused_adafactor", "_multi_tensor_adafactor", "_single_tensor_adafactor")
 
 
-@pytest.mark.parametrize("mode", ["factored", "row", "col", "full"])
-@pytest.mark.parametrize(
-    "knobs",
-    [
-        dict(beta1=0.0, beta2_exponent=0.8, clip_threshold=1.0, relative_step=True),  # Alg. 6
-        dict(beta1=0.9, momentum="gradient", clip_threshold=1.0, relative_step=True, weight_decay=0.01),
-        dict(beta1=0.9, momentum="update", clip_threshold=2.0, relative_step=False),
-        dict(beta1=0.0, clip_threshold=None, relative_step=False, beta2=0.9),
-        dict(beta1=0.0, clip_threshold=0.5, relative_step=True, eps1=0.0),
-    ],
-)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("native", [True, False], ids=["C-kernel", "eager"])
-def test_fused_matches_reference(mode, knobs, dtype, native):
-    """Same parameters, state and update_rms as the single-tensor reference, step after step, with the
-    C kernel (float32 matrices of the factored, row and column modes) and without it."""
-    require_native(native)
-    results = []
-    for fused in (False, True):
-        torch.manual_seed(0)
-        # (37, 5) and (2, 35, 3): column sums by blocks of rows, with a remainder; (9, 7) twice: one scratch
-        shapes = [(9, 7), (7,), (2, 3, 4), (6, 2), (1, 5), (), (37, 5), (2, 35, 3), (9, 7)]
-        ps = [torch.nn.Parameter(torch.randn(s).to(dtype)) for s in shapes]
-        opt = Adafactor(ps, lr=0.05, second_moment=mode, fused=fused, foreach=False,
-                        native=native if fused else None, **knobs)
-        for step in range(6):
-            for p in ps:  # large gradients at the last step so that clipping acts
-                p.grad = (torch.randn_like(p, dtype=torch.float32) * (30.0 if step == 5 else 1.0)).to(dtype)
-            opt.step()
-        results.append((ps, opt))
-    (ref_ps, ref), (fused_ps, fused) = results
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
-    for p, q in zip(ref_ps, fused_ps):
+@pytest.fixture
+def taken(monkeypatch):
+    """Records which path function each step ran on how many tensors: {name: [count per call]}."""
+    from factorial.optim import adafactor as A
+
+    calls = {name: [] for name in PATH_FUNCTIONS}
+    for name in PATH_FUNCTIONS:
+        def wrapped(params, *args, _fn=getattr(A, name), _name=name, **kwargs):
+            calls[_name].append(len(params))
+            return _fn(params, *args, **kwargs)
+
+        monkeypatch.setattr(A, name, wrapped)
+    return calls
+
+
+KNOBS = [
+    dict(beta1=0.0, beta2_exponent=0.8, clip_threshold=1.0, relative_step=True),  # Alg. 6
+    dict(beta1=0.9, momentum="gradient", clip_threshold=1.0, relative_step=True, weight_decay=0.01),
+    dict(beta1=0.9, momentum="update", clip_threshold=2.0, relative_step=False),
+    dict(beta1=0.0, clip_threshold=None, relative_step=False, beta2=0.9),
+    dict(beta1=0.0, clip_threshold=0.5, relative_step=True, eps1=0.0),
+]
+SHAPES = [(9, 7), (7,), (2, 3, 4), (6, 2), (1, 5), (), (37, 5), (2, 35, 3), (9, 7)]
+
+
+def _run_path(kw, mode, knobs, dtype, steps=6, shapes=SHAPES):
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(s).to(dtype)) for s in shapes]
+    opt = Adafactor(ps, lr=0.05, second_moment=mode, **kw, **knobs)
+    for step in range(steps):
+        for p in ps:  # large gradients at the last step so that clipping acts
+            p.grad = (torch.randn_like(p, dtype=torch.float32) * (30.0 if step == steps - 1 else 1.0)).to(dtype)
+        opt.step()
+    return ps, opt
+
+
+def _assert_same_run(ref_ps, ref, ps, opt, tol):
+    for p, q in zip(ref_ps, ps):
         torch.testing.assert_close(q, p, **tol)
-        s, t = ref.state[p], fused.state[q]
+        s, t = ref.state[p], opt.state[q]
         assert set(s) == set(t)
         for key in s:
             if torch.is_tensor(s[key]):
@@ -619,22 +628,101 @@ def test_fused_matches_reference(mode, knobs, dtype, native):
                 torch.testing.assert_close(t[key], s[key], rtol=1e-5, atol=1e-6)
             else:
                 assert t[key] == s[key]
+
+
+@pytest.mark.parametrize("mode", ["factored", "row", "col", "full"])
+@pytest.mark.parametrize("knobs", KNOBS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_every_path_matches_reference(mode, knobs, dtype, path, taken):
+    """Same parameters, state and update_rms as the single-tensor reference (``foreach=False``), step after
+    step, for the C kernel (``fused=True``), the multi-tensor path (``foreach=True``) and the default mix;
+    and each tensor really went through the path it names."""
+    if path != "foreach":
+        require_native(True)
+    ref_ps, ref = _run_path(dict(foreach=False), mode, knobs, dtype)
+    assert taken["_single_tensor_adafactor"] == [len(SHAPES)] * 6 and not taken["_fused_adafactor"]
+    for calls in taken.values():
+        calls.clear()
+    ps, opt = _run_path(PATHS[path], mode, knobs, dtype)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    _assert_same_run(ref_ps, ref, ps, opt, tol)
+    matrices = sum(len(s) >= 2 for s in SHAPES)
+    kernel = dtype == torch.float32 and knobs.get("momentum") != "update"
+    if path == "foreach":
+        assert taken["_multi_tensor_adafactor"] == [len(SHAPES)] * 6 and not taken["_fused_adafactor"]
+    else:  # the C kernel takes the float32 matrices it can; vectors go multi-tensor; the rest the reference
+        assert taken["_fused_adafactor"] == ([matrices] * 6 if kernel else [])
+        assert taken["_multi_tensor_adafactor"] == [len(SHAPES) - matrices] * 6
+        assert taken["_single_tensor_adafactor"] == ([] if kernel else [matrices] * 6)
     if knobs["clip_threshold"] and knobs["beta1"] == 0:  # clipping acted at the last step
         assert any(ref.state[p]["update_rms"] > knobs["clip_threshold"] for p in ref_ps)
 
 
-def test_fused_is_the_cpu_default_and_foreach_false_is_the_reference():
-    p = torch.nn.Parameter(torch.zeros(2, 2))
-    assert Adafactor([p])._path(None, is_cuda=False) == "fused"
-    assert Adafactor([p])._path(None, is_cuda=True) == "foreach"
-    assert Adafactor([p], foreach=False)._path(False, is_cuda=False) == "single"
-    assert Adafactor([p], fused=False)._path(None, is_cuda=False) == "single"
-    assert Adafactor([p], foreach=True)._path(True, is_cuda=False) == "foreach"
-    assert Adafactor([p], fused=True, foreach=False)._path(False, is_cuda=True) == "fused"
-    with pytest.raises(ValueError, match="fused=True"):
-        Adafactor([p], fused=True, foreach=True)
-    with pytest.raises(ValueError, match="fused='yes'"):
-        Adafactor([p], fused="yes")
+@pytest.mark.parametrize("mode", ["factored", "row", "col", "full"])
+@pytest.mark.parametrize("knobs", [KNOBS[0], KNOBS[1], KNOBS[2]], ids=["alg6", "gradient-momentum", "update-momentum"])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_every_path_resumes_the_references_state_dict_and_back(mode, knobs, path):
+    """All paths keep one state format: a state dict saved on any path resumes on any other, and the
+    two runs stay equal (the reference saved, ``path`` resumed; and ``path`` saved, the reference resumed)."""
+    if path != "foreach":
+        require_native(True)
+    torch.manual_seed(0)
+    shapes = [(6, 5), (5,), (2, 3, 4)]
+    x = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(6)]
+    kw = dict(second_moment=mode, **knobs)
+    a = [torch.nn.Parameter(t.clone()) for t in x]
+    b = [torch.nn.Parameter(t.clone()) for t in x]
+    ref, other = Adafactor(a, foreach=False, **kw), Adafactor(b, **PATHS[path], **kw)
+    for gs in grads[:3]:
+        for p, q, g in zip(a, b, gs):
+            p.grad, q.grad = g.clone(), g.clone()
+        ref.step()
+        other.step()
+    saved_ref, saved_other = io.BytesIO(), io.BytesIO()
+    torch.save(ref.state_dict(), saved_ref)
+    torch.save(other.state_dict(), saved_other)
+    saved_ref.seek(0)
+    saved_other.seek(0)
+    ref2, other2 = Adafactor(a, **PATHS[path], **kw), Adafactor(b, foreach=False, **kw)
+    ref2.load_state_dict(torch.load(saved_ref))
+    other2.load_state_dict(torch.load(saved_other))
+    for p in a + b:
+        opt = ref2 if p in set(a) else other2
+        assert all(v.dtype == torch.float32 for v in opt.state[p].values() if torch.is_tensor(v))
+    for gs in grads[3:]:
+        for p, q, g in zip(a, b, gs):
+            p.grad, q.grad = g.clone(), g.clone()
+        ref2.step()
+        other2.step()
+    for p, q in zip(a, b):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+        for key, v in ref2.state[p].items():
+            if torch.is_tensor(v):
+                torch.testing.assert_close(other2.state[q][key], v, rtol=1e-5, atol=1e-6)
+
+
+def test_the_default_takes_the_c_kernel_on_cpu_and_foreach_false_is_the_reference(taken):
+    """Which path each tensor takes, from the constructor's ``foreach`` and ``fused``."""
+    require_native(True)
+    cases = {  # kwargs -> (C kernel, multi-tensor, single-tensor) tensors of a matrix and a vector
+        (): (1, 1, 0),
+        (("fused", True),): (1, 1, 0),
+        (("fused", True), ("foreach", False)): (1, 0, 1),
+        (("fused", False),): (0, 1, 1),
+        (("foreach", False),): (0, 0, 2),
+        (("foreach", True),): (0, 2, 0),
+        (("fused", False), ("foreach", True)): (0, 2, 0),
+    }
+    for kw, expected in cases.items():
+        ps = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(3))]
+        for p in ps:
+            p.grad = torch.randn_like(p)
+        for calls in taken.values():
+            calls.clear()
+        Adafactor(ps, **dict(kw)).step()
+        assert tuple(sum(taken[name]) for name in PATH_FUNCTIONS) == expected, kw
 
 
 @pytest.mark.parametrize("kw", [dict(fused=True), dict(foreach=False), dict(foreach=True)])
@@ -656,83 +744,33 @@ def test_step_never_reads_a_tensor_on_the_host(kw, monkeypatch):
         opt.step()
 
 
-def test_fused_state_dict_resumes_the_reference_and_back():
-    """The fused path keeps the reference's state format: either path resumes the other's state dict."""
-    torch.manual_seed(0)
-    x = torch.randn(6, 5)
-    grads = [torch.randn(6, 5) for _ in range(6)]
-    a, b = torch.nn.Parameter(x.clone()), torch.nn.Parameter(x.clone())
-    ref, fused = Adafactor([a], beta1=0.9, fused=False), Adafactor([b], beta1=0.9, fused=True)
-    for g in grads[:3]:
-        a.grad, b.grad = g.clone(), g.clone()
-        ref.step()
-        fused.step()
-    ref2, fused2 = Adafactor([a], beta1=0.9, fused=True), Adafactor([b], beta1=0.9, fused=False)
-    ref2.load_state_dict(ref.state_dict())
-    fused2.load_state_dict(fused.state_dict())
-    assert ref.state_dict()["param_groups"] == fused.state_dict()["param_groups"]
-    for g in grads[3:]:
-        a.grad, b.grad = g.clone(), g.clone()
-        ref2.step()
-        fused2.step()
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "knobs",
-    [
-        dict(beta1=0.0, beta2_exponent=0.8, clip_threshold=1.0, relative_step=True),  # Alg. 6
-        dict(beta1=0.9, clip_threshold=1.0, relative_step=True, weight_decay=0.01, beta2=0.9),
-        dict(beta1=0.9, momentum="update", clip_threshold=1.0, relative_step=True),  # stays on the eager fused path
-    ],
-)
-def test_compiled_path_matches_reference(knobs):
-    """compile=True (torch.compile of the factored mode's two heavy loops) against the reference."""
-    results = []
-    for compiled in (False, True):
-        torch.manual_seed(0)
-        ps = [torch.nn.Parameter(torch.randn(s)) for s in [(9, 7), (7,), (2, 3, 4)]]
-        opt = Adafactor(ps, lr=0.05, compile=True, **knobs) if compiled else Adafactor(ps, lr=0.05, foreach=False, **knobs)
-        for step in range(5):
-            for p in ps:
-                p.grad = torch.randn_like(p) * (30.0 if step == 4 else 1.0)
-            opt.step()
-        results.append((ps, opt))
-    (ref_ps, ref), (ps, opt) = results
-    for p, q in zip(ref_ps, ps):
-        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
-        for key, v in ref.state[p].items():
-            if torch.is_tensor(v):
-                torch.testing.assert_close(opt.state[q][key], v, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="compile"):
-        Adafactor(ps, compile=True, foreach=True)
-
-
 @pytest.mark.parametrize(
     "kw, expected",
     [
         (dict(foreach="yes"), r"foreach='yes'; allowed: None, True or False"),
         (dict(fused=1.0), r"fused=1\.0; allowed: None, True or False"),
         (dict(fused=True, foreach=True), r"fused=True; allowed: fused=True only with foreach=None or False"),
-        (dict(compile="yes"), r"compile='yes'; allowed: True or False"),
-        (dict(compile=True, foreach=True), r"compile=True; allowed: false with (optim\.)?foreach=True, (optim\.)?fused=None"),
-        (dict(compile=True, fused=False), r"compile=True; allowed: false with (optim\.)?foreach=None, (optim\.)?fused=False"),
-        (dict(native="on"), r"native='on'; allowed: None, True or False"),
-        (dict(native=True, compile=True), r"native=True; allowed: None or False with (optim\.)?compile=True"),
-        (dict(native=True, foreach=True), r"native=True; allowed: None or False with .*(optim\.)?foreach=True"),
-        (dict(native=True, fused=False), r"native=True; allowed: None or False with .*(optim\.)?fused=False"),
+        (dict(compile=True), r"compile=True; allowed: False \(the torch.compile step was removed"),
+        (dict(compile="yes"), r"compile='yes'; allowed: False"),
+        (dict(native=True), r"native=True; allowed: None \(the C kernel is now chosen by fused"),
+        (dict(native=False), r"native=False; allowed: None"),
     ],
 )
-def test_incompatible_implementation_flags_are_refused_by_name(kw, expected):
-    """foreach / fused / compile are checked together, by the optimizer and (prefixed) by the config."""
+def test_removed_and_incompatible_implementation_flags_are_refused_by_name(kw, expected, monkeypatch, fresh_kernel):
+    """foreach / fused are checked together, and the flags of removed paths (compile, native) refused, by the
+    optimizer and (prefixed) by the config, before any work: no parameter changes, no kernel is built."""
     from factorial.optim import validate_paths
 
+    monkeypatch.setattr(native_kernel, "_load", lambda: pytest.fail("the kernel was looked up"))
+    p = torch.nn.Parameter(torch.zeros(2, 2))
+    p.grad = torch.ones(2, 2)
     with pytest.raises(ValueError, match=expected):
-        Adafactor([torch.nn.Parameter(torch.zeros(2, 2))], **kw)
+        Adafactor([p], **kw)
+    assert torch.equal(p, torch.zeros(2, 2))
     args = dict(foreach=None, fused=None, compile=False, native=None) | kw
     with pytest.raises(ValueError, match="optim." + expected):
         validate_paths(**args, prefix="optim.")
-    validate_paths(foreach=False, fused=True, compile=True)  # the fused path compiles
+    validate_paths(foreach=False, fused=True)
 
 
 @pytest.mark.parametrize("kw", [dict(fused=True), dict(foreach=False), dict(foreach=True)])
@@ -760,10 +798,10 @@ def test_update_rms_and_relative_scale_are_accurate_on_a_large_matrix(kw):
 
 
 @pytest.mark.parametrize("mode", ["factored", "row", "col"])
-@pytest.mark.parametrize("kw", [dict(fused=True, native=True), dict(fused=True, native=False), dict(foreach=False)])
+@pytest.mark.parametrize("kw", [dict(fused=True), dict(foreach=True), dict(foreach=False)])
 def test_factored_statistics_and_update_rms_are_accurate_on_a_large_matrix(mode, kw):
-    """R, C and RMS(U) of an 8192×512 gradient against float64: C kernel, eager fused path, reference."""
-    require_native(kw.get("native"))
+    """R, C and RMS(U) of an 8192×512 gradient against float64: C kernel, multi-tensor path, reference."""
+    require_native(kw.get("fused"))
     torch.manual_seed(0)
     g = torch.randn(8192, 512) * (torch.rand(8192, 1) + 0.1) * (torch.rand(512) + 0.1)
     p = torch.nn.Parameter(torch.randn(8192, 512))
@@ -783,14 +821,6 @@ def test_factored_statistics_and_update_rms_are_accurate_on_a_large_matrix(mode,
     assert abs(float(state["update_rms"]) / float(rms_u) - 1.0) < 2e-6
 
 
-@pytest.mark.parametrize("shape", [(5, 3), (31, 4), (32, 4), (100, 7), (3, 53, 2), (4096, 8)])
-def test_column_sums_by_row_blocks_equal_the_column_sums(shape):
-    from factorial.optim.functional import col_sum_by_row_blocks
-
-    x = torch.rand(shape)
-    torch.testing.assert_close(col_sum_by_row_blocks(x).double(), x.double().sum(dim=-2), rtol=1e-6, atol=0)
-
-
 # --- the C kernel of the fused path ------------------------------------------------------------------------
 
 
@@ -805,7 +835,7 @@ def test_c_kernel_gives_the_same_step_with_one_or_two_threads(mode, beta1):
             torch.set_num_threads(n)
             torch.manual_seed(0)
             p = torch.nn.Parameter(torch.randn(300, 40))
-            opt = Adafactor([p], beta2_exponent=0.8, second_moment=mode, beta1=beta1, native=True)
+            opt = Adafactor([p], beta2_exponent=0.8, second_moment=mode, beta1=beta1, fused=True)
             for _ in range(3):
                 p.grad = torch.randn(300, 40)
                 opt.step()
@@ -821,7 +851,7 @@ def test_c_kernel_leaves_earlier_update_rms_tensors_alone():
     the values of their steps."""
     require_native(True)
     p = torch.nn.Parameter(torch.randn(20, 30))
-    opt = Adafactor([p], native=True)
+    opt = Adafactor([p], fused=True)
     kept = []
     for scale in (1.0, 100.0):
         p.grad = torch.randn(20, 30) * torch.rand(20, 1) * scale
@@ -830,35 +860,41 @@ def test_c_kernel_leaves_earlier_update_rms_tensors_alone():
     assert kept[0] is not kept[1] and float(kept[0]) != float(kept[1])
 
 
-def test_tensors_the_c_kernel_cannot_take_run_the_eager_path():
-    """A non-contiguous gradient (or any non-float32 tensor) goes through the eager fused path: same result."""
+def test_tensors_the_c_kernel_cannot_take_run_the_reference_path():
+    """A non-contiguous gradient (or any non-float32 tensor) goes through the reference path: same result."""
     require_native(True)
     torch.manual_seed(0)
     x, g = torch.randn(12, 9), torch.randn(9, 12).t()
     assert not g.is_contiguous()
     out = []
-    for kw in (dict(native=True), dict(fused=False)):
+    for kw in (dict(fused=True), dict(fused=False)):
         p = torch.nn.Parameter(x.clone())
-        p.grad = g if kw.get("native") else g.contiguous()
-        assert native_kernel.supports(p, p.grad) is (not kw.get("native"))
+        p.grad = g if kw["fused"] else g.contiguous()
+        assert native_kernel.supports(p, p.grad) is (not kw["fused"])
         Adafactor([p], **kw).step()
         out.append(p.detach())
     torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-6)
 
 
-def test_without_a_compiler_the_fused_path_warns_once_and_runs_eagerly(tmp_path, monkeypatch, fresh_kernel):
+def test_without_a_compiler_the_default_path_warns_once_and_runs_the_reference(tmp_path, monkeypatch, fresh_kernel):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("FACTORIAL_KERNEL_CACHE", str(tmp_path / "cache"))
     p = torch.nn.Parameter(torch.randn(6, 5))
     p.grad = torch.randn(6, 5)
+    r = torch.nn.Parameter(p.detach().clone())
+    r.grad = p.grad.clone()
+    reference = Adafactor([r], foreach=False)
     with pytest.warns(RuntimeWarning, match="no-such-cc"):
         opt = Adafactor([p])
         opt.step()
     q = torch.nn.Parameter(p.detach().clone())
     q.grad = p.grad.clone()
     opt.step()  # no second warning: the answer is kept for the process
-    with pytest.raises(RuntimeError, match="native=True but the C kernel is unavailable: no C compiler"):
-        Adafactor([q], native=True)
+    reference.step()
+    reference.step()
+    torch.testing.assert_close(p, r, rtol=0, atol=0)  # the reference path itself ran
+    with pytest.raises(RuntimeError, match="fused=True but the C kernel is unavailable: no C compiler"):
+        Adafactor([q], fused=True)
     assert not (tmp_path / "cache").exists()
 
 
@@ -882,7 +918,7 @@ def test_factorial_native_0_turns_the_kernel_off(monkeypatch, fresh_kernel):
 
 def test_c_kernel_status_says_which_implementation_the_cpu_matrices_take(monkeypatch, fresh_kernel):
     w = torch.nn.Parameter(torch.randn(8, 4))
-    assert Adafactor([w], native=False).c_kernel_status() == "off"
+    assert Adafactor([w], fused=False).c_kernel_status() == "off"
     assert Adafactor([w], foreach=True).c_kernel_status() == "off"  # the multi-tensor path
     assert Adafactor([w], foreach=False).c_kernel_status() == "off"  # the reference path
     # One group on the fused path is enough.

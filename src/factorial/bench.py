@@ -20,8 +20,8 @@ What it measures, in one process:
 * **Trainer overhead**: tokens/s of a cell (``factorial.train.run_cell``, evaluation time taken
   out) against a bare loop with the same model, data, optimizer and schedule and nothing else.
 * **Variants** (``--variants``): a ``torch.compile``d Alg. 6 step (compile time apart from warm
-  step time), kept here as a measurement only; results/bench/README.md says why it is not in the
-  optimizer.
+  step time) against the default path, with 1 and 2 threads, kept here as a measurement only (the
+  optimizer has no compiled path: it was slower than the C kernel).
 * **CUDA** (when a GPU is there): the same tables, a check that ``step()`` of every setting makes
   no host-device synchronisation (``torch.cuda.set_sync_debug_mode("error")``), and the model FLOP
   utilisation of a bf16 cell on the ``base`` preset.
@@ -186,12 +186,10 @@ def settings(device: torch.device) -> dict[str, dict]:
     def add(name: str, make: Factory, note: str, ours: bool = False) -> None:
         out[name] = {"make": make, "note": note, "ours": ours}
 
-    add("ours alg6", lambda ps: Adafactor(ps, **ALG6), "Alg. 6, default path (fused with the C kernel on CPU, foreach on CUDA)", True)
-    if device.type == "cpu":
-        add("ours alg6 eager", lambda ps: Adafactor(ps, **ALG6, native=False),
-            "Alg. 6, fused path without the C kernel (what runs where no C compiler is found)", True)
-    add("ours alg6 compiled", lambda ps: Adafactor(ps, **ALG6, compile=True), "Alg. 6, fused path with compile=True", True)
-    add("ours alg6 reference", lambda ps: Adafactor(ps, **ALG6, foreach=False, fused=False), "single-tensor reference path", True)
+    add("ours alg6", lambda ps: Adafactor(ps, **ALG6),
+        "Alg. 6, default path (on CPU the C kernel for matrices, multi-tensor for vectors; multi-tensor on CUDA)", True)
+    add("ours alg6 reference", lambda ps: Adafactor(ps, **ALG6, foreach=False),
+        "single-tensor reference path (foreach=False; what CPU matrices run where no C compiler is found)", True)
     add("ours alg6 foreach", lambda ps: Adafactor(ps, **ALG6, foreach=True), "multi-tensor path", True)
     for mode in ("factored", "row", "col", "full"):
         for beta1 in (0.0, 0.9):
@@ -352,7 +350,7 @@ def kernels(shape: tuple[int, int], device: torch.device, rounds: int) -> dict:
     """Column statistics and the RMS of a whole tensor, the old way against the way functional.py does it.
 
     * column means of G²: ``vector_norm(dim=-2)`` (no temporary) against ``square().sum(dim=-2)`` (the
-      reference path) and the fused path's square into a scratch tensor, then sums by blocks of rows;
+      reference path);
     * RMS: one float32 ``vector_norm`` over the tensor against row norms then their norm, each
       compared with float64.
     """
@@ -360,12 +358,9 @@ def kernels(shape: tuple[int, int], device: torch.device, rounds: int) -> dict:
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g).to(device)
-    scratch = torch.empty_like(x)
     ops = {
         "col stats: vector_norm(dim=-2)": lambda: torch.linalg.vector_norm(x, 2, dim=-2).square_().div_(shape[0]),
         "col stats: square().sum(dim=-2)": lambda: F.col_mean_sq(x),
-        "col stats: square into scratch, sum by row blocks": lambda: F.col_sum_by_row_blocks(
-            F.square_into(x, scratch)).div_(shape[0]),
         "rms: one vector_norm": lambda: torch.linalg.vector_norm(x).div_(math.sqrt(x.numel())),
         "rms: row norms, then their norm": lambda: F.rms(x),
     }
@@ -586,8 +581,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     if args.variants:
         result["variants"] = {}
         variant_makers = {
-            name: makers[name] for name in ("ours alg6", "ours alg6 eager", "ours alg6 compiled", "torch Adam fused",
-                                            "transformers Adafactor")
+            name: makers[name] for name in ("ours alg6", "ours alg6 reference", "torch Adam fused", "transformers Adafactor")
             if name in makers
         }
         variant_makers["whole step compiled"] = lambda ps: CompiledAlg6(ps)
@@ -630,7 +624,7 @@ def ratios(entry: dict) -> dict:
     ours = t["ours alg6"]
     out = {f"ours alg6 / {k}": ours / v for k, v in t.items() if not k.startswith("ours") and v > 0}
     raw = {k: v["raw_ms"] for k, v in entry["time"].items()}
-    for path in ("ours alg6", "ours alg6 eager", "ours alg6 compiled"):
+    for path in ("ours alg6", "ours alg6 reference"):
         for peer in ("torch Adam fused", "transformers Adafactor"):
             if path in raw and peer in raw:  # the same rounds: robust to a machine that changes state
                 out[f"paired median {path} / {peer}"] = statistics.median(a / b for a, b in zip(raw[path], raw[peer]))
@@ -648,7 +642,7 @@ def targets(result: dict) -> dict:
         r = result["presets"][preset]["ratios"]
         out["preset"] = preset
         t = {k: v["median_ms"] for k, v in result["presets"][preset]["time"].items()}
-        for path, suffix in (("ours alg6", ""), ("ours alg6 eager", "_eager"), ("ours alg6 compiled", "_compiled")):
+        for path, suffix in (("ours alg6", ""), ("ours alg6 reference", "_reference")):
             for key, peer in (("alg6_over_transformers", "transformers Adafactor"), ("alg6_over_adam_fused", "torch Adam fused")):
                 if path in t and peer in t:
                     v = t[path] / t[peer]
@@ -688,10 +682,10 @@ def to_markdown(result: dict) -> str:
         lines += ["## Targets", "", "| target | measured | limit | met |", "|---|---|---|---|"]
         names = {"alg6_over_transformers": "Alg. 6 step time (default path) / transformers' Adafactor",
                  "alg6_over_adam_fused": "Alg. 6 step time (default path) / fused Adam",
-                 "alg6_over_transformers_eager": "Alg. 6 step time (native=False: eager fused path) / transformers' Adafactor",
-                 "alg6_over_adam_fused_eager": "Alg. 6 step time (native=False: eager fused path) / fused Adam",
-                 "alg6_over_transformers_compiled": "Alg. 6 step time (compile=True) / transformers' Adafactor",
-                 "alg6_over_adam_fused_compiled": "Alg. 6 step time (compile=True) / fused Adam",
+                 "alg6_over_transformers_reference": "Alg. 6 step time (foreach=False: the reference path, what CPU "
+                                                     "matrices run without a C compiler) / transformers' Adafactor",
+                 "alg6_over_adam_fused_reference": "Alg. 6 step time (foreach=False: the reference path, what CPU "
+                                                   "matrices run without a C compiler) / fused Adam",
                  "state_over_adam": "state bytes, factored β1 = 0 / Adam",
                  "overhead": "trainer overhead (1 − cell / bare tokens/s)"}
         for key, label in names.items():
@@ -728,7 +722,7 @@ def to_markdown(result: dict) -> str:
     for preset, by_threads in result.get("variants", {}).items():
         lines += [f"## Variants on `{preset}` (Alg. 6 setting), by torch threads", "",
                   "`whole step compiled` is one torch.compile'd function per tensor for the whole step "
-                  "(`factorial.bench.CompiledAlg6`), measured to compare; `ours alg6 compiled` is `compile=True`. "
+                  "(`factorial.bench.CompiledAlg6`), measured to compare; the optimizer has no compiled path. "
                   "First step: state creation plus compilation (inductor's on-disk cache may shorten it). "
                   "This section is timed minutes after the tables above. On the project's 2-core VM the machine "
                   "switches, within a run, between two states that move 2-thread timings in opposite directions: "

@@ -1,8 +1,8 @@
 """The knobs of the Adafactor paper, one small function each (docs/PAPER.md §2).
 
 Every function here does one job and reads next to the paper's equation it implements.
-``Adafactor.step`` (adafactor.py) chains them; a study's cells differ in which link of the
-chain they swap. All math is done in float32 whatever the parameter dtype, and nothing here
+``_single_tensor_adafactor`` (adafactor.py, the reference path) chains them; a study's cells
+differ in which link of the chain they swap. All math is done in float32 whatever the parameter dtype, and nothing here
 calls ``.item()``: per-tensor quantities stay 0-d tensors so a GPU step never waits on the host.
 
 Shapes. For a parameter X of shape (..., n, m) (rank >= 2; the paper is silent above rank 2, so
@@ -81,12 +81,7 @@ def ema_(acc: Tensor, observation: Tensor, rate: float, eps1: float) -> None:
 
     ``observation`` is already a mean of G², so adding ε1 to it is the paper's mean(G² + ε1).
     """
-    ema_sum_(acc, observation, 1, rate, eps1)
-
-
-def ema_sum_(acc: Tensor, total: Tensor, count: int, rate: float, eps1: float) -> None:
-    """``ema_`` of the mean ``total/count``, with the division folded into the multiply-add (one op fewer)."""
-    acc.mul_(rate).add_(total, alpha=(1.0 - rate) / count).add_((1.0 - rate) * eps1)
+    acc.mul_(rate).add_(observation, alpha=1.0 - rate).add_((1.0 - rate) * eps1)
 
 
 def ema_sq_(acc: Tensor, grad: Tensor, rate: float, eps1: float) -> None:
@@ -94,37 +89,38 @@ def ema_sq_(acc: Tensor, grad: Tensor, rate: float, eps1: float) -> None:
     acc.mul_(rate).addcmul_(grad, grad, value=1.0 - rate).add_((1.0 - rate) * eps1)
 
 
-def update_second_moment_(state: dict, grad: Tensor, mode: str, rate: float, eps1: float) -> None:
-    """Advance the accumulators that ``mode`` keeps (full V, or R and/or C) by one step."""
+def update_second_moment_(exp_avg_sq: Tensor | None, row: Tensor | None, col: Tensor | None, grad: Tensor, mode: str,
+                          rate: float, eps1: float) -> None:
+    """Advance the accumulators that ``mode`` keeps (full V, or R and/or C; the others are None) by one step."""
     if mode == "full":
-        ema_sq_(state["exp_avg_sq"], grad, rate, eps1)
+        ema_sq_(exp_avg_sq, grad, rate, eps1)
         return
     if mode in ("factored", "row"):
-        ema_(state["exp_avg_sq_row"], row_mean_sq(grad), rate, eps1)
+        ema_(row, row_mean_sq(grad), rate, eps1)
     if mode in ("factored", "col"):
-        ema_(state["exp_avg_sq_col"], col_mean_sq(grad), rate, eps1)
+        ema_(col, col_mean_sq(grad), rate, eps1)
 
 
-def precondition(direction: Tensor, state: dict, mode: str) -> Tensor:
+def precondition(direction: Tensor, exp_avg_sq: Tensor | None, row: Tensor | None, col: Tensor | None,
+                 mode: str) -> Tensor:
     """U = direction / √V̂ as a new float32 tensor, never materialising V̂ for the factored modes.
 
-    * full:     V̂ = V
+    * full:     V̂ = V                 (``exp_avg_sq``)
     * factored: V̂ = R·Cᵀ / mean(R)   (the rank-1 fit of §3, in means)
     * row:      V̂[i, j] = R[i]       (each row's mean, broadcast along the row: row D)
     * col:      V̂[i, j] = C[j]       (each column's mean, broadcast down the column: row E)
     """
     if mode == "full":
-        denom = state["exp_avg_sq"].sqrt()
+        denom = exp_avg_sq.sqrt()
         return torch.div(direction, denom, out=denom)
     # Mixed-dtype products promote to float32, so a bf16 direction is never copied first.
     if mode == "col":
-        return direction * state["exp_avg_sq_col"].rsqrt().unsqueeze(-2)
-    row = state["exp_avg_sq_row"]
+        return direction * col.rsqrt().unsqueeze(-2)
     if mode == "factored":
         row = row / row.mean(dim=-1, keepdim=True)
     u = direction * row.rsqrt().unsqueeze(-1)
     if mode == "factored":
-        u.mul_(state["exp_avg_sq_col"].rsqrt().unsqueeze(-2))
+        u.mul_(col.rsqrt().unsqueeze(-2))
     return u
 
 
@@ -150,13 +146,6 @@ def clip_(update: Tensor, update_rms: Tensor, threshold: float | None) -> None:
         update.div_(torch.clamp(update_rms / threshold, min=1.0))
 
 
-def clipped_step_size(alpha: Tensor | float, update_rms: Tensor, threshold: float | None) -> Tensor | float:
-    """α_t / max(1, RMS(U)/d): step size and clipping (§6) as one 0-d scale of U (the fused path)."""
-    if threshold is None:
-        return alpha
-    return torch.clamp(update_rms / threshold, min=1.0).reciprocal_().mul_(alpha)
-
-
 def step_size(param: Tensor, lr: float, relative: bool, eps2: float) -> Tensor | float:
     """α_t: ``lr`` itself (absolute), or max(ε2, RMS(X_{t−1}))·ρ_t with ρ_t = ``lr`` (relative, §8)."""
     if not relative:
@@ -177,76 +166,3 @@ def update_momentum_(exp_avg: Tensor, scaled_update: Tensor, beta1: float) -> Te
     """m ← β1·m + (1 − β1)·α_t·Û  (Tensor2Tensor / Hugging Face convention: no bias correction)."""
     exp_avg.lerp_(scaled_update, 1.0 - beta1)
     return exp_avg
-
-
-# --- the broadcast-scaled kernels (the eager fused path of the factored, row and column modes) ---------
-#
-# In those modes U = D·aᵢ·bⱼ: the direction scaled by a row vector a = rsqrt(R/mean R) (or rsqrt(R)) and a
-# column vector b = rsqrt(C). The fused path never materialises V̂ or U: it writes at most one
-# G-sized float32 scratch tensor per parameter and makes every large pass over a matrix split it by
-# rows, the way the threads of the next pass split it, so no thread reads what another one wrote
-# (which is slow when two cores do not share a cache, as the benchmark machine's at times do not).
-
-ROW_BLOCKS = 16
-
-
-def col_sum_by_row_blocks(sq: Tensor) -> Tensor:
-    """Σᵢ sq[..., i, :] as blocks of rows summed first, then the blocks.
-
-    ``sq.sum(dim=-2)`` lets each thread sum a range of *columns* over all rows, i.e. read the rows
-    another thread has just written; summing ``ROW_BLOCKS`` blocks of rows first keeps each thread on
-    its own rows (and sums shorter runs, so with less float32 rounding).
-    """
-    n = sq.shape[-2]
-    if n < 2 * ROW_BLOCKS:
-        return sq.sum(dim=-2)
-    head = n - n % ROW_BLOCKS
-    out = sq[..., :head, :].unflatten(-2, (ROW_BLOCKS, head // ROW_BLOCKS)).sum(dim=-2).sum(dim=-2)
-    if head < n:
-        out.add_(sq[..., head:, :].sum(dim=-2))
-    return out
-
-
-def square_into(grad: Tensor, out: Tensor) -> Tensor:
-    """G² in float32 into ``out`` (a scratch tensor of G's shape). A bf16 G is widened first: a bf16
-    product would be rounded to bf16 before the cast."""
-    if grad.dtype == torch.float32:
-        return torch.mul(grad, grad, out=out)
-    return out.copy_(grad).square_()
-
-
-def broadcast_update_rms(scaled: Tensor, row_scale: Tensor | None) -> Tensor:
-    """RMS(U) of U = row_scale[..., i]·scaled[..., i, j] without forming U: the row norms of ``scaled``,
-    times the row scales, then their norm (the two-stage sum of ``rms``)."""
-    norms = torch.linalg.vector_norm(scaled, 2, dim=-1, dtype=torch.float32)
-    if row_scale is not None:
-        norms.mul_(row_scale)
-    return torch.linalg.vector_norm(norms, 2, dtype=torch.float32).div_(math.sqrt(scaled.numel()))
-
-
-# --- kernels of the compiled path (Adafactor(compile=True)) -------------------------------------------
-#
-# Written for torch.compile: each is one or two loops over the tensor once inductor fuses it, with no
-# temporary the size of G. Eagerly they compute the same numbers (and allocate). Only the factored
-# mode goes through them; the small per-row and per-column arithmetic between them stays eager.
-
-
-def factored_statistics(param: Tensor, grad: Tensor, relative: bool) -> tuple[Tensor | None, Tensor, Tensor]:
-    """Σ X² (for the relative step; None without it) and the row and column sums of G²."""
-    g = grad.float()
-    g2 = g * g
-    x_sq = param.float().square().sum() if relative else None
-    return x_sq, g2.sum(dim=-1), g2.sum(dim=-2)
-
-
-def factored_apply_(param: Tensor, direction: Tensor, row_scale: Tensor, col_scale: Tensor, alpha: Tensor,
-                    threshold: float | None) -> Tensor:
-    """U = D·a·bᵀ (a = rsqrt(R/mean R), b = rsqrt(C), given), RMS(U), X ← X − α/max(1, RMS(U)/d)·U.
-
-    U is never stored: the RMS is one reduction over D and the update a second loop. Returns RMS(U).
-    """
-    u = direction.float() * row_scale.unsqueeze(-1) * col_scale.unsqueeze(-2)
-    update_rms = u.square().sum().div(u.numel()).sqrt()
-    scale = alpha if threshold is None else alpha / torch.clamp(update_rms / threshold, min=1.0)
-    param.copy_(param.float() - u * scale)
-    return update_rms

@@ -2,7 +2,7 @@
  * (factorial_broadcast_step), the full mode in two (factorial_full_step, at the end of this file).
  *
  * Built at first use by factorial/optim/native.py with the system C compiler (-O3 -march=native
- * -fopenmp) and called through ctypes; the optimizer falls back to its eager fused path when no
+ * -fopenmp) and called through ctypes; the optimizer falls back to its reference path when no
  * compiler is found. The arithmetic is the reference path's (adafactor.py, docs/PAPER.md §2):
  *
  *   α_t  = max(ε2, RMS(X_{t−1}))·ρ_t (relative) or lr           R, C ← β̂2t-EMAs of the row / column means of G² + ε1

@@ -1,7 +1,7 @@
-"""The C kernel of the fused CPU path (kernels.c): built at first use, loaded through ctypes.
+"""The C kernel of the optimizer's fused CPU path (kernels.c): built at first use, loaded through ctypes.
 
-``kernel()`` returns the step function, or None when it cannot be had; the optimizer then runs its
-eager fused path, which computes the same numbers. Building takes well under a second: one C file,
+``kernel()`` returns the kernel's functions, or None when they cannot be had; the optimizer then runs
+those matrices on its reference path, which computes the same numbers. Building takes well under a second: one C file,
 no PyTorch headers. The shared object is cached under ``$FACTORIAL_KERNEL_CACHE`` (default
 ``~/.cache/factorial/kernels``) by a hash of the source, the compiler command and version and this
 CPU's flags, so a cache shared between machines never loads a binary built for another CPU. It is
@@ -115,7 +115,7 @@ def kernel():
         _state["fn"], _state["why"] = fn, why
         if fn is None and why != "FACTORIAL_NATIVE=0":
             warnings.warn(f"factorial: the C kernel of the fused CPU path is unavailable ({why}); "
-                          "using the eager fused path (same numbers, slower)", RuntimeWarning, stacklevel=3)
+                          "using the reference path (same numbers, slower)", RuntimeWarning, stacklevel=3)
     return _state["fn"]
 
 
@@ -150,24 +150,21 @@ def _run(fn, *args, threshold: float | None, decay: float) -> torch.Tensor:
 
 
 def step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor | None, momentum_weight: float,
-         row: torch.Tensor | None, col: torch.Tensor | None, mode: str, *, rate: float, eps1: float, lr: float,
-         relative: bool, eps2: float, threshold: float | None, decay: float) -> torch.Tensor:
-    """Run the kernel on one contiguous float32 CPU tensor (callers check ``supports``). Updates
-    ``param``, ``row``, ``col`` and ``exp_avg`` (m̂ ← lerp(m̂, G, momentum_weight), the direction;
-    None: the direction is G) in place; returns RMS(U) as a new 0-d float32 tensor."""
+         exp_avg_sq: torch.Tensor | None, row: torch.Tensor | None, col: torch.Tensor | None, mode: str, *,
+         rate: float, eps1: float, lr: float, relative: bool, eps2: float, threshold: float | None,
+         decay: float) -> torch.Tensor:
+    """One step of one contiguous float32 CPU tensor (callers check ``supports``) in ``mode``: "full"
+    (V̂ = V, ``exp_avg_sq``; ``factorial_full_step``) or "factored", "row", "col" (``row`` and/or ``col``;
+    ``factorial_broadcast_step``, which needs a matrix). Updates ``param``, the accumulators and
+    ``exp_avg`` (m̂ ← lerp(m̂, G, momentum_weight), the direction; None: the direction is G) in place;
+    returns RMS(U) as a new 0-d float32 tensor."""
+    if mode == "full":
+        return _run(kernel()["full"], param.data_ptr(), grad.data_ptr(), _ptr(exp_avg), momentum_weight,
+                    exp_avg_sq.data_ptr(), param.numel(), rate, eps1, lr, int(relative), eps2,
+                    threshold=threshold, decay=decay)
     n, m = param.shape[-2], param.shape[-1]
     return _run(kernel()["broadcast"], param.data_ptr(), grad.data_ptr(), _ptr(exp_avg), momentum_weight, _ptr(row),
                 _ptr(col), param.numel() // (n * m), n, m, MODES[mode], rate, eps1, lr, int(relative), eps2,
-                threshold=threshold, decay=decay)
-
-
-def full_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor | None, momentum_weight: float,
-              exp_avg_sq: torch.Tensor, *, rate: float, eps1: float, lr: float, relative: bool, eps2: float,
-              threshold: float | None, decay: float) -> torch.Tensor:
-    """The full mode (V̂ = V) on one contiguous float32 CPU tensor: updates ``param``, ``exp_avg_sq``
-    and ``exp_avg`` (as in ``step``) in place; returns RMS(U) as a new 0-d float32 tensor."""
-    return _run(kernel()["full"], param.data_ptr(), grad.data_ptr(), _ptr(exp_avg), momentum_weight,
-                exp_avg_sq.data_ptr(), param.numel(), rate, eps1, lr, int(relative), eps2,
                 threshold=threshold, decay=decay)
 
 
