@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from . import functional as F
+from . import functional as OF
 from . import native as native_kernel
 
 __all__ = ["Adafactor", "adafactor"]
@@ -101,14 +101,14 @@ def validate_hyperparameters(
         raise bad("lr", lr, "lr >= 0")
     if not 0.0 <= number("beta1", beta1) < 1.0:
         raise bad("beta1", beta1, "0 <= beta1 < 1")
-    if momentum not in F.MOMENTUM_KINDS:
-        raise bad("momentum", momentum, " | ".join(repr(m) for m in F.MOMENTUM_KINDS))
+    if momentum not in OF.MOMENTUM_KINDS:
+        raise bad("momentum", momentum, " | ".join(repr(m) for m in OF.MOMENTUM_KINDS))
     if not 0.0 < number("beta2", beta2) < 1.0:
         raise bad("beta2", beta2, "0 < beta2 < 1")
     if beta2_exponent is not None and number("beta2_exponent", beta2_exponent) <= 0:
         raise bad("beta2_exponent", beta2_exponent, "None (constant beta2) or c > 0 (beta2_t = 1 - t^-c)")
-    if second_moment not in F.SECOND_MOMENTS:
-        raise bad("second_moment", second_moment, " | ".join(repr(m) for m in F.SECOND_MOMENTS))
+    if second_moment not in OF.SECOND_MOMENTS:
+        raise bad("second_moment", second_moment, " | ".join(repr(m) for m in OF.SECOND_MOMENTS))
     if clip_threshold is not None and number("clip_threshold", clip_threshold) <= 0:
         raise bad("clip_threshold", clip_threshold, "None (no clipping) or d > 0")
     if not isinstance(relative_step, bool):
@@ -376,18 +376,18 @@ def _single_tensor_adafactor(params, grads, exp_avg_sqs, exp_avg_sq_rows, exp_av
     for param, grad, exp_avg_sq, row, col, exp_avg, t in zip(params, grads, exp_avg_sqs, exp_avg_sq_rows,
                                                              exp_avg_sq_cols, exp_avgs, state_steps):
         mode = accumulator_mode(param, second_moment)
-        alpha = F.step_size(param, lr, relative_step, eps2)  # 1. α_t
-        rate = F.second_moment_rate(beta2, beta2_exponent, t)  # 2. β̂2t
-        F.update_second_moment_(exp_avg_sq, row, col, grad, mode, rate, eps1)  # 3. V̂
+        alpha = OF.step_size(param, lr, relative_step, eps2)  # 1. α_t
+        rate = OF.second_moment_rate(beta2, beta2_exponent, t)  # 2. β̂2t
+        OF.update_second_moment_(exp_avg_sq, row, col, grad, mode, rate, eps1)  # 3. V̂
         direction = grad
         if beta1 > 0 and momentum == "gradient":
-            direction = F.gradient_momentum_(exp_avg, grad, beta1, t)
-        update = F.precondition(direction, exp_avg_sq, row, col, mode)  # 4. U
-        update_rms = F.rms(update)
-        F.clip_(update, update_rms, clip_threshold)  # 5. Û
+            direction = OF.gradient_momentum_(exp_avg, grad, beta1, t)
+        update = OF.precondition(direction, exp_avg_sq, row, col, mode)  # 4. U
+        update_rms = OF.rms(update)
+        OF.clip_(update, update_rms, clip_threshold)  # 5. Û
         update.mul_(alpha)
         if beta1 > 0 and momentum == "update":
-            update = F.update_momentum_(exp_avg, update, beta1)
+            update = OF.update_momentum_(exp_avg, update, beta1)
         if weight_decay:
             param.mul_(1.0 - lr * weight_decay)
         _subtract_(param, update)  # 6. X ← X − α_t·Û
@@ -417,25 +417,25 @@ def _multi_tensor_adafactor(params, grads, exp_avg_sqs, exp_avg_sq_rows, exp_avg
             alphas = _foreach_rms(ps)
             torch._foreach_clamp_min_(alphas, eps2)
             torch._foreach_mul_(alphas, lr)
-        rate = F.second_moment_rate(beta2, beta2_exponent, t)
+        rate = OF.second_moment_rate(beta2, beta2_exponent, t)
         if mode == "full":
             torch._foreach_mul_(accs, rate)
             torch._foreach_addcmul_(accs, grads_, grads_, value=1.0 - rate)
             torch._foreach_add_(accs, (1.0 - rate) * eps1)
         else:
             for row, col, g in zip(rows, cols, grads_):
-                F.update_second_moment_(None, row, col, g, mode, rate, eps1)
+                OF.update_second_moment_(None, row, col, g, mode, rate, eps1)
 
         directions = grads_
         if beta1 > 0 and momentum == "gradient":
             directions = [exp_avgs[i] for i in idx]
-            torch._foreach_lerp_(directions, grads_, 1.0 - F.bias_corrected_rate(beta1, t))
+            torch._foreach_lerp_(directions, grads_, 1.0 - OF.bias_corrected_rate(beta1, t))
         if mode == "full":
             updates = torch._foreach_sqrt(accs)
             torch._foreach_reciprocal_(updates)
             torch._foreach_mul_(updates, directions)
         else:
-            updates = [F.precondition(d, None, row, col, mode) for d, row, col in zip(directions, rows, cols)]
+            updates = [OF.precondition(d, None, row, col, mode) for d, row, col in zip(directions, rows, cols)]
 
         norms = _foreach_rms(updates)
         for i, n in zip(idx, norms):
@@ -472,10 +472,10 @@ def _fused_adafactor(params, grads, exp_avg_sqs, exp_avg_sq_rows, exp_avg_sq_col
     out = []
     for param, grad, exp_avg_sq, row, col, exp_avg, t in zip(params, grads, exp_avg_sqs, exp_avg_sq_rows,
                                                              exp_avg_sq_cols, exp_avgs, state_steps):
-        weight = 1.0 - F.bias_corrected_rate(beta1, t) if beta1 > 0 else 0.0  # m̂ ← lerp(m̂, G, 1 − β̂1t)
+        weight = 1.0 - OF.bias_corrected_rate(beta1, t) if beta1 > 0 else 0.0  # m̂ ← lerp(m̂, G, 1 − β̂1t)
         out.append(native_kernel.step(
             param, grad, exp_avg if beta1 > 0 else None, weight, exp_avg_sq, row, col,
-            accumulator_mode(param, second_moment), rate=F.second_moment_rate(beta2, beta2_exponent, t), eps1=eps1,
+            accumulator_mode(param, second_moment), rate=OF.second_moment_rate(beta2, beta2_exponent, t), eps1=eps1,
             lr=lr, relative=relative_step, eps2=eps2, threshold=clip_threshold, decay=1.0 - lr * weight_decay))
     return out
 
@@ -485,10 +485,10 @@ def _foreach_rms(tensors: list[Tensor]) -> list[Tensor]:
 
     On CUDA ``_foreach_norm`` reduces as a tree and is accurate. On CPU it accumulates each whole
     tensor serially in float32, which is off by ~1e-4 relative on an 8192×512 matrix, so there
-    each tensor takes ``F.rms`` (row norms first, then their norm): float32 rounding.
+    each tensor takes ``OF.rms`` (row norms first, then their norm): float32 rounding.
     """
     if tensors[0].device.type == "cpu":
-        return [F.rms(x) for x in tensors]
+        return [OF.rms(x) for x in tensors]
     norms = torch._foreach_norm([x if x.dtype == torch.float32 else x.float() for x in tensors])
     torch._foreach_mul_(norms, [1.0 / math.sqrt(x.numel()) for x in tensors])
     return norms
