@@ -15,7 +15,7 @@ help:
 	@echo "  make sweep [EXP=] [SCALE=] [JOBS=] [ARGS=]   run a study, then build its tables (default EXP=table2 SCALE=cpu)"
 	@echo "  make table [EXP=] [SCALE=] [TABLE_ARGS=]      rebuild results/EXP/SCALE/ from runs/EXP/SCALE/"
 	@echo "  make bench [BENCH_ARGS=--quick]               optimizer speed and memory: results/bench/"
-	@echo "  make test | test-fast          the test suite (test-fast skips the slow end-to-end tests)"
+	@echo "  make test | test-fast [TEST_WORKERS=auto]    the test suite on every core (test-fast skips the slow end-to-end tests)"
 	@echo "  make setup | clean-venv        create (or remove) .venv with the pinned dependencies"
 	@echo ""
 	@echo "  JOBS=auto (default): one cell per CPU core (one per GPU on a GPU machine); LAUNCHER=local|submitit_local|slurm"
@@ -34,11 +34,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# pytest-xdist workers: one per core (auto), or a number; 0 runs in this process (for pdb).
+TEST_WORKERS ?= auto
+
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)
