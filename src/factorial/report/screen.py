@@ -82,6 +82,12 @@ def screen_points(cells: pd.DataFrame) -> list[dict]:
         return tuple((ctx[k] is None, str(type(ctx[k])), ctx[k] if isinstance(ctx[k], (int, float)) else str(ctx[k]))
                      for k in differ)
 
+    # A point is named by what it changes: the keys whose value differs from the value most points share
+    # (one lever at a time: the baseline is the point that changes nothing).
+    from collections import Counter
+
+    usual = {k: Counter(json.dumps(json.loads(g)[k], default=str) for g in groups).most_common(1)[0][0] for k in differ}
+
     out = []
     for key in sorted(groups, key=order):
         group = groups[key]
@@ -92,7 +98,8 @@ def screen_points(cells: pd.DataFrame) -> list[dict]:
             continue
         ctx = json.loads(key)
         base = _num(ref["ppl_mean"])
-        rec = {"point": ", ".join(f"{k}={ctx[k]}" for k in differ) or "(the scale itself)", "A, warmup": base}
+        changed = [k for k in differ if json.dumps(ctx[k], default=str) != usual[k]]
+        rec = {"point": ", ".join(f"{k}={ctx[k]}" for k in changed) or "(the scale itself)", "A, warmup": base}
         for row in ("A", *SURVIVORS):
             c = find.get((row, False))
             if c is None:
