@@ -465,3 +465,39 @@ def test_progress_line_shows_a_running_cells_step_and_loss(tmp_path):
         f.write(json.dumps({"step": 20, "rms_u/tok_emb": 1.0}) + "\n")
         f.write('{"step": 40, "train/lo')  # a line being written
     assert S.latest_progress(run) == "row=A,schedule.warmup=true/seed0 step 20/1200 loss 4.250"
+
+
+def test_a_run_two_studies_share_is_trained_once(tmp_path, cache_dir):
+    """The same cell (identity and seed) in a second study is not trained again: its run directory becomes
+    a view of the first study's finished run (same numbers, config.yaml naming its own study, meta.json
+    saying where it was trained); a cell of its own is trained; nothing existing is replaced."""
+    root = tmp_path / "runs"
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text("description: one\ngrid:\n  row: [A]\n  schedule.warmup: [true]\nfixed: [train.steps=8]\n")
+    # the shared cell spelled differently (β1 = 0 is row A's and the default) and a cell of its own
+    two.write_text("description: two\ncells:\n  - {row: A, schedule.warmup: true}\n"
+                   "  - {row: B, schedule.warmup: true}\nfixed: [train.steps=8]\n")
+    first = sweep_cli("--exp", str(one), "--scale", "smoke", "--jobs", "1", "--", "logger=none", root=root, cache=cache_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    dry = sweep_cli("--exp", str(two), "--scale", "smoke", "--dry-run", root=root, cache=cache_dir)
+    assert "1 to run, 1 shared with another study's finished runs" in dry.stdout, dry.stdout
+    assert not (root / "two").exists()  # a dry run writes nothing
+    second = sweep_cli("--exp", str(two), "--scale", "smoke", "--jobs", "1", "--", "logger=none", root=root, cache=cache_dir)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "1 runs shared with other studies' finished runs" in second.stdout and "1 completed" in second.stdout
+    src = root / "one/smoke/row=A,schedule.warmup=true/seed0"
+    view = root / "two/smoke/row=A,schedule.warmup=true/seed0"
+    found = summaries(root)
+    assert found["two/smoke/row=A,schedule.warmup=true/seed0"] == found["one/smoke/row=A,schedule.warmup=true/seed0"]
+    assert (view / "metrics.jsonl").read_bytes() == (src / "metrics.jsonl").read_bytes()
+    assert json.loads((view / "meta.json").read_text())["shared_from"] == "one/smoke/row=A,schedule.warmup=true/seed0"
+    assert not (view / "checkpoints").exists()
+    import yaml
+
+    cfg = yaml.safe_load((view / "config.yaml").read_text())
+    assert cfg["exp"] == "two" and cfg["run_dir"] == str(view)
+    assert "two/smoke/row=B,schedule.warmup=true/seed0" in found  # its own cell was trained
+    # a third sweep of either study trains nothing and leaves both runs as they are
+    again = sweep_cli("--exp", str(two), "--scale", "smoke", "--jobs", "1", "--", "logger=none", root=root, cache=cache_dir)
+    assert "0 completed, 0 diverged, 0 failed, 2 skipped" in again.stdout, again.stdout
+    assert summaries(root) == found

@@ -69,6 +69,12 @@ locked by a live trainer (an orphan of a killed sweep) is waited for. A diverged
 stops the sweep. So a sweep interrupted any way (Ctrl-C, SIGTERM, SIGKILL of its process group) and run
 again ends with the same summaries as one that was never interrupted.
 
+Shared runs: a run this study has never started whose computation another study at the same scale has
+finished (the same config as a resume checks it — the study's name and the Table-2 row label aside — and
+the same seed) is not trained again. Its run directory becomes a view of that run: the small files
+copied, config.yaml naming this study's cell, meta.json's ``shared_from`` naming the run that trained it
+(``--dry-run`` lists such runs as ``shared``). Only a directory that does not exist yet is written.
+
 Launchers (``--launcher``)
 --------------------------
 
@@ -158,6 +164,62 @@ class Run:
     command: list[str]
     data: Any = None  # the composed data config (DataSchema), to prepare the corpus once for the study
     steps: int | None = None  # train.steps of the composed cell (for the progress line)
+    shared: Path | None = None  # a finished run of another study with the same identity and seed
+    names: dict | None = None  # exp, cell, row of this run's composed config (to adopt a shared run)
+
+
+SHARED_FILES = ("metrics.jsonl", "summary.json", "train.log")  # with config.yaml and meta.json, rewritten
+
+
+def shared_key(cfg_dict: dict, seed: int) -> str:
+    """What two runs of different studies must share to be one computation: the config that a resume
+    checks (config.KEYS), without the study's name and the Table-2 row's label, and the seed."""
+    from . import train as T
+
+    sem = T.semantic_config(cfg_dict)
+    for key in ("exp", "row"):
+        sem.pop(key, None)
+    sem.setdefault("train", {})["seed"] = seed
+    return json.dumps(sem, sort_keys=True, default=str)
+
+
+def shared_runs(runs_root: Path, scale: str, exclude: str) -> dict[str, Path]:
+    """shared_key → run directory, for every finished run at this scale of a study other than ``exclude``."""
+    from omegaconf import OmegaConf
+
+    index: dict[str, Path] = {}
+    for summary in sorted(runs_root.glob(f"*/{scale}/*/seed*/summary.json")):
+        run_dir = summary.parent
+        if run_dir.parts[-4] == exclude or run_status(run_dir) not in FINISHED:
+            continue
+        try:
+            old = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+            seed = int(old["train"]["seed"])
+        except Exception:  # noqa: BLE001 — an unreadable run is simply not shared
+            continue
+        index.setdefault(shared_key(old, seed), run_dir)
+    return index
+
+
+def adopt_shared(run: Run) -> None:
+    """Make ``run`` a view of the finished run it shares: its small files, with config.yaml naming this
+    study's cell and meta.json saying where the numbers were trained. Only into a run directory that
+    does not exist yet, so nothing written is ever replaced."""
+    from omegaconf import OmegaConf
+
+    from .runio import atomic_write_text
+
+    src = run.shared
+    run.run_dir.mkdir(parents=True, exist_ok=False)
+    cfg = OmegaConf.to_container(OmegaConf.load(src / "config.yaml"))
+    cfg.update({**(run.names or {}), "run_dir": str(run.run_dir)})
+    meta = json.loads((src / "meta.json").read_text()) if (src / "meta.json").is_file() else {}
+    meta["shared_from"] = "/".join(src.parts[-4:])
+    for name in SHARED_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, run.run_dir / name)
+    atomic_write_text(run.run_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(run.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
 
 
 @dataclass
@@ -417,6 +479,7 @@ def plan_runs(
     from . import train as T
 
     runs, errors = [], []
+    index: dict[str, Path] | None = None  # finished runs of other studies, built on first need
     for cell in study.cells:
         cell_runs = []
         for seed in cell.seeds:
@@ -445,8 +508,14 @@ def plan_runs(
             for r in cell_runs:
                 r.command.append(f"train.threads={threads}")
         # A run directory must hold this cell's config (a changed study or scale file must not be mixed in).
-        semantic = T.semantic_config(C.to_dict(cfg))
+        cfg_dict = C.to_dict(cfg)
+        semantic = T.semantic_config(cfg_dict)
         for r in cell_runs:
+            if not r.run_dir.exists():  # never started: another study may have trained the same run
+                if index is None:
+                    index = shared_runs(runs_root, scale, study.name)
+                r.shared = index.get(shared_key(cfg_dict, r.seed))
+                r.names = {"exp": cfg_dict.get("exp"), "cell": cfg_dict.get("cell"), "row": cfg_dict.get("row")}
             if (r.run_dir / "config.yaml").exists():
                 try:
                     old = OmegaConf.to_container(OmegaConf.load(r.run_dir / "config.yaml"))
@@ -1063,13 +1132,25 @@ def main(argv: list[str] | None = None) -> int:
 
     study_dir = runs_root / study.name / args.scale
     status = {id(r): run_status(r.run_dir) for r in runs}
-    pending = [r for r in runs if status[id(r)] not in FINISHED]
-    skipped = len(runs) - len(pending)
+    shared = [r for r in runs if r.shared is not None and status[id(r)] not in FINISHED]
     if args.dry_run:
         for r in runs:
-            print(f"{status[id(r)]:9s} {r.cell.name}/seed{r.seed}   python -m factorial.train {shlex.join(r.command)}")
-        print(f"{len(runs)} runs ({len(pending)} to run, {skipped} already finished) in {study_dir}")
+            state = "shared" if r in shared else status[id(r)]
+            print(f"{state:9s} {r.cell.name}/seed{r.seed}   python -m factorial.train {shlex.join(r.command)}"
+                  + (f"   (finished in {'/'.join(r.shared.parts[-4:])})" if r in shared else ""))
+        pending = [r for r in runs if status[id(r)] not in FINISHED and r not in shared]
+        share = f"{len(shared)} shared with another study's finished runs, " if shared else ""
+        print(f"{len(runs)} runs ({len(pending)} to run, {share}{len(runs) - len(pending) - len(shared)} already "
+              f"finished) in {study_dir}")
         return 0
+    for r in shared:  # trained once: this study's run is a view of the other study's
+        adopt_shared(r)
+        status[id(r)] = run_status(r.run_dir)
+    if shared:
+        print(f"{len(shared)} runs shared with other studies' finished runs (not trained again; meta.json "
+              "says where): " + ", ".join(sorted({r.shared.parts[-4] for r in shared})), flush=True)
+    pending = [r for r in runs if status[id(r)] not in FINISHED]
+    skipped = len(runs) - len(pending)
 
     if auto and args.launcher == "slurm":
         args.jobs = max(1, len(pending))
