@@ -477,12 +477,17 @@ def test_a_run_two_studies_share_is_trained_once(tmp_path, cache_dir):
     # the shared cell spelled differently (β1 = 0 is row A's and the default) and a cell of its own
     two.write_text("description: two\ncells:\n  - {row: A, schedule.warmup: true}\n"
                    "  - {row: B, schedule.warmup: true}\nfixed: [train.steps=8]\n")
-    first = sweep_cli("--exp", str(one), "--scale", "smoke", "--jobs", "1", "--", "logger=none", root=root, cache=cache_dir)
+    first = sweep_cli("--exp", str(one), "--scale", "smoke", "--jobs", "1", "--", "logger=none", "train.threads=1",
+                      root=root, cache=cache_dir)
     assert first.returncode == 0, first.stderr[-3000:]
-    dry = sweep_cli("--exp", str(two), "--scale", "smoke", "--dry-run", root=root, cache=cache_dir)
+    dry = sweep_cli("--exp", str(two), "--scale", "smoke", "--dry-run", "--", "train.threads=1", root=root, cache=cache_dir)
     assert "1 to run, 1 shared with another study's finished runs" in dry.stdout, dry.stdout
+    # another thread count rounds differently, so it would not compute the same numbers: not shared
+    other = sweep_cli("--exp", str(two), "--scale", "smoke", "--dry-run", "--", "train.threads=2", root=root, cache=cache_dir)
+    assert "(2 to run, 0 already finished)" in other.stdout, other.stdout
     assert not (root / "two").exists()  # a dry run writes nothing
-    second = sweep_cli("--exp", str(two), "--scale", "smoke", "--jobs", "1", "--", "logger=none", root=root, cache=cache_dir)
+    second = sweep_cli("--exp", str(two), "--scale", "smoke", "--jobs", "1", "--", "logger=none", "train.threads=1",
+                       root=root, cache=cache_dir)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "1 runs shared with other studies' finished runs" in second.stdout and "1 completed" in second.stdout
     src = root / "one/smoke/row=A,schedule.warmup=true/seed0"
@@ -498,6 +503,7 @@ def test_a_run_two_studies_share_is_trained_once(tmp_path, cache_dir):
     assert cfg["exp"] == "two" and cfg["run_dir"] == str(view)
     assert "two/smoke/row=B,schedule.warmup=true/seed0" in found  # its own cell was trained
     # a third sweep of either study trains nothing and leaves both runs as they are
-    again = sweep_cli("--exp", str(two), "--scale", "smoke", "--jobs", "1", "--", "logger=none", root=root, cache=cache_dir)
+    again = sweep_cli("--exp", str(two), "--scale", "smoke", "--jobs", "1", "--", "logger=none", "train.threads=1",
+                      root=root, cache=cache_dir)
     assert "0 completed, 0 diverged, 0 failed, 2 skipped" in again.stdout, again.stdout
     assert summaries(root) == found

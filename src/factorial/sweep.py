@@ -70,8 +70,8 @@ stops the sweep. So a sweep interrupted any way (Ctrl-C, SIGTERM, SIGKILL of its
 again ends with the same summaries as one that was never interrupted.
 
 Shared runs: a run this study has never started whose computation another study at the same scale has
-finished (the same config as a resume checks it — the study's name and the Table-2 row label aside — and
-the same seed) is not trained again. Its run directory becomes a view of that run: the small files
+finished (the same config as a resume checks it — the study's name and the Table-2 row label aside — the
+same seed, thread count and device kind) is not trained again. Its run directory becomes a view of that run: the small files
 copied, config.yaml naming this study's cell, meta.json's ``shared_from`` naming the run that trained it
 (``--dry-run`` lists such runs as ``shared``). Only a directory that does not exist yet is written.
 
@@ -171,16 +171,19 @@ class Run:
 SHARED_FILES = ("metrics.jsonl", "summary.json", "train.log")  # with config.yaml and meta.json, rewritten
 
 
-def shared_key(cfg_dict: dict, seed: int) -> str:
+def shared_key(cfg_dict: dict, seed: int, threads: Any, device: Any) -> str:
     """What two runs of different studies must share to be one computation: the config that a resume
-    checks (config.KEYS), without the study's name and the Table-2 row's label, and the seed."""
+    checks (config.KEYS), without the study's name and the Table-2 row's label; the seed; and the torch
+    thread count and device kind. The last two do not name a cell, but they change float rounding, which
+    training amplifies: 1 against 2 threads moved a `cpu` cell's final perplexity by 2–3 %
+    (results/README.md), so only a run that would compute the same numbers is shared."""
     from . import train as T
 
     sem = T.semantic_config(cfg_dict)
     for key in ("exp", "row"):
         sem.pop(key, None)
     sem.setdefault("train", {})["seed"] = seed
-    return json.dumps(sem, sort_keys=True, default=str)
+    return json.dumps([sem, threads, device], sort_keys=True, default=str)
 
 
 def shared_runs(runs_root: Path, scale: str, exclude: str) -> dict[str, Path]:
@@ -194,11 +197,28 @@ def shared_runs(runs_root: Path, scale: str, exclude: str) -> dict[str, Path]:
             continue
         try:
             old = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
-            seed = int(old["train"]["seed"])
-        except Exception:  # noqa: BLE001 — an unreadable run is simply not shared
+            meta = json.loads((run_dir / "meta.json").read_text())
+            key = shared_key(old, int(old["train"]["seed"]), meta["torch_threads"], meta["device"])
+        except Exception:  # noqa: BLE001 — a run without a readable config and meta is simply not shared
             continue
-        index.setdefault(shared_key(old, seed), run_dir)
+        index.setdefault(key, run_dir)
     return index
+
+
+def torch_threads() -> int:
+    """The thread count a cell gets when neither the study nor the sweep sets train.threads."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def planned_device(device: str) -> str:
+    """The device kind a cell will train on (train.device, with auto resolved as the trainer does)."""
+    if device != "auto":
+        return str(device).split(":")[0]
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def adopt_shared(run: Run) -> None:
@@ -514,7 +534,8 @@ def plan_runs(
             if not r.run_dir.exists():  # never started: another study may have trained the same run
                 if index is None:
                     index = shared_runs(runs_root, scale, study.name)
-                r.shared = index.get(shared_key(cfg_dict, r.seed))
+                run_threads = cfg.train.threads or threads or torch_threads()
+                r.shared = index.get(shared_key(cfg_dict, r.seed, run_threads, planned_device(cfg.train.device)))
                 r.names = {"exp": cfg_dict.get("exp"), "cell": cfg_dict.get("cell"), "row": cfg_dict.get("row")}
             if (r.run_dir / "config.yaml").exists():
                 try:
