@@ -86,7 +86,11 @@ def screen_points(cells: pd.DataFrame) -> list[dict]:
     # (one lever at a time: the baseline is the point that changes nothing).
     from collections import Counter
 
-    usual = {k: Counter(json.dumps(json.loads(g)[k], default=str) for g in groups).most_common(1)[0][0] for k in differ}
+    def usual_value(k: str) -> str | None:  # the value most points share, if more than one point and no tie
+        top = Counter(json.dumps(json.loads(g)[k], default=str) for g in groups).most_common(2)
+        return top[0][0] if top[0][1] > 1 and (len(top) == 1 or top[0][1] > top[1][1]) else None
+
+    usual = {k: usual_value(k) for k in differ}
 
     out = []
     for key in sorted(groups, key=order):
