@@ -272,7 +272,7 @@ def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_numbers(tmp
     # whatever the machine's speed; the later ones land at random moments.
     first = start(tmp_path / "cut")
     deadline = time.monotonic() + 300
-    while not list((tmp_path / "cut" / "checkpoints").glob("step-*.pt")):
+    while not list(runio.checkpoint_dir(tmp_path / "cut").glob("step-*.pt")):
         assert first.poll() is None, "the cell finished before its first checkpoint could be cut"
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -281,7 +281,7 @@ def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_numbers(tmp
     kills = 1
 
     def newest() -> int:
-        return max((int(p.stem.split("-")[1]) for p in (tmp_path / "cut" / "checkpoints").glob("step-*.pt")), default=0)
+        return max((int(p.stem.split("-")[1]) for p in runio.checkpoint_dir(tmp_path / "cut").glob("step-*.pt")), default=0)
 
     # Every other restart is killed only after it has saved a checkpoint past the one it resumed from, so
     # the loop ends on a slow machine too (at most one such restart per checkpoint); the others are killed

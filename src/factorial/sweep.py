@@ -227,7 +227,7 @@ def adopt_shared(run: Run) -> None:
     does not exist yet, so nothing written is ever replaced."""
     from omegaconf import OmegaConf
 
-    from .runio import atomic_write_text
+    from .runio import atomic_write_json, atomic_write_text
 
     src = run.shared
     run.run_dir.mkdir(parents=True, exist_ok=False)
@@ -238,7 +238,7 @@ def adopt_shared(run: Run) -> None:
     for name in SHARED_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, run.run_dir / name)
-    atomic_write_text(run.run_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(run.run_dir / "meta.json", meta)
     atomic_write_text(run.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
 
 
