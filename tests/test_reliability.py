@@ -215,6 +215,8 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one_and_fails_the_cell
     monkeypatch.undo()
     resumed = run(smoke(tmp_path / "c", cache_dir))
     assert stable_summary(resumed) == stable_summary(reference[0])
+    # It resumed from the kept checkpoint (a restart from step 0 would give the same numbers).
+    assert [s["from_step"] for s in json.loads((tmp_path / "c/meta.json").read_text())["starts"]] == [0, 10]
 
 
 def test_full_disk_while_writing_the_summary_leaves_no_half_file(tmp_path, cache_dir, reference, monkeypatch):

@@ -569,3 +569,21 @@ def test_a_build_from_fewer_finished_runs_never_replaces_the_results(tmp_path, c
     assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(out)]) == 0
     assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(partial), "--out", str(out), "--force"]) == 0
     assert len(pd.read_csv(out / "fig1" / "tiny" / "cells.csv").query("status == 'completed'")) == 1
+
+
+def test_provenance_warns_about_dirty_trees_mixed_commits_devices_and_thread_counts():
+    from factorial.report import document
+
+    clean = pd.DataFrame({"git_commit": ["a" * 40] * 3, "git_dirty": [False] * 3,
+                          "device_name": ["Intel(R) Xeon(R) Processor"] * 3, "train.threads": [1, 1, 1]})
+    assert document.provenance_warning(clean) is None
+    dirty = clean.assign(git_dirty=[False, True, False])
+    assert "1 of 3 runs came from a working tree with uncommitted changes" in document.provenance_warning(dirty)
+    commits = clean.assign(git_commit=["a" * 40, "a" * 40, "b" * 40])
+    assert "2 different commits" in document.provenance_warning(commits)
+    devices = clean.assign(device_name=["AMD EPYC", "Intel(R) Xeon(R) Processor", "AMD EPYC"])
+    warn = document.provenance_warning(devices)
+    assert "2 device models (AMD EPYC (2 runs), Intel(R) Xeon(R) Processor (1 runs))" in warn
+    assert "thread counts" not in warn
+    threads = clean.assign(**{"train.threads": [1.0, 2.0, 1.0]})  # as read back from a csv
+    assert "2 thread counts (train.threads = 1 (2 runs), train.threads = 2 (1 runs))" in document.provenance_warning(threads)

@@ -207,8 +207,25 @@ def shakespeare_plays() -> dict[str, Path]:
     return plays
 
 
+_PARSED: dict[tuple, dict[str, list[_Document]]] = {}  # one parse per process and state of the plays' files
+
+
 def _shakespeare_documents() -> dict[str, list[_Document]]:
+    """The plays as documents, split by VALIDATION_PLAYS / TEST_PLAYS.
+
+    Parsing the 38 files takes most of a second, and every cell a process trains (the tests train many)
+    needs the parse for the cache key; it is kept per process, keyed by the files' paths, sizes and
+    modification times and by the held-out lists, so a changed file or list is parsed again."""
     plays = shakespeare_plays()
+    key = (tuple(VALIDATION_PLAYS), tuple(TEST_PLAYS),
+           tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in plays.values()))
+    if key not in _PARSED:
+        _PARSED.clear()
+        _PARSED[key] = _parse_plays(plays)
+    return {split: list(docs) for split, docs in _PARSED[key].items()}
+
+
+def _parse_plays(plays: dict[str, Path]) -> dict[str, list[_Document]]:
     held_out = {
         **{_slug(title): "validation" for title in VALIDATION_PLAYS},
         **{_slug(title): "test" for title in TEST_PLAYS},

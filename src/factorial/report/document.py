@@ -36,7 +36,23 @@ def provenance_warning(runs: pd.DataFrame) -> str | None:
         parts.append(f"the runs come from {len(commits)} different commits")
     if unknown:
         parts.append(f"{unknown} of {n} runs record no commit")
+    for key, what, label in (("device_name", "device models", ""), ("train.threads", "thread counts", "train.threads = ")):
+        seen = Counter(_text(v) for v in runs[key] if _text(v)) if key in runs else Counter()
+        if len(seen) > 1:
+            shown = ", ".join(f"{label}{v} ({k} runs)" for v, k in seen.most_common())
+            parts.append(f"the runs ran on {len(seen)} {what} ({shown}); "
+                         "the same cell and seed then follows a different trajectory (float sums in another order: up "
+                         "to 3 % in final perplexity at cpu scale, results/README.md), so seeds pair less tightly "
+                         "across them")
     return "; ".join(parts) if parts else None
+
+
+def _text(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v)
 
 
 def _values(runs: pd.DataFrame, key: str) -> list:
@@ -85,7 +101,8 @@ def provenance(runs: pd.DataFrame, exp: str, scale: str) -> list[tuple[str, str]
     tokens = f", {batch[0]} × {ctx[0]} = {batch[0] * ctx[0]:,} tokens a step" if len(batch) == 1 and len(ctx) == 1 else ""
     steps = (f"{_one(runs, 'train.steps', _num)}{tokens}; warmup (when on) {_one(runs, 'warmup_steps_resolved', _num)} "
              f"steps; learning-rate multiplier {_one(runs, 'schedule.multiplier', _num)}")
-    device = f"{_one(runs, 'device_name')}; torch {_one(runs, 'torch_version')}"
+    device = (f"{_one(runs, 'device_name')}; {_one(runs, 'train.threads', _num)} thread(s) a run; "
+              f"torch {_one(runs, 'torch_version')}")
     return [
         ("study / scale", f"`{exp}` / `{scale}`"),
         ("data", data),
