@@ -51,6 +51,7 @@ delete.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import io
@@ -207,9 +208,6 @@ def shakespeare_plays() -> dict[str, Path]:
     return plays
 
 
-_PARSED: dict[tuple, dict[str, list[_Document]]] = {}  # one parse per process and state of the plays' files
-
-
 def _shakespeare_documents() -> dict[str, list[_Document]]:
     """The plays as documents, split by VALIDATION_PLAYS / TEST_PLAYS.
 
@@ -217,12 +215,15 @@ def _shakespeare_documents() -> dict[str, list[_Document]]:
     needs the parse for the cache key; it is kept per process, keyed by the files' paths, sizes and
     modification times and by the held-out lists, so a changed file or list is parsed again."""
     plays = shakespeare_plays()
-    key = (tuple(VALIDATION_PLAYS), tuple(TEST_PLAYS),
-           tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in plays.values()))
-    if key not in _PARSED:
-        _PARSED.clear()
-        _PARSED[key] = _parse_plays(plays)
-    return {split: list(docs) for split, docs in _PARSED[key].items()}
+    files = tuple((slug, str(path), path.stat().st_size, path.stat().st_mtime_ns) for slug, path in plays.items())
+    parsed = _parsed_plays(files, tuple(VALIDATION_PLAYS), tuple(TEST_PLAYS))
+    return {split: list(docs) for split, docs in parsed.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _parsed_plays(files: tuple, validation: tuple, test: tuple) -> dict[str, list[_Document]]:
+    # validation and test are the held-out lists _parse_plays reads: here only so that they key the cache
+    return _parse_plays({slug: Path(path) for slug, path, _size, _mtime in files})
 
 
 def _parse_plays(plays: dict[str, Path]) -> dict[str, list[_Document]]:

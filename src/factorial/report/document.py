@@ -37,7 +37,7 @@ def provenance_warning(runs: pd.DataFrame) -> str | None:
     if unknown:
         parts.append(f"{unknown} of {n} runs record no commit")
     for key, what, label in (("device_name", "device models", ""), ("train.threads", "thread counts", "train.threads = ")):
-        seen = Counter(_text(v) for v in runs[key] if _text(v)) if key in runs else Counter()
+        seen = Counter(_num(v) for v in runs[key] if _present(v)) if key in runs else Counter()
         if len(seen) > 1:
             shown = ", ".join(f"{label}{v} ({k} runs)" for v, k in seen.most_common())
             parts.append(f"the runs ran on {len(seen)} {what} ({shown}); "
@@ -47,12 +47,8 @@ def provenance_warning(runs: pd.DataFrame) -> str | None:
     return "; ".join(parts) if parts else None
 
 
-def _text(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    return str(v)
+def _present(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
 def _values(runs: pd.DataFrame, key: str) -> list:
@@ -60,7 +56,7 @@ def _values(runs: pd.DataFrame, key: str) -> list:
         return []
     seen = []
     for v in runs[key]:
-        if v is not None and not (isinstance(v, float) and math.isnan(v)) and v not in seen:
+        if _present(v) and v not in seen:
             seen.append(v)
     return seen
 
