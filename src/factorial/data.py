@@ -46,7 +46,10 @@ private ``.tmp-<pid>-<random>`` directory that is renamed into place in one step
 ``meta.json`` written last, so readers never see a half-written cache and two processes
 building the same cache cannot corrupt it (the later rename loses and is discarded).
 A build that is killed leaves only its ``.tmp-*`` directory behind, which is safe to
-delete.
+delete. ``<cache_dir>/shakespeare-parses/<fingerprint>.json`` records the corpus hash of a parse
+of the plays, keyed by the files' paths, sizes and modification times, the held-out lists and
+this module's source, so a process whose corpus is cached does not parse the plays again; a
+missing or damaged record only means a new parse.
 """
 
 from __future__ import annotations
@@ -321,6 +324,62 @@ def _text_documents(files: dict[str, str]) -> dict[str, list[_Document]]:
     return splits
 
 
+def _cache_key(source: str, vocab_size: int, model_type: str, corpus_sha256: str) -> str:
+    settings = {
+        "cache_version": CACHE_VERSION,
+        "source": source,
+        "vocab_size": vocab_size,
+        "model_type": model_type,
+        "corpus_sha256": corpus_sha256,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _plays_fingerprint() -> str:
+    """What the parse of the plays depends on: each file's path, size and modification time, the
+    held-out lists, and this module's source (the parser)."""
+    plays = shakespeare_plays()
+    parts = {
+        "files": [(slug, str(path), path.stat().st_size, path.stat().st_mtime_ns) for slug, path in plays.items()],
+        "validation": list(VALIDATION_PLAYS),
+        "test": list(TEST_PLAYS),
+        "parser_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        "cache_version": CACHE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _fingerprint_file(cache_dir: Path, fingerprint: str) -> Path:
+    return cache_dir / "shakespeare-parses" / f"{fingerprint[:32]}.json"
+
+
+def _known_corpus_sha256(cache_dir: Path, fingerprint: str) -> str | None:
+    """The corpus hash an earlier parse with this fingerprint gave, or None (not recorded, unreadable)."""
+    try:
+        record = json.loads(_fingerprint_file(cache_dir, fingerprint).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
+        return None
+    value = record.get("corpus_sha256")
+    return value if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
+def _remember_corpus_sha256(cache_dir: Path, fingerprint: str, corpus_sha256: str) -> None:
+    """Record the parse's hash for the next process (written to a private file, renamed into place);
+    a cache that cannot be written only means the next process parses again."""
+    path = _fingerprint_file(cache_dir, fingerprint)
+    if _known_corpus_sha256(cache_dir, fingerprint) == corpus_sha256:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        tmp.write_text(json.dumps({"fingerprint": fingerprint, "corpus_sha256": corpus_sha256}))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def _corpus_sha256(splits: dict[str, list[_Document]]) -> str:
     # Only the text and the split it belongs to count, not document names, so the same
     # files under another path reuse the cache.
@@ -535,7 +594,16 @@ def load_corpus(
     vocabulary size the training text cannot support.
     """
     validate_data_args(source, vocab_size, model_type, train_file, validation_file, test_file)
+    cache_dir = Path(cache_dir)
     if source == "shakespeare":
+        # A cell's process finds its cached corpus without parsing the plays when this exact
+        # parse (same files, same held-out lists, same parser) was hashed before.
+        fingerprint = _plays_fingerprint()
+        known = _known_corpus_sha256(cache_dir, fingerprint)
+        if known is not None:
+            corpus = _load_cached(cache_dir / f"{source}-{_cache_key(source, vocab_size, model_type, known)[:16]}", source)
+            if corpus is not None:
+                return corpus
         splits = _shakespeare_documents()
     elif source == "text":
         splits = _text_documents({"train": train_file, "validation": validation_file, "test": test_file})
@@ -543,16 +611,9 @@ def load_corpus(
         splits = _wikitext_documents(source)
 
     corpus_sha256 = _corpus_sha256(splits)
-    settings = {
-        "cache_version": CACHE_VERSION,
-        "source": source,
-        "vocab_size": vocab_size,
-        "model_type": model_type,
-        "corpus_sha256": corpus_sha256,
-    }
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    cache_dir = Path(cache_dir)
-    final = cache_dir / f"{source}-{key[:16]}"
+    if source == "shakespeare":
+        _remember_corpus_sha256(cache_dir, fingerprint, corpus_sha256)
+    final = cache_dir / f"{source}-{_cache_key(source, vocab_size, model_type, corpus_sha256)[:16]}"
 
     corpus = _load_cached(final, source)
     if corpus is not None:
