@@ -42,9 +42,31 @@ class Crash(BaseException):
     """Like SIGKILL for the trainer: not an Exception, so no summary is written."""
 
 
+def pair_study(directory: Path) -> str:
+    """A two-cell study file (Adafactor O and Adam-like A, both without warmup) for the sweep tests whose
+    subject is the sweep's machinery, not the number of cells: half the processes of the smoke study."""
+    path = directory / "pair.yaml"
+    path.write_text("description: two cells for the sweep's tests\nseeds: [0]\n"
+                    "cells:\n  - {row: O, schedule.warmup: false}\n  - {row: A, schedule.warmup: false}\n")
+    return str(path)
+
+
 def sweep_cli(*args: str, root: Path, cache: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "factorial.sweep", "--runs-root", str(root), *(["--cache-dir", cache] if cache else []), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def sweep_here(*args: str, root: Path, cache: str | None = None) -> subprocess.CompletedProcess:
+    """``factorial.sweep`` run in this process (its cells are still subprocesses): what sweep_cli does,
+    without a Python start and the imports, for tests that neither signal nor race the sweep itself."""
+    import contextlib
+    import io
+
+    argv = ["--runs-root", str(root), *(["--cache-dir", cache] if cache else []), *args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = S.main(argv)
+    return subprocess.CompletedProcess(["factorial.sweep", *argv], code, out.getvalue(), err.getvalue())
 
 
 def summaries(root: Path) -> dict[str, dict]:

@@ -65,3 +65,20 @@ def test_readme_commands_run_as_written_from_a_fresh_clone():
     bare = [x for x in lines + inline if re.match(r"(python3?|wandb|pip) ", x)]
     assert not bare, bare
     assert "`.venv/bin/wandb sync runs/" in readme
+
+
+def test_readme_layout_names_every_module_and_folder():
+    """README's Layout section is the map a newcomer reads first: every tracked module of src/factorial
+    (and of its packages), every script and every top-level folder appears in it."""
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    names = {f"{path.split('/')[0]}/" for path in tracked if "/" in path and not path.startswith(".")}
+    names |= {Path(path).name for path in tracked
+              if (path.startswith("src/factorial/") and Path(path).suffix in (".py", ".c")) or path.startswith("scripts/")}
+    names.discard("__init__.py")
+    missing = sorted(n for n in names if n not in layout and n.removesuffix(".py") + " " not in layout
+                     and n.removesuffix(".py") + "," not in layout)
+    assert not missing, f"README's Layout section does not mention: {missing}"

@@ -16,7 +16,7 @@ from factorial import sweep as S
 from factorial import train as T
 from factorial.config import REPO_ROOT
 
-from cells import ENV, locked, run_dirs, summaries, sweep_cli, wait_for
+from cells import ENV, locked, pair_study, run_dirs, summaries, sweep_cli, sweep_here, wait_for
 
 STABILITY_ROWS = ("A", "B", "C", "F", "H", "I", "J", "K", "L", "M", "N", "O")
 
@@ -92,12 +92,13 @@ def test_linked_axes_nulls_and_duplicate_cells():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", S.available_studies())  # one test a study: the workers share the ~1,000 cells
 def test_every_study_composes_at_every_scale(tmp_path, name):
-    """A value a scale's config refuses fails here, not at run time. Every cell at the cpu scale; at
-    the others, of cells that differ only in schedule.multiplier (a learning-rate sweep), the smallest
-    and the largest multiplier."""
+    """A value a scale's config refuses fails here, not at run time. Every cell, except that of cells
+    that differ only in schedule.multiplier (a learning-rate sweep) only the smallest and the largest
+    multiplier are composed: the config checks a multiplier against a range, so the values between
+    cannot fail where both ends pass."""
     study = S.load_study(name)
+    cells = _multiplier_extremes(study.cells)
     for scale in S.available_scales():
-        cells = study.cells if scale == "cpu" else _multiplier_extremes(study.cells)
         runs, errors = S.plan_runs(S.Study(study.name, study.path, study.description, cells, study.fixed), scale, tmp_path)
         assert errors == [], (name, scale, errors[:3])
         assert len(runs) == sum(len(c.seeds) for c in cells)
@@ -288,7 +289,7 @@ def test_a_sweep_finishes_and_a_second_run_trains_nothing(tmp_path, cache_dir):
     logs = {p: p.read_text() for p in root.rglob("train.log")}
     assert len(logs) == 4
 
-    again = sweep_cli("--exp", "smoke", "--scale", "smoke", "--jobs", "2", "--", "logger=none", root=root, cache=cache_dir)
+    again = sweep_here("--exp", "smoke", "--scale", "smoke", "--jobs", "2", "--", "logger=none", root=root, cache=cache_dir)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 completed, 0 diverged, 0 failed, 4 skipped" in again.stdout
     assert {p: p.read_text() for p in root.rglob("train.log")} == logs  # no process was started
@@ -314,27 +315,29 @@ def test_every_table2_cell_trains(tmp_path, cache_dir):
 @pytest.mark.slow
 def test_smoke_study_with_the_submitit_local_launcher(tmp_path, cache_dir):
     root = tmp_path / "runs"
-    proc = sweep_cli("--exp", "smoke", "--scale", "smoke", "--launcher", "submitit_local", "--jobs", "2", "--", "logger=none",
-                     root=root, cache=cache_dir)
+    proc = sweep_here("--exp", pair_study(tmp_path), "--scale", "smoke", "--launcher", "submitit_local", "--jobs", "2", "--",
+                     "logger=none", root=root, cache=cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     found = summaries(root)
-    assert len(found) == 4 and {s["status"] for s in found.values()} <= {"completed", "diverged"}
-    assert (root / "smoke" / "smoke" / ".submitit").is_dir()
-    assert "4 completed" in proc.stdout or "diverged" in proc.stdout
+    assert len(found) == 2 and {s["status"] for s in found.values()} <= {"completed", "diverged"}
+    assert (root / "pair" / "smoke" / ".submitit").is_dir()
+    assert "2 completed" in proc.stdout or "diverged" in proc.stdout
 
 
 @pytest.mark.slow
 def test_killed_and_terminated_sweeps_resume_to_the_same_summaries(tmp_path, cache_dir):
+    study = pair_study(tmp_path)
     extra = ["--", "logger=none", "train.steps=200", "train.checkpoint_every=50"]
     reference = tmp_path / "reference"
-    proc = sweep_cli("--exp", "smoke", "--scale", "smoke", "--jobs", "2", *extra, root=reference, cache=cache_dir)
+    proc = sweep_here("--exp", study, "--scale", "smoke", "--jobs", "2", *extra, root=reference, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = summaries(reference)
-    assert len(expected) == 4
+    assert len(expected) == 2
 
     root = tmp_path / "cut"
-    cmd = [sys.executable, "-m", "factorial.sweep", "--exp", "smoke", "--scale", "smoke", "--runs-root", str(root),
-           "--cache-dir", cache_dir, *extra]
+    # One cell at a time, so that one has finished while the other trains when the kill comes.
+    cmd = [sys.executable, "-m", "factorial.sweep", "--exp", study, "--scale", "smoke", "--runs-root", str(root),
+           "--cache-dir", cache_dir, "--jobs", "1", *extra]
 
     def start() -> subprocess.Popen:
         # Its own process group (session), as a shell job would be: killpg reaches the cells too.
@@ -344,16 +347,17 @@ def test_killed_and_terminated_sweeps_resume_to_the_same_summaries(tmp_path, cac
     def finished() -> list[Path]:
         return [d for d in run_dirs(root) if (d / "summary.json").exists()]
 
-    # 1. SIGKILL of the whole process group once a cell has finished and another is training.
+    # 1. SIGKILL of the whole process group once a cell has finished and another has saved a checkpoint.
     sweep = start()
-    wait_for(lambda: finished() and any(locked(d) and (d / "meta.json").exists() for d in run_dirs(root) if d not in finished()),
-             "one finished cell and one training")
+    wait_for(lambda: finished() and any(locked(d) and any((d / "checkpoints").glob("step-*.pt"))
+                                        for d in run_dirs(root) if d not in finished()),
+             "one finished cell and one training past its first checkpoint")
     os.killpg(sweep.pid, signal.SIGKILL)
     sweep.wait(timeout=30)
     time.sleep(0.2)
     assert not any(locked(d) for d in run_dirs(root)), "a cell survived the killed process group"
     n_done = len(finished())
-    assert n_done < 4
+    assert n_done < 2
 
     # 2. SIGTERM of the sweep alone: it stops its running cell and exits 143.
     sweep = start()
@@ -365,13 +369,13 @@ def test_killed_and_terminated_sweeps_resume_to_the_same_summaries(tmp_path, cac
     assert not any(locked(d) for d in run_dirs(root)), "SIGTERM left a cell running"
 
     # 3. Run to the end: the same summaries as the sweep that was never interrupted.
-    proc = sweep_cli("--exp", "smoke", "--scale", "smoke", "--jobs", "2", *extra, root=root, cache=cache_dir)
+    proc = sweep_here("--exp", study, "--scale", "smoke", "--jobs", "2", *extra, root=root, cache=cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = summaries(root)
     assert got == expected
-    # Some cells were resumed from a checkpoint rather than started over.
+    # The killed cell was resumed from its checkpoint rather than started over.
     starts = [json.loads((d / "meta.json").read_text())["starts"] for d in run_dirs(root)]
-    assert sum(len(s) for s in starts) > 4
+    assert sum(len(s) for s in starts) > 2 and any(st["from_step"] > 0 for s in starts for st in s), starts
 
 
 def parent_pid(pid: int) -> int:
@@ -389,7 +393,7 @@ def test_a_submitit_job_at_its_time_limit_is_requeued_and_its_cell_resumes(tmp_p
     """
     import submitit
 
-    study = S.load_study("smoke", ["logger=none", "train.steps=3000", "train.checkpoint_every=100"])
+    study = S.load_study("smoke", ["logger=none", "train.steps=1000", "train.checkpoint_every=100"])
     runs, errors = S.plan_runs(study, "smoke", tmp_path / "runs", cache_dir=cache_dir)
     assert errors == []
     run = next(r for r in runs if r.cell.values["row"] == "O")
@@ -419,13 +423,14 @@ def test_a_submitit_job_at_its_time_limit_is_requeued_and_its_cell_resumes(tmp_p
 def test_two_sweeps_on_the_same_study_train_each_cell_once(tmp_path, cache_dir):
     """Started together on one runs root: both finish, no cell is trained twice or by both at once."""
     extra = ["--", "logger=none", "train.steps=150", "train.checkpoint_every=50"]
-    cmd = [sys.executable, "-m", "factorial.sweep", "--exp", "smoke", "--scale", "smoke", "--runs-root", str(tmp_path),
-           "--cache-dir", cache_dir, "--jobs", "1", *extra]
+    root = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "factorial.sweep", "--exp", pair_study(tmp_path), "--scale", "smoke", "--runs-root",
+           str(root), "--cache-dir", cache_dir, "--jobs", "1", *extra]
     sweeps = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in sweeps]
     assert [p.returncode for p in sweeps] == [0, 0], outs
-    dirs = run_dirs(tmp_path)
-    assert len(dirs) == 4
+    dirs = run_dirs(root)
+    assert len(dirs) == 2
     for d in dirs:
         assert json.loads((d / "summary.json").read_text())["status"] in ("completed", "diverged")
         starts = json.loads((d / "meta.json").read_text())["starts"]
@@ -442,20 +447,20 @@ def test_a_failed_cell_does_not_stop_the_sweep_and_is_retried(tmp_path, cache_di
     """One cell crashes (its checkpoint directory is a file, so it cannot save); the others finish, the
     sweep exits 1 and says so; once the cause is gone the next sweep retries only that cell."""
     extra = ["--", "logger=none"]
-    plan, _ = S.plan_runs(S.load_study("smoke"), "smoke", tmp_path)
+    study, root = pair_study(tmp_path), tmp_path / "runs"
+    plan, _ = S.plan_runs(S.load_study(study), "smoke", root)
     victim = plan[0].run_dir
     victim.mkdir(parents=True)
     (victim / "checkpoints").write_text("not a directory")
-    proc = sweep_cli("--exp", "smoke", "--scale", "smoke", *extra, root=tmp_path, cache=cache_dir)
+    proc = sweep_here("--exp", study, "--scale", "smoke", *extra, root=root, cache=cache_dir)
     assert proc.returncode == 1, proc.stdout[-2000:]
     assert "1 failed" in proc.stdout
-    statuses = {d.parent.name: json.loads((d / "summary.json").read_text())["status"]
-                for d in run_dirs(tmp_path)}
-    assert sorted(statuses.values()) == ["completed", "completed", "completed", "failed"]
+    statuses = {d.parent.name: json.loads((d / "summary.json").read_text())["status"] for d in run_dirs(root)}
+    assert sorted(statuses.values()) == ["completed", "failed"]
     (victim / "checkpoints").unlink()
-    proc = sweep_cli("--exp", "smoke", "--scale", "smoke", *extra, root=tmp_path, cache=cache_dir)
+    proc = sweep_here("--exp", study, "--scale", "smoke", *extra, root=root, cache=cache_dir)
     assert proc.returncode == 0, proc.stdout[-2000:]
-    assert "1 completed" in proc.stdout and "3 skipped" in proc.stdout
+    assert "1 completed" in proc.stdout and "1 skipped" in proc.stdout
 
 
 # --- the first hour: help, jobs, progress ------------------------------------------------------------------
@@ -516,16 +521,16 @@ def test_a_run_two_studies_share_is_trained_once(tmp_path, cache_dir):
     # the shared cell spelled differently (β1 = 0 is row A's and the default) and a cell of its own
     two.write_text("description: two\ncells:\n  - {row: A, schedule.warmup: true}\n"
                    "  - {row: B, schedule.warmup: true}\nfixed: [train.steps=8]\n")
-    first = sweep_cli("--exp", str(one), "--scale", "smoke", "--jobs", "1", "--", "logger=none", "train.threads=1",
+    first = sweep_here("--exp", str(one), "--scale", "smoke", "--jobs", "1", "--", "logger=none", "train.threads=1",
                       root=root, cache=cache_dir)
     assert first.returncode == 0, first.stderr[-3000:]
-    dry = sweep_cli("--exp", str(two), "--scale", "smoke", "--dry-run", "--", "train.threads=1", root=root, cache=cache_dir)
+    dry = sweep_here("--exp", str(two), "--scale", "smoke", "--dry-run", "--", "train.threads=1", root=root, cache=cache_dir)
     assert "1 to run, 1 shared with another study's finished runs" in dry.stdout, dry.stdout
     # another thread count rounds differently, so it would not compute the same numbers: not shared
-    other = sweep_cli("--exp", str(two), "--scale", "smoke", "--dry-run", "--", "train.threads=2", root=root, cache=cache_dir)
+    other = sweep_here("--exp", str(two), "--scale", "smoke", "--dry-run", "--", "train.threads=2", root=root, cache=cache_dir)
     assert "(2 to run, 0 already finished)" in other.stdout, other.stdout
     assert not (root / "two").exists()  # a dry run writes nothing
-    second = sweep_cli("--exp", str(two), "--scale", "smoke", "--jobs", "1", "--", "logger=none", "train.threads=1",
+    second = sweep_here("--exp", str(two), "--scale", "smoke", "--jobs", "1", "--", "logger=none", "train.threads=1",
                        root=root, cache=cache_dir)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "1 runs shared with other studies' finished runs" in second.stdout and "1 completed" in second.stdout
@@ -542,7 +547,7 @@ def test_a_run_two_studies_share_is_trained_once(tmp_path, cache_dir):
     assert cfg["exp"] == "two" and cfg["run_dir"] == str(view)
     assert "two/smoke/row=B,schedule.warmup=true/seed0" in found  # its own cell was trained
     # a third sweep of either study trains nothing and leaves both runs as they are
-    again = sweep_cli("--exp", str(two), "--scale", "smoke", "--jobs", "1", "--", "logger=none", "train.threads=1",
+    again = sweep_here("--exp", str(two), "--scale", "smoke", "--jobs", "1", "--", "logger=none", "train.threads=1",
                       root=root, cache=cache_dir)
     assert "0 completed, 0 diverged, 0 failed, 2 skipped" in again.stdout, again.stdout
     assert summaries(root) == found
