@@ -245,11 +245,12 @@ class CompiledAlg6:
     """Alg. 6 with each tensor's step compiled by ``torch.compile`` (rates and lr as 0-d tensors so
     that the step count does not recompile; one graph per shape)."""
 
-    def __init__(self, params: list[torch.nn.Parameter], lr: float = 1e-2, dynamic: bool = False) -> None:
+    def __init__(self, params: list[torch.nn.Parameter], lr: float = 1e-2, dynamic: bool = False,
+                 backend: str = "inductor") -> None:
         self.params = params
         self.lr = lr
         self.t = 0
-        self.fn = torch.compile(_compiled_alg6_tensor, dynamic=dynamic)
+        self.fn = torch.compile(_compiled_alg6_tensor, dynamic=dynamic, backend=backend)
         self.state = {}
         for p in params:
             f32 = dict(dtype=torch.float32, device=p.device)
@@ -267,6 +268,12 @@ class CompiledAlg6:
         for p in self.params:
             row, col, full = self.state[p]
             self.fn(p, p.grad, row, col, full, lr, rate, p.dim() >= 2, 1e-30, 1e-3, 1.0)
+
+
+def variant_agrees(a: list[torch.Tensor], b: list[torch.Tensor], rtol: float = 1e-4, atol: float = 1e-6) -> bool:
+    """Whether a measured variant computed what our optimizer did: the parameters of both, after the same
+    number of steps on the same gradients, agree to float32 rounding."""
+    return all(torch.allclose(x.detach().float(), y.detach().float(), rtol=rtol, atol=atol) for x, y in zip(a, b))
 
 
 # --- timing ----------------------------------------------------------------------------------------------
@@ -593,8 +600,13 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
                 torch.set_num_threads(threads)
                 log(f"{preset} variants, {threads} threads:")
                 try:
-                    times, _ = time_optimizers(variant_makers, shapes, device, rounds=args.rounds, steps=args.steps,
-                                               warmup=args.warmup, log=log)
+                    times, opts = time_optimizers(variant_makers, shapes, device, rounds=args.rounds, steps=args.steps,
+                                                  warmup=args.warmup, log=log)
+                    if "ours alg6" in opts:  # every optimizer took the same steps on the same gradients
+                        times["whole step compiled"]["agrees_with_ours"] = variant_agrees(
+                            opts["whole step compiled"].params, opts["ours alg6"].param_groups[0]["params"])
+                        if not times["whole step compiled"]["agrees_with_ours"]:
+                            log("  whole step compiled: its parameters differ from ours alg6's after the same steps")
                 except Exception as err:  # e.g. no C++ compiler for inductor: keep the rest of the benchmark
                     times = {"error": f"{type(err).__name__}: {err}"}
                     log(f"  failed: {err}")
@@ -737,6 +749,9 @@ def to_markdown(result: dict) -> str:
             adam = v.get("torch Adam fused", {}).get("median_ms")
             for name, t in v.items():
                 ratio = f"{t['median_ms'] / adam:.2f}" if adam else "–"
+                if "agrees_with_ours" in t:
+                    name += (" (same parameters as ours alg6 after the run)" if t["agrees_with_ours"]
+                             else " (**parameters differ from ours alg6**)")
                 lines.append(f"| {name} | {label.split()[0]} | {t['median_ms']:.2f} | {t['p25_ms']:.2f}–{t['p75_ms']:.2f} | "
                              f"{ratio} | {t['first_step_ms']:.0f} |")
         lines.append("")
