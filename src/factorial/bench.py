@@ -561,7 +561,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         log(f"trainer overhead ({args.overhead_scale} scale, {args.overhead_steps} steps, {args.overhead_rounds} rounds):")
         result["overhead"] = trainer_overhead(
             args.overhead_scale, steps=args.overhead_steps, rounds=args.overhead_rounds,
-            threads=args.overhead_threads or torch.get_num_threads(), checkpoint_every=args.overhead_checkpoint_every,
+            threads=args.overhead_threads or (1 if device.type == "cpu" else torch.get_num_threads()), checkpoint_every=args.overhead_checkpoint_every,
             cache_dir=args.cache_dir, log=log)
     catalogue = settings(device)
     result["settings"] = {name: s["note"] for name, s in catalogue.items()}
@@ -809,7 +809,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overhead-scale", default="cpu")
     p.add_argument("--overhead-steps", type=int, default=100)
     p.add_argument("--overhead-rounds", type=int, default=3)
-    p.add_argument("--overhead-threads", type=int, default=None, help="default: the benchmark's torch threads")
+    p.add_argument("--overhead-threads", type=int, default=None,
+                   help="default: 1 on CPU (what a study's cell gets: JOBS=auto runs one cell per core, one thread each; "
+                        "2-thread timings on a 2-core VM swing by half between runs), the benchmark's threads on CUDA")
     p.add_argument("--overhead-checkpoint-every", type=int, default=50)
     p.add_argument("--mfu-steps", type=int, default=60, help="CUDA only: steps of the bf16 base cell (0: skip)")
     p.add_argument("--cache-dir", default=None, help="data cache (default: the config's, cache/)")
