@@ -30,8 +30,8 @@ def test_table2_has_44_cells_and_more_seeds_for_the_stability_cells():
     by_name = {c.name: c for c in study.cells}
     assert len(by_name) == 44
     # three seeds: the 12 stability cells without warmup, G without warmup (C5), and with warmup the
-    # reference A and the rows compared with it by "≈" (B, C, D, H, J)
-    with_warmup_refs = {"A", "B", "C", "D", "H", "J"}
+    # reference A and both sides of every "≈" (B, C, D, H, J; N for C10, O and P for C11)
+    with_warmup_refs = {"A", "B", "C", "D", "H", "J", "N", "O"}
     for row in STABILITY_ROWS:
         assert by_name[f"row={row},schedule.warmup=false"].seeds == [0, 1, 2]
         assert by_name[f"row={row},schedule.warmup=true"].seeds == ([0, 1, 2] if row in with_warmup_refs else [0])
@@ -39,7 +39,8 @@ def test_table2_has_44_cells_and_more_seeds_for_the_stability_cells():
     assert by_name["row=G,schedule.warmup=false"].seeds == [0, 1, 2]
     assert by_name["row=D,schedule.warmup=true"].seeds == [0, 1, 2]
     assert by_name["row=D,schedule.warmup=false"].seeds == [0]
-    assert sum(len(c.seeds) for c in study.cells) == 44 + 2 * (12 + 1 + 6)
+    assert by_name["row=P,schedule.warmup=true"].seeds == [0, 1, 2]
+    assert sum(len(c.seeds) for c in study.cells) == 44 + 2 * (12 + 1 + 9)
     # Names are deterministic, and --seeds replaces every cell's seeds.
     assert [c.name for c in S.load_study("table2").cells] == [c.name for c in study.cells]
     assert sum(len(c.seeds) for c in S.load_study("table2", seeds=[0]).cells) == 44
