@@ -938,3 +938,29 @@ def test_cold_build_seconds_compiles_into_a_temporary_directory_and_leaves_the_c
     assert not (tmp_path / "cache").exists()
     monkeypatch.setenv("CC", "no-such-compiler-factorial")
     assert native_kernel.cold_build_seconds() is None
+
+
+def test_the_optimizer_never_imports_dynamo():
+    """torch wraps Optimizer.add_param_group, zero_grad, state_dict and load_state_dict in a lazy
+    torch._dynamo.disable whose first call imports torch._dynamo (about a second of a cell's start-up);
+    Adafactor calls the plain methods. Checked in a fresh interpreter, through a save and a load."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "from factorial.optim import Adafactor\n"
+        "m = torch.nn.Linear(8, 4)\n"
+        "opt = Adafactor(m.parameters(), lr=0.01, beta1=0.9)\n"
+        "opt.add_param_group({'params': [torch.nn.Parameter(torch.ones(3))]})\n"
+        "m(torch.randn(2, 8)).sum().backward(); opt.step(); opt.zero_grad()\n"
+        "sd = opt.state_dict()\n"
+        "again = Adafactor(list(m.parameters()), lr=0.01, beta1=0.9)\n"
+        "again.add_param_group({'params': [torch.nn.Parameter(torch.ones(3))]})\n"
+        "again.load_state_dict(sd)\n"
+        "assert again.state_dict()['state'].keys() == sd['state'].keys()\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False"], proc.stdout + proc.stderr[-2000:]

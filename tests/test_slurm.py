@@ -241,21 +241,6 @@ def test_a_job_that_can_never_start_is_cancelled_and_its_cell_reported(cluster, 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_a_slurm_sweep_ends_with_the_local_launchers_results(cluster, tmp_path, cache_dir, reference):
-    root = tmp_path / "runs"
-    proc = slurm_sweep(root, cache_dir, "--jobs", "2", *EXTRA)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert cells(summaries(root)) == reference
-    assert "4 completed" in proc.stdout, proc.stdout
-    assert "SLURM job array " in proc.stdout and "scancel " in proc.stdout
-    assert "sacct" not in proc.stderr, proc.stderr[-2000:]  # no accounting on the test cluster, and no warning about it
-    again = slurm_sweep(root, cache_dir, "--jobs", "2", *EXTRA)
-    assert again.returncode == 0 and "4 skipped" in again.stdout, again.stdout
-    assert "SLURM job" not in again.stdout  # nothing submitted
-
-
-@pytest.mark.slurm
-@pytest.mark.slow
 def test_a_slurm_job_signalled_before_its_time_limit_is_requeued_and_its_cell_resumes(cluster, tmp_path, cache_dir):
     """SLURM's pre-timeout signal (USR2, what --signal=USR2@90 sends) reaches the job once its cell has a
     checkpoint: the job checkpoints and is requeued, and the cell resumes from its checkpoint.
@@ -329,6 +314,8 @@ def test_scancel_of_a_running_array_ends_the_sweep_and_the_same_sweep_resumes(cl
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_two_slurm_sweeps_of_one_study_at_once_train_each_cell_once(cluster, tmp_path, cache_dir, reference):
+    """Two SLURM sweeps of one study at once end with the local launcher's results, each cell trained
+    by one job; a third sweep submits nothing."""
     sweeps = [popen_sweep(tmp_path, cache_dir, "--jobs", "1", *EXTRA) for _ in range(2)]
     try:
         outs = [p.communicate(timeout=600)[0] for p in sweeps]
@@ -341,6 +328,12 @@ def test_two_slurm_sweeps_of_one_study_at_once_train_each_cell_once(cluster, tmp
     for d in run_dirs(tmp_path):
         starts = json.loads((d / "meta.json").read_text())["starts"]
         assert [s["from_step"] for s in starts] == [0], (d, starts)  # trained once, never by two jobs
+    for out in outs:  # each says how to watch and cancel its array, and nothing about accounting
+        assert "SLURM job array " in out and "scancel " in out, out[-3000:]
+        assert "sacct" not in out, out[-3000:]  # no accounting on the test cluster, and no warning about it
+    again = slurm_sweep(tmp_path, cache_dir, "--jobs", "2", *EXTRA)
+    assert again.returncode == 0 and "4 skipped" in again.stdout, again.stdout[-3000:]
+    assert "SLURM job" not in again.stdout  # nothing submitted
 
 
 @pytest.mark.slurm

@@ -118,6 +118,11 @@ def validate_hyperparameters(
             raise bad(name, value, f"{name} >= 0")
 
 
+def _plain(method):
+    """``method`` without torch's lazy ``torch._dynamo.disable`` wrapper (see Adafactor.add_param_group)."""
+    return getattr(method, "__wrapped__", method)
+
+
 class Adafactor(Optimizer):
     """Adafactor whose every knob of the paper is an argument.
 
@@ -210,6 +215,23 @@ class Adafactor(Optimizer):
         for group in self.param_groups:
             validate_hyperparameters(**{k: group[k] for k in defaults if k != "foreach"})
 
+    # --- torch.optim.Optimizer's bookkeeping, without importing torch._dynamo ------------------
+    #
+    # torch wraps these four methods in a lazy ``torch._dynamo.disable`` whose first call imports
+    # torch._dynamo: about a second of CPU, a fifth of a small cell's start-up (the test suite and a
+    # sweep start hundreds of cells). The wrapper only matters while dynamo traces the caller; this
+    # optimizer's step is eager (or the C kernel) and never traced, so it calls the plain methods.
+    # Where a torch release drops ``__wrapped__``, the wrapped method runs as before.
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _plain(Optimizer.add_param_group)(self, param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        _plain(Optimizer.zero_grad)(self, set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return _plain(Optimizer.state_dict)(self)
+
     # --- state ---------------------------------------------------------------------------------
 
     def _init_state(self, param: Tensor, group: dict) -> dict:
@@ -239,7 +261,7 @@ class Adafactor(Optimizer):
         saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         params = chain.from_iterable(g["params"] for g in self.param_groups)
         id_to_param = dict(zip(saved_ids, params))
-        super().load_state_dict(state_dict)
+        _plain(Optimizer.load_state_dict)(self, state_dict)
         for param_id, saved in state_dict["state"].items():
             param = id_to_param[param_id]
             for key, value in saved.items():
