@@ -942,7 +942,7 @@ def test_cold_build_seconds_compiles_into_a_temporary_directory_and_leaves_the_c
 
 def test_the_optimizer_never_imports_dynamo():
     """torch wraps Optimizer.add_param_group, zero_grad, state_dict and load_state_dict in a lazy
-    torch._dynamo.disable whose first call imports torch._dynamo (about a second of a cell's start-up);
+    torch._dynamo.disable whose first call imports torch._dynamo (a large part of a cell's start-up);
     Adafactor calls the plain methods. Checked in a fresh interpreter, through a save and a load."""
     import subprocess
     import sys

@@ -218,10 +218,10 @@ class Adafactor(Optimizer):
     # --- torch.optim.Optimizer's bookkeeping, without importing torch._dynamo ------------------
     #
     # torch wraps these four methods in a lazy ``torch._dynamo.disable`` whose first call imports
-    # torch._dynamo: about a second of CPU, a fifth of a small cell's start-up (the test suite and a
-    # sweep start hundreds of cells). The wrapper only matters while dynamo traces the caller; this
-    # optimizer's step is eager (or the C kernel) and never traced, so it calls the plain methods.
-    # Where a torch release drops ``__wrapped__``, the wrapped method runs as before.
+    # torch._dynamo, a large part of a small cell's start-up (a sweep or the test suite starts
+    # hundreds of cells). The wrapper only matters while dynamo traces the caller; this optimizer's
+    # step is eager (or the C kernel) and never traced, so it calls the plain methods. Where a torch
+    # release drops ``__wrapped__``, the wrapped method runs as before.
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         _plain(Optimizer.add_param_group)(self, param_group)
