@@ -964,3 +964,13 @@ def test_the_optimizer_never_imports_dynamo():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["False"], proc.stdout + proc.stderr[-2000:]
+
+
+def test_a_group_added_later_is_checked_like_the_defaults():
+    """add_param_group checks the new group's own values, names the bad one, and leaves the optimizer as it was."""
+    opt = Adafactor([torch.nn.Parameter(torch.ones(2, 2))])
+    with pytest.raises(ValueError, match=r"beta2.*2\.0"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(3))], "beta2": 2.0})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(3))], "beta2": 0.99})
+    assert [g["beta2"] for g in opt.param_groups] == [0.999, 0.99]

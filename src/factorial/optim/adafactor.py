@@ -210,10 +210,7 @@ class Adafactor(Optimizer):
             raise RuntimeError(f"fused=True but the C kernel is unavailable: {native_kernel.why_unavailable()}")
         self.fused = fused
         defaults["foreach"] = foreach
-        super().__init__(params, defaults)
-        # Groups added later (add_param_group) are validated too.
-        for group in self.param_groups:
-            validate_hyperparameters(**{k: group[k] for k in defaults if k != "foreach"})
+        super().__init__(params, defaults)  # validates each group's own values (add_param_group)
 
     # --- torch.optim.Optimizer's bookkeeping, without importing torch._dynamo ------------------
     #
@@ -224,7 +221,14 @@ class Adafactor(Optimizer):
     # release drops ``__wrapped__``, the wrapped method runs as before.
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group as torch does, then check its values as the constructor checks the defaults."""
         _plain(Optimizer.add_param_group)(self, param_group)
+        group = self.param_groups[-1]
+        try:
+            validate_hyperparameters(**{k: group[k] for k in self.defaults if k != "foreach"})
+        except ValueError:
+            self.param_groups.pop()
+            raise
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         _plain(Optimizer.zero_grad)(self, set_to_none)
