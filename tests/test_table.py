@@ -587,3 +587,25 @@ def test_provenance_warns_about_dirty_trees_mixed_commits_devices_and_thread_cou
     assert "thread counts" not in warn
     threads = clean.assign(**{"train.threads": [1.0, 2.0, 1.0]})  # as read back from a csv
     assert "2 thread counts (train.threads = 1 (2 runs), train.threads = 2 (1 runs))" in document.provenance_warning(threads)
+
+
+def test_every_lr_sensitivity_panel_names_the_multiplier_on_its_x_axis(tmp_path, monkeypatch):
+    """The committed calibrate grid has more panels than fill the last row: the lowest panel of each column
+    labels its x axis as the learning-rate multiplier (it said "step" where the column ended above)."""
+    from factorial.report import plots as P
+
+    runs, _ = D.load_csv(Path(__file__).resolve().parents[1] / "results" / "calibrate" / "cpu" / "cells.csv")
+    cells = D.aggregate(runs)
+    figures = []
+    monkeypatch.setattr(P, "_save", lambda fig, path: figures.append(fig))
+    assert P.lr_sensitivity(cells, tmp_path)
+    (fig,) = figures
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    nrows, ncols = fig.axes[0].get_subplotspec().get_gridspec().get_geometry()
+    assert len(visible) % ncols, "every row full: this grid cannot show the bug"
+    labels = {ax.get_xlabel() for ax in visible} - {""}
+    assert labels == {"learning-rate multiplier"}, labels
+    for col in range(ncols):
+        column = [ax for ax in visible if ax.get_subplotspec().colspan.start == col]
+        lowest = max(column, key=lambda ax: ax.get_subplotspec().rowspan.start)
+        assert lowest.get_xlabel() == "learning-rate multiplier"

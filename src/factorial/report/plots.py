@@ -155,8 +155,8 @@ def table2_curves(runs, cells: pd.DataFrame, curves, out: Path, name: str, subti
                    "one line per seed, × where a seed diverged; the numbers are final perplexity (mean ± std, n seeds).")]
 
 
-def _hide_unused(axes, n: int) -> None:
-    """Hide the panels past n; the lowest visible panel of each column gets the step axis labels."""
+def _hide_unused(axes, n: int, xlabel: str = "step") -> None:
+    """Hide the panels past n; the lowest visible panel of each column gets the x axis's labels."""
     nrows, ncols = axes.shape
     for i, ax in enumerate(axes.flat):
         if i >= n:
@@ -166,7 +166,7 @@ def _hide_unused(axes, n: int) -> None:
         if visible:
             ax = axes[visible[-1], col]
             ax.xaxis.set_tick_params(labelbottom=True)
-            ax.set_xlabel("step")
+            ax.set_xlabel(xlabel)
 
 
 def _clip_ylim(ax, ys: list[float]) -> None:
@@ -494,11 +494,9 @@ def lr_sensitivity(cells: pd.DataFrame, out: Path, name: str = "lr_sensitivity.p
         ax.grid(True, alpha=0.3, which="both")
         title = f"row {row}" + (" — " + ", ".join(f"{k}={v}" for k, v in ctx) if ctx else "")
         ax.set_title(title, fontsize=9, loc="left")
-    _hide_unused(axes, len(panels))
+    _hide_unused(axes, len(panels), xlabel="learning-rate multiplier")
     for ax in axes[:, 0]:
         ax.set_ylabel("final validation loss (nats)")
-    for ax in axes[-1, :]:
-        ax.set_xlabel("learning-rate multiplier")
     ys = [v for s in found for g in s.losses().values() for v in g.values() if v is not None]
     if ys:
         lo, hi = min(ys), min(max(ys), l0)
