@@ -42,10 +42,11 @@ class Crash(BaseException):
     """Like SIGKILL for the trainer: not an Exception, so no summary is written."""
 
 
-def pair_study(directory: Path) -> str:
+def pair_study(directory: Path, name: str = "pair") -> str:
     """A two-cell study file (Adafactor O and Adam-like A, both without warmup) for the sweep tests whose
-    subject is the sweep's machinery, not the number of cells: half the processes of the smoke study."""
-    path = directory / "pair.yaml"
+    subject is the sweep's machinery, not the number of cells: half the processes of the smoke study.
+    The study is named after its file (``name``), and so are its run directories and SLURM jobs."""
+    path = directory / f"{name}.yaml"
     path.write_text("description: two cells for the sweep's tests\nseeds: [0]\n"
                     "cells:\n  - {row: O, schedule.warmup: false}\n  - {row: A, schedule.warmup: false}\n")
     return str(path)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cells import ENV, locked, run_dirs, summaries, wait_for
+from cells import ENV, locked, pair_study, run_dirs, summaries, wait_for
 
 from factorial import slurm as SL
 from factorial import sweep as S
@@ -24,7 +26,6 @@ from factorial.config import REPO_ROOT
 
 # Long enough (a few seconds of training) that a sweep can be cancelled while a cell trains, short enough for CI.
 EXTRA = ["--", "logger=none", "train.steps=600", "train.checkpoint_every=50"]
-JOB_NAME = "factorial-smoke-smoke"
 
 
 # --- what sinfo says, and what the sweep may ask (no cluster) -------------------------------------
@@ -131,7 +132,7 @@ def job_ids() -> set[str]:
     return set(proc.stdout.split())
 
 
-def jobs(name: str = JOB_NAME) -> dict[str, tuple[str, str]]:
+def jobs(name: str) -> dict[str, tuple[str, str]]:
     """The user's live jobs of that name: id -> (state, reason)."""
     proc = subprocess.run(["squeue", "-h", "-r", "-n", name, "-o", "%i|%T|%r"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
@@ -139,22 +140,37 @@ def jobs(name: str = JOB_NAME) -> dict[str, tuple[str, str]]:
 
 
 @pytest.fixture
-def cluster(partition):
-    """A test on the cluster: the jobs it leaves behind are cancelled (only those it submitted)."""
-    before = set(jobs())
-    yield partition
-    left = set(jobs()) - before
+def cluster(partition) -> SL.Partition:
+    """A test on the cluster (the partition its jobs go to)."""
+    return partition
+
+
+@dataclass
+class OwnStudy:
+    path: str  # the study file
+    job: str  # the name of its SLURM jobs at the smoke scale
+
+
+@pytest.fixture
+def own(cluster, tmp_path, request) -> OwnStudy:
+    """A test's own two-cell study (tests/cells.py's pair study, under a name of the test's), so that its
+    SLURM jobs have a name no other test's have: tests on other pytest-xdist workers share the cluster,
+    and a test sees, waits for and cancels only its own jobs. Those it leaves behind are cancelled."""
+    name = request.node.name.removeprefix("test_")[:24].strip("_")
+    study = OwnStudy(pair_study(tmp_path, name), f"factorial-{name}-smoke")
+    yield study
+    left = jobs(study.job)
     if left:
         subprocess.run(["scancel", *sorted(left)], timeout=30)
 
 
-def slurm_sweep(root: Path, cache: str, *args: str, cpus: str | None = "1", timeout: float = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "factorial.sweep", "--exp", "smoke", "--scale", "smoke", "--launcher", "slurm",
+def slurm_sweep(root: Path, cache: str, exp: str, *args: str, cpus: str | None = "1", timeout: float = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "factorial.sweep", "--exp", exp, "--scale", "smoke", "--launcher", "slurm",
            *(["--cpus-per-cell", cpus] if cpus else []), "--runs-root", str(root), "--cache-dir", cache, *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
-def popen_sweep(root: Path, cache: str, *args: str, exp: str = "smoke") -> subprocess.Popen:
+def popen_sweep(root: Path, cache: str, exp: str, *args: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "factorial.sweep", "--exp", exp, "--scale", "smoke", "--launcher", "slurm",
            "--cpus-per-cell", "1", "--runs-root", str(root), "--cache-dir", cache, *args]
     return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -167,13 +183,27 @@ def cells(found: dict[str, dict]) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cache_dir) -> dict[str, dict]:
-    """The smoke study with EXTRA through the local launcher: what every SLURM sweep must end with."""
-    root = tmp_path_factory.mktemp("local-reference")
-    proc = subprocess.run([sys.executable, "-m", "factorial.sweep", "--exp", "smoke", "--scale", "smoke", "--jobs", "2",
-                           "--runs-root", str(root), "--cache-dir", cache_dir, *EXTRA], capture_output=True, text=True, env=ENV, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    found = cells(summaries(root))
-    assert len(found) == 4
+    """The pair study with EXTRA through the local launcher: what every SLURM sweep must end with.
+
+    Swept once for the whole session: the first pytest-xdist worker to need it sweeps under a lock in the
+    workers' common temporary directory, the others read its runs."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent  # this session's: every worker's base directory is under it
+    root = shared / "slurm-reference"
+    with FileLock(str(shared / "slurm-reference.lock")):
+        if not (root / "done").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            cmd = [sys.executable, "-m", "factorial.sweep", "--exp", pair_study(root), "--scale", "smoke", "--jobs", "2",
+                   "--runs-root", str(root / "runs"), "--cache-dir", cache_dir, *EXTRA]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+            (root / "done").touch()
+    found = cells(summaries(root / "runs"))
+    assert len(found) == 2
     return found
 
 
@@ -216,15 +246,15 @@ def test_the_issues_make_sweep_asking_more_cpus_than_a_node_has_exits_2(cluster,
 
 
 @pytest.mark.slurm
-def test_a_job_that_can_never_start_is_cancelled_and_its_cell_reported(cluster, tmp_path, cache_dir):
+def test_a_job_that_can_never_start_is_cancelled_and_its_cell_reported(cluster, own, tmp_path, cache_dir):
     """Submitted past the check (as if the partition changed after it): SLURM leaves the job pending
     for PartitionConfig; the sweep cancels it and reports the cell failed instead of waiting forever."""
     import argparse
 
-    study = S.load_study("smoke", ["logger=none"])
+    study = S.load_study(own.path, ["logger=none"])
     runs, errors = S.plan_runs(study, "smoke", tmp_path / "runs", cache_dir=cache_dir)
-    assert errors == []
-    args = argparse.Namespace(time_min=10, gpus_per_cell=0, exp_name="smoke", scale="smoke", jobs=1, partition=cluster.name,
+    assert errors == [] and len(runs) == 2
+    args = argparse.Namespace(time_min=10, gpus_per_cell=0, exp_name=study.name, scale="smoke", jobs=1, partition=cluster.name,
                               mem_per_cell=None)
     too_many = max(n.cpus for n in cluster.nodes) + 1
     executor = S.make_executor("slurm", tmp_path / ".submitit", args, cpus=too_many)
@@ -236,30 +266,30 @@ def test_a_job_that_can_never_start_is_cancelled_and_its_cell_reported(cluster, 
         assert summary["status"] == "failed"
         assert "can never start: pending for PartitionConfig" in summary["error"] and "was cancelled" in summary["error"], summary
     assert any(n.startswith("SLURM job array ") for n in notes), notes
-    wait_for(lambda: not any(state == "PENDING" for state, _ in jobs().values()), "the stuck jobs to be cancelled", timeout=60)
+    wait_for(lambda: not any(state == "PENDING" for state, _ in jobs(own.job).values()), "the stuck jobs to be cancelled", timeout=60)
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_a_slurm_job_signalled_before_its_time_limit_is_requeued_and_its_cell_resumes(cluster, tmp_path, cache_dir):
+def test_a_slurm_job_signalled_before_its_time_limit_is_requeued_and_its_cell_resumes(own, tmp_path, cache_dir):
     """SLURM's pre-timeout signal (USR2, what --signal=USR2@90 sends) reaches the job once its cell has a
     checkpoint: the job checkpoints and is requeued, and the cell resumes from its checkpoint.
 
     A requeued job starts again once its old credential has expired (scripts/slurm_cluster.sh sets
     20 s, SLURM's default is 120 s)."""
-    study = tmp_path / "requeue.yaml"
+    study = Path(own.path)  # one cell: one job to signal
     study.write_text("description: one cell\ncells:\n  - {row: O, schedule.warmup: false}\n")
     root = tmp_path / "runs"
-    sweep = popen_sweep(root, cache_dir, "--", "logger=none", "train.steps=1500", "train.checkpoint_every=100", exp=str(study))
+    sweep = popen_sweep(root, cache_dir, str(study), "--", "logger=none", "train.steps=1500", "train.checkpoint_every=100")
     try:
         wait_for(lambda: sweep.poll() is not None or any(root.rglob("checkpoints/step-*.pt")), "the cell's first checkpoint")
         assert sweep.poll() is None, sweep.communicate()[0][-3000:]
-        (job_id,) = jobs("factorial-requeue-smoke")
+        (job_id,) = jobs(own.job)
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
         requeued = {}
 
         def back() -> bool:
-            state = jobs("factorial-requeue-smoke").get(job_id)
+            state = jobs(own.job).get(job_id)
             if state and state[0] == "PENDING":
                 requeued["reason"] = state[1]
             return sweep.poll() is not None or bool(requeued)
@@ -279,10 +309,9 @@ def test_a_slurm_job_signalled_before_its_time_limit_is_requeued_and_its_cell_re
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_scancel_of_a_running_array_ends_the_sweep_and_the_same_sweep_resumes(cluster, tmp_path, cache_dir, reference):
+def test_scancel_of_a_running_array_ends_the_sweep_and_the_same_sweep_resumes(own, tmp_path, cache_dir, reference):
     root = tmp_path / "runs"
-    before = set(jobs())
-    sweep = popen_sweep(root, cache_dir, "--jobs", "2", *EXTRA)
+    sweep = popen_sweep(root, cache_dir, own.path, "--jobs", "1", *EXTRA)  # one cell trains, the other is pending
     try:
         def training_early() -> bool:  # a cell with a checkpoint and at least 400 steps to go
             for d in run_dirs(root):
@@ -293,7 +322,7 @@ def test_scancel_of_a_running_array_ends_the_sweep_and_the_same_sweep_resumes(cl
 
         wait_for(training_early, "a cell training with a checkpoint")
         assert sweep.poll() is None, sweep.communicate()[0][-3000:]
-        arrays = {i.split("_")[0] for i in set(jobs()) - before}
+        arrays = {i.split("_")[0] for i in jobs(own.job)}
         assert len(arrays) == 1, arrays
         subprocess.run(["scancel", *arrays], check=True, timeout=30)
         out = sweep.communicate(timeout=180)[0]  # it ends by itself
@@ -304,7 +333,7 @@ def test_scancel_of_a_running_array_ends_the_sweep_and_the_same_sweep_resumes(cl
     assert "ended CANCELLED before its cell finished" in out and "the same sweep again resumes" in out, out[-3000:]
     assert not any(locked(d) for d in run_dirs(root))
 
-    again = slurm_sweep(root, cache_dir, "--jobs", "2", *EXTRA)
+    again = slurm_sweep(root, cache_dir, own.path, "--jobs", "2", *EXTRA)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert cells(summaries(root)) == reference
     starts = [json.loads((d / "meta.json").read_text())["starts"] for d in run_dirs(root)]
@@ -313,10 +342,11 @@ def test_scancel_of_a_running_array_ends_the_sweep_and_the_same_sweep_resumes(cl
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_two_slurm_sweeps_of_one_study_at_once_train_each_cell_once(cluster, tmp_path, cache_dir, reference):
+def test_two_slurm_sweeps_of_one_study_at_once_train_each_cell_once(own, tmp_path, cache_dir, reference):
     """Two SLURM sweeps of one study at once end with the local launcher's results, each cell trained
     by one job; a third sweep submits nothing."""
-    sweeps = [popen_sweep(tmp_path, cache_dir, "--jobs", "1", *EXTRA) for _ in range(2)]
+    root = tmp_path / "runs"
+    sweeps = [popen_sweep(root, cache_dir, own.path, "--jobs", "1", *EXTRA) for _ in range(2)]
     try:
         outs = [p.communicate(timeout=600)[0] for p in sweeps]
     finally:
@@ -324,32 +354,33 @@ def test_two_slurm_sweeps_of_one_study_at_once_train_each_cell_once(cluster, tmp
             if p.poll() is None:
                 p.kill()
     assert [p.returncode for p in sweeps] == [0, 0], [o[-2000:] for o in outs]
-    assert cells(summaries(tmp_path)) == reference
-    for d in run_dirs(tmp_path):
+    assert cells(summaries(root)) == reference
+    for d in run_dirs(root):
         starts = json.loads((d / "meta.json").read_text())["starts"]
         assert [s["from_step"] for s in starts] == [0], (d, starts)  # trained once, never by two jobs
     for out in outs:  # each says how to watch and cancel its array, and nothing about accounting
         assert "SLURM job array " in out and "scancel " in out, out[-3000:]
         assert "sacct" not in out, out[-3000:]  # no accounting on the test cluster, and no warning about it
-    again = slurm_sweep(tmp_path, cache_dir, "--jobs", "2", *EXTRA)
-    assert again.returncode == 0 and "4 skipped" in again.stdout, again.stdout[-3000:]
+    again = slurm_sweep(root, cache_dir, own.path, "--jobs", "2", *EXTRA)
+    assert again.returncode == 0 and "2 skipped" in again.stdout, again.stdout[-3000:]
     assert "SLURM job" not in again.stdout  # nothing submitted
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_a_failed_cell_is_reported_and_retried_by_the_next_slurm_sweep(cluster, tmp_path, cache_dir, reference):
-    plan, _ = S.plan_runs(S.load_study("smoke", EXTRA[1:]), "smoke", tmp_path)
+def test_a_failed_cell_is_reported_and_retried_by_the_next_slurm_sweep(cluster, own, tmp_path, cache_dir, reference):
+    root = tmp_path / "runs"
+    plan, _ = S.plan_runs(S.load_study(own.path, EXTRA[1:]), "smoke", root)
     victim = plan[0].run_dir
     victim.mkdir(parents=True)
     (victim / "checkpoints").write_text("not a directory")  # the trainer cannot save: the cell fails
-    proc = slurm_sweep(tmp_path, cache_dir, "--jobs", "2", *EXTRA)
+    proc = slurm_sweep(root, cache_dir, own.path, "--jobs", "2", *EXTRA)
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "1 failed" in proc.stdout and plan[0].cell.name in proc.stdout, proc.stdout[-3000:]
     (victim / "checkpoints").unlink()
-    again = slurm_sweep(tmp_path, cache_dir, "--jobs", "2", *EXTRA, cpus=None)  # the CPUs the partition can give
+    again = slurm_sweep(root, cache_dir, own.path, "--jobs", "2", *EXTRA, cpus=None)  # the CPUs the partition can give
     assert again.returncode == 0, again.stdout[-3000:]
-    assert "1 completed" in again.stdout and "3 skipped" in again.stdout, again.stdout[-3000:]
+    assert "1 completed" in again.stdout and "1 skipped" in again.stdout, again.stdout[-3000:]
     cpus = min(S.DEFAULT_SLURM_CPUS, max(n.cpus for n in cluster.nodes))
     assert f"SLURM: partition {cluster.name}, per cell {cpus} CPU(s)" in again.stdout, again.stdout[-3000:]
-    assert cells(summaries(tmp_path)) == reference
+    assert cells(summaries(root)) == reference
