@@ -437,7 +437,7 @@ def contexts(cells: pd.DataFrame, claim: Claim, noise: R.Noise | None = None,
     # Each context's own seed noise (the cells that share every knob the claim does not vary): a study that
     # mixes settings of very different noise (post-LN beside pre-LN) must not lend one's noise to the other.
     def noise_of(group: list[dict]) -> R.Noise:
-        return noise if noise is not None else study_noise(pd.DataFrame(group))
+        return noise if noise is not None else study_noise(group)
 
     return [({k: values[key][k] for k in differ}, Context(groups[key], noise_of(groups[key]), metric))
             for key in sorted(groups, key=order)]

@@ -194,23 +194,21 @@ def rms_stats(curve: pd.DataFrame) -> dict[str, Any]:
     """Per matrix, over the logged steps after RMS_SKIP_STEPS: the excursion max|ln RMS(U)|, min, max, count,
     and the fractions of steps outside the band [1/RMS_FAR, RMS_FAR] and above 1, 1.5 and 2 (rules.rms_fractions)."""
     out: dict[str, Any] = {}
+    have = curve is not None and not curve.empty
+    all_steps = pd.to_numeric(curve["step"], errors="coerce").to_numpy(float) if have else np.empty(0)
     for m in R.FIG1_MATRICES:
         key = f"rms_u/{m}"
-        if curve is None or key not in curve or curve.empty:
-            vals = pd.Series(dtype=float)
-            steps = pd.Series(dtype=float)
-        else:
-            sub = curve[["step", key]].dropna()
-            steps, vals = sub["step"], pd.to_numeric(sub[key], errors="coerce")
-        steps = pd.to_numeric(steps, errors="coerce").astype(float)
-        vals = vals.astype(float)
-        keep = (steps > R.RMS_SKIP_STEPS) & np.isfinite(vals) & (vals > 0)
-        v = vals[keep]
-        out[f"{key}.excursion"] = R.rms_excursion(steps[keep].tolist(), v.tolist())
+        steps, v = np.empty(0), np.empty(0)
+        if have and key in curve:  # numpy, not pandas, per matrix: a study's report reads hundreds of runs
+            vals = pd.to_numeric(curve[key], errors="coerce").to_numpy(float)
+            with np.errstate(invalid="ignore"):
+                keep = (all_steps > R.RMS_SKIP_STEPS) & np.isfinite(vals) & (vals > 0)
+            steps, v = all_steps[keep], vals[keep]
+        out[f"{key}.excursion"] = R.rms_excursion(steps.tolist(), v.tolist())
         out[f"{key}.min"] = float(v.min()) if len(v) else None
         out[f"{key}.max"] = float(v.max()) if len(v) else None
         out[f"{key}.n"] = int(len(v))
-        fr = R.rms_fractions(steps[keep].tolist(), v.tolist())
+        fr = R.rms_fractions(steps.tolist(), v.tolist())
         out[f"{key}.frac_out"] = fr["out"]
         for level in R.RMS_LEVELS:
             out[f"{key}.frac_gt{level:g}"] = fr[f"gt{level:g}"]
@@ -616,11 +614,14 @@ def stats_of(cell: dict | pd.Series | None, label: str) -> R.CellStats:
                        n_incomplete=int(cell.get("n_incomplete") or 0), by_seed=dict(by_seed))
 
 
-def study_noise(cells: pd.DataFrame) -> R.Noise:
-    """The study's pooled seed noise (rules.pooled_noise) from every cell's finished seeds."""
-    if cells is None or cells.empty or "ppl_by_seed" not in cells:
+def study_noise(cells: pd.DataFrame | list[dict] | None) -> R.Noise:
+    """The study's pooled seed noise (rules.pooled_noise) from every cell's finished seeds (a frame of
+    cells, or its records)."""
+    if isinstance(cells, pd.DataFrame):
+        cells = None if cells.empty or "ppl_by_seed" not in cells else cells.to_dict("records")
+    if not cells or not any("ppl_by_seed" in c for c in cells):
         return R.NO_NOISE
-    return R.pooled_noise([dict(v or {}) for v in cells["ppl_by_seed"]])
+    return R.pooled_noise([dict(c.get("ppl_by_seed") or {}) for c in cells])
 
 
 def varying(frame: pd.DataFrame, keys: list[str]) -> list[str]:
