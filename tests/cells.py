@@ -12,10 +12,21 @@ from pathlib import Path
 
 from factorial import sweep as S
 from factorial import train as T
+from factorial.config import REPO_ROOT
 
 VOLATILE = ("perf/tokens_per_s",)  # metrics that depend on the machine's speed
 VOLATILE_SUMMARY = ("wall_time_s", "tokens_per_s")
 ENV = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
+
+
+def committed_runs() -> dict[tuple[str, str], set[Path]]:
+    """The run directories committed under runs/, by (study, scale)."""
+    out: dict[tuple[str, str], set[Path]] = {}
+    for cfg_path in sorted((REPO_ROOT / "runs").glob("*/*/*/seed*/config.yaml")):
+        run_dir = cfg_path.parent
+        exp, scale = run_dir.parent.parent.parent.name, run_dir.parent.parent.name
+        out.setdefault((exp, scale), set()).add(run_dir)
+    return out
 
 
 def smoke(run_dir: Path, cache_dir: str, *extra: str) -> list[str]:

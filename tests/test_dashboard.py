@@ -42,9 +42,19 @@ def no_wandb_login(monkeypatch, tmp_path_factory):
         monkeypatch.delenv(var, raising=False)
 
 
+class Studies(dict):
+    """The committed studies' dashboards' inputs, each loaded when a test first asks for it (a worker
+    loads only the studies of its own tests)."""
+
+    def __missing__(self, exp: str) -> DB.Study:
+        assert exp in COMMITTED, exp
+        self[exp] = DB.load_study(exp, "cpu", RESULTS)
+        return self[exp]
+
+
 @pytest.fixture(scope="module")
-def studies() -> dict[str, DB.Study]:
-    return {exp: DB.load_study(exp, "cpu", RESULTS) for exp in COMMITTED}
+def studies() -> Studies:
+    return Studies()
 
 
 # --- walking the built objects ------------------------------------------------------------------------
@@ -361,7 +371,7 @@ def _offline_run_keys(run_dir: Path) -> dict[str, set[str]]:
 
 
 @pytest.fixture(scope="module")
-def logged(tmp_path_factory) -> dict[str, set[str]]:
+def logged(tmp_path_factory, cache_dir) -> dict[str, set[str]]:
     """What a real Adafactor cell with update clipping (row H) hands to W&B (offline) at smoke scale."""
     tmp = tmp_path_factory.mktemp("cell")
     mp = pytest.MonkeyPatch()
@@ -369,7 +379,7 @@ def logged(tmp_path_factory) -> dict[str, set[str]]:
         mp.setenv("WANDB_SILENT", "true")
         mp.delenv("WANDB_MODE", raising=False)
         overrides = ["scale=smoke", "row=H", "logger.mode=offline", f"run_dir={tmp / 'run'}",
-                     f"data.cache_dir={tmp / 'cache'}"]
+                     f"data.cache_dir={cache_dir}"]
         cfg = TR.compose(overrides)
         cfg.cell = TR.cell_name(overrides)
         summary = TR.run_cell(cfg)
