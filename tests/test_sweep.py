@@ -282,20 +282,23 @@ def test_makefile_has_a_sweep_target():
 
 @pytest.mark.slow
 def test_a_sweep_finishes_and_a_second_run_trains_nothing(tmp_path, cache_dir):
-    root = tmp_path / "runs"
-    proc = sweep_cli("--exp", "smoke", "--scale", "smoke", "--jobs", "2", "--", "logger=none", root=root, cache=cache_dir)
+    """The command line's sweep of a small study (the pair; the smoke study's four cells are Table 2's,
+    which test_every_table2_cell_trains trains) ends with every run finished; the same sweep again
+    starts no process."""
+    root, study = tmp_path / "runs", pair_study(tmp_path)
+    proc = sweep_cli("--exp", study, "--scale", "smoke", "--jobs", "2", "--", "logger=none", root=root, cache=cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     found = summaries(root)
-    planned = {f"smoke/smoke/{c.name}/seed{k}" for c in S.load_study("smoke").cells for k in c.seeds}
-    assert set(found) == planned and len(found) == 4
+    planned = {f"pair/smoke/{c.name}/seed{k}" for c in S.load_study(study).cells for k in c.seeds}
+    assert set(found) == planned and len(found) == 2
     assert {s["status"] for s in found.values()} <= {"completed", "diverged"}
-    assert "0 failed, 0 skipped" in proc.stdout and "make table EXP=smoke SCALE=smoke" in proc.stdout
+    assert "0 failed, 0 skipped" in proc.stdout and f"make table EXP={study} SCALE=smoke" in proc.stdout
     logs = {p: p.read_text() for p in root.rglob("train.log")}
-    assert len(logs) == 4
+    assert len(logs) == 2
 
-    again = sweep_here("--exp", "smoke", "--scale", "smoke", "--jobs", "2", "--", "logger=none", root=root, cache=cache_dir)
+    again = sweep_here("--exp", study, "--scale", "smoke", "--jobs", "2", "--", "logger=none", root=root, cache=cache_dir)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "0 completed, 0 diverged, 0 failed, 4 skipped" in again.stdout
+    assert "0 completed, 0 diverged, 0 failed, 2 skipped" in again.stdout
     assert {p: p.read_text() for p in root.rglob("train.log")} == logs  # no process was started
     assert summaries(root) == found
 
