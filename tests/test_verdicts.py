@@ -335,3 +335,30 @@ def test_the_no_warmup_screen_finds_the_point_with_the_papers_pattern(tmp_path):
     md = SC.screen_markdown(list(points.values()))
     assert "| model.norm=post | 100.0 | 1.40 | 1.05 | 1.01 |" in md and "diverged (1/1 div.)" in md
     assert SC.screen_plot(list(points.values()), tmp_path) and (tmp_path / "screen.png").stat().st_size > 0
+
+
+def test_a_screened_point_is_named_by_the_overrides_its_cells_set():
+    """Two of three points share a longer run (warmup_steps, steps), one of them at a higher multiplier: the
+    point whose cells set nothing beyond row and warmup is the scale itself, whatever most points share, and a
+    derived key (model.vocab_size, set by data.vocab_size) never names a point."""
+    from factorial.report import screen as SC
+
+    def cell(point: dict, row, warmup, ppl):
+        name = ",".join(sorted([f"row={row}", f"schedule.warmup={str(warmup).lower()}", *(f"{k}={v}" for k, v in point.items())]))
+        rec = {"row_match": row, "opt": row, "schedule.warmup": warmup, "n": 1, "cells": name,
+               "optim.beta1": 0.9 if row == "B" else 0.0, "optim.clip_threshold": 1.0 if row == "H" else None,
+               "n_diverged": 0, "ppl_mean": ppl, "ppl_by_seed": {0: ppl}, "seeds": [0],
+               "schedule.warmup_steps": None, "train.steps": 2000, "schedule.multiplier": 1.0,
+               "data.vocab_size": 4096, "model.vocab_size": 4096}
+        rec.update(point)
+        if "data.vocab_size" in point:
+            rec["model.vocab_size"] = point["data.vocab_size"]
+        return rec
+
+    points = [{}, {"schedule.warmup_steps": 3000, "train.steps": 4000},
+              {"schedule.warmup_steps": 3000, "train.steps": 4000, "schedule.multiplier": 3.0}, {"data.vocab_size": 16384}]
+    cells = pd.DataFrame([cell(p, row, warmup, 100.0) for p in points
+                          for row, warmup in (("A", True), ("A", False), ("B", False), ("H", False))])
+    names = {p["point"] for p in SC.screen_points(cells)}
+    assert names == {"(the scale itself)", "schedule.warmup_steps=3000, train.steps=4000",
+                     "schedule.multiplier=3, schedule.warmup_steps=3000, train.steps=4000", "data.vocab_size=16384"}, names
