@@ -612,3 +612,28 @@ def test_every_lr_sensitivity_panel_names_the_multiplier_on_its_x_axis(tmp_path,
         column = [ax for ax in visible if ax.get_subplotspec().colspan.start == col]
         lowest = max(column, key=lambda ax: ax.get_subplotspec().rowspan.start)
         assert lowest.get_xlabel() == "learning-rate multiplier"
+
+
+def test_diverged_markers_of_both_settings_at_one_multiplier_are_both_visible(tmp_path, monkeypatch):
+    """Where seeds diverged with and without warmup at the same multiplier (committed calibrate: M and O at
+    × 50), the two triangles sit side by side; they were drawn on the same spot, one hiding the other."""
+    from factorial.report import plots as P
+
+    runs, _ = D.load_csv(Path(__file__).resolve().parents[1] / "results" / "calibrate" / "cpu" / "cells.csv")
+    figures = []
+    monkeypatch.setattr(P, "_save", lambda fig, path: figures.append(fig))
+    assert P.lr_sensitivity(D.aggregate(runs), tmp_path)
+    (fig,) = figures
+    fig.canvas.draw()
+    shared = 0
+    for ax in fig.axes:
+        marks = [ln for ln in ax.get_lines() if ln.get_marker() == "^"]
+        by_m: dict[float, list] = {}
+        for ln in marks:
+            by_m.setdefault(float(ln.get_xdata()[0]), []).append(ln)
+        for lines in by_m.values():
+            if len(lines) == 2:
+                shared += 1
+                xs = [ln.get_transform().transform((ln.get_xdata()[0], ln.get_ydata()[0]))[0] for ln in lines]
+                assert abs(xs[0] - xs[1]) > 5, xs  # display pixels apart
+    assert shared >= 1, "no multiplier where both settings diverged: this grid cannot show the bug"

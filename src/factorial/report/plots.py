@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.transforms import blended_transform_factory  # noqa: E402
+from matplotlib.transforms import blended_transform_factory, offset_copy  # noqa: E402
 
 from ..rows import TABLE2  # noqa: E402
 from . import rules as R  # noqa: E402
@@ -483,10 +483,13 @@ def lr_sensitivity(cells: pd.DataFrame, out: Path, name: str = "lr_sensitivity.p
                 n_div = sum(1 for g in losses.values() if g.get(m) is None)
                 if n_div:
                     any_div = True
-                    ax.plot([m], [1.0], marker="^", ms=8, color=color, transform=blended_transform_factory(ax.transData, ax.transAxes),
-                            clip_on=False, ls="")
-                    ax.annotate(f"{n_div}", (m, 1.0), xycoords=blended_transform_factory(ax.transData, ax.transAxes),
-                                textcoords="offset points", xytext=(5, -10), fontsize=7, color=color)
+                    # warmup's marker left of the multiplier, no warmup's right: both show where both diverged
+                    dx = -4.5 if s.warmup else 4.5
+                    top = blended_transform_factory(ax.transData, ax.transAxes)
+                    ax.plot([m], [1.0], marker="^", ms=8, color=color, clip_on=False, ls="",
+                            transform=offset_copy(top, fig=fig, x=dx, units="points"))
+                    ax.annotate(f"{n_div}", (m, 1.0), xycoords=top, textcoords="offset points", xytext=(dx * 2.2, -11),
+                                fontsize=7, color=color, ha="right" if s.warmup else "left")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(mticker.NullFormatter())
