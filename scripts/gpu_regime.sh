@@ -15,13 +15,8 @@ cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu_regime.sh OUT_DIR}
 py=${PYTHON:-python3}
 mkdir -p "$out"
-if [ ! -d .whl ] || ! ls .whl/*.whl > /dev/null 2>&1; then
-    echo "no wheels in .whl/: run scripts/gpu_wheels.sh where PyPI answers, and carry .whl" >&2
-    exit 2
-fi
-site=$(mktemp -d /tmp/factorial-site.XXXX)
-"$py" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl
-export PYTHONPATH="$site:$PWD/src" PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+# shellcheck source=scripts/gpu_env.sh
+source scripts/gpu_env.sh
 rc=0
 # shellcheck disable=SC2086
 timeout "${REGIME_TIMEOUT:-240}" "$py" -m factorial.sweep --exp regime_gpu --scale gpu --jobs 4 -- logger=none ${ARGS:-} \
