@@ -62,3 +62,17 @@ def test_two_locks_in_one_process_exclude_each_other_and_release(tmp_path):
         pass
     # Only the lock file itself (gitignored; Windows removes it on release): nothing for resume or git to see.
     assert {p.name for p in tmp_path.iterdir()} <= {".lock"}
+
+
+def test_taking_a_cells_lock_removes_what_a_killed_writer_left(tmp_path):
+    """A SIGKILL during an atomic write leaves its temporary (``.<name>.<random>.tmp``); the next trainer
+    of the cell, once it holds the lock, removes those in the run directory and checkpoints/ and nothing else."""
+    run = tmp_path / "cell" / "seed0"
+    (run / "checkpoints").mkdir(parents=True)
+    stale = [run / "checkpoints" / ".step-000000098.pt.av4j8e5d.tmp", run / ".summary.json.k2x9.tmp"]
+    kept = [run / "checkpoints" / "step-000000091.pt", run / "metrics.jsonl", run / "notes.tmp"]
+    for p in stale + kept:
+        p.write_bytes(b"x")
+    with CellLock(run):
+        assert not any(p.exists() for p in stale)
+        assert all(p.exists() for p in kept)

@@ -142,11 +142,25 @@ class CellLock:
             self._lock.acquire()
         except Timeout:
             raise CellBusyError(f"cell {self.path.parent} is being trained by another process (pid {lock_holder(self.path) or '?'})") from None
+        remove_stale_temporaries(self.path.parent)
         return self
 
     def __exit__(self, *exc) -> None:
         if self._lock.is_locked:
             self._lock.release()
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete what atomic writes of a killed trainer left (``.<name>.<random>.tmp`` in the run directory
+    and its checkpoints/: a SIGKILL during a checkpoint write leaves a whole checkpoint's bytes there).
+    Called by the holder of the cell's lock, the only process that writes there; returns what it removed."""
+    removed = []
+    for d in (Path(run_dir), checkpoint_dir(run_dir)):
+        for p in d.glob(".*.tmp") if d.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def _write_pid(fd: int) -> None:
