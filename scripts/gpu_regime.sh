@@ -2,8 +2,9 @@
 # The gpu-scale no-warmup screen (experiments/regime_gpu.yaml at conf/scale/gpu.yaml) on a lent GPU
 # machine without network: its four cells at once on the one GPU, under a time limit; the runs' small
 # files (config, meta, metrics, summary, train.log; no checkpoints) come back as OUT_DIR/runs.tar.gz,
-# to unpack in the repository's root, and the sweep's output as OUT_DIR/sweep.log. A cell the limit
-# stops keeps its metrics so far; the same command later resumes it from its last checkpoint, where
+# to unpack in runs/, and the sweep's output as OUT_DIR/sweep.log. The runs root is $FACTORIAL_RUNS, else
+# the repository's runs/; one outside the clone reruns committed cells without touching tracked files.
+# A cell the limit stops keeps its metrics so far; the same command later resumes it from its last checkpoint, where
 # the checkpoints were kept.
 #
 #   here, once:   bash scripts/gpu_wheels.sh          (fills .whl/ from PyPI)
@@ -22,5 +23,5 @@ rc=0
 timeout "${REGIME_TIMEOUT:-240}" "$py" -m factorial.sweep --exp regime_gpu --scale gpu --jobs 4 -- logger=none ${ARGS:-} \
     > "$out/sweep.log" 2>&1 || rc=$?
 tr '\r' '\n' < "$out/sweep.log" | grep -v ' step [0-9]*/' | tail -20 || true
-tar -czf "$out/runs.tar.gz" --exclude='checkpoints' --exclude='.lock' --exclude='wandb' runs/regime_gpu
+tar -czf "$out/runs.tar.gz" --exclude='checkpoints' --exclude='.lock' --exclude='wandb' -C "${FACTORIAL_RUNS:-runs}" regime_gpu
 echo "sweep exit $rc"
