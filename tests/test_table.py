@@ -589,20 +589,30 @@ def test_provenance_warns_about_dirty_trees_mixed_commits_devices_and_thread_cou
     assert "2 thread counts (train.threads = 1 (2 runs), train.threads = 2 (1 runs))" in document.provenance_warning(threads)
 
 
-def test_every_lr_sensitivity_panel_names_the_multiplier_on_its_x_axis(tmp_path, monkeypatch):
-    """Six rows of the committed calibrate grid fill one row of four panels and half the next: the lowest panel
-    of each column labels its x axis as the learning-rate multiplier (it said "step" where the column ended
-    above). Six, not all of them: how many rows the committed study has reached must not decide what is tested."""
+def _committed_calibrate() -> pd.DataFrame:
+    runs, _ = D.load_csv(Path(__file__).resolve().parents[1] / "results" / "calibrate" / "cpu" / "cells.csv")
+    return runs
+
+
+def _lr_sensitivity_figure(cells: pd.DataFrame, tmp_path, monkeypatch):
+    """The learning-rate sensitivity figure of ``cells``, kept open instead of saved."""
     from factorial.report import plots as P
 
-    runs, _ = D.load_csv(Path(__file__).resolve().parents[1] / "results" / "calibrate" / "cpu" / "cells.csv")
-    six = sorted(runs["row"].unique())[:6]
-    assert len(six) == 6, six
-    cells = D.aggregate(runs[runs["row"].isin(six)])
     figures = []
     monkeypatch.setattr(P, "_save", lambda fig, path: figures.append(fig))
     assert P.lr_sensitivity(cells, tmp_path)
     (fig,) = figures
+    return fig
+
+
+def test_every_lr_sensitivity_panel_names_the_multiplier_on_its_x_axis(tmp_path, monkeypatch):
+    """Six rows of the committed calibrate grid fill one row of four panels and half the next: the lowest panel
+    of each column labels its x axis as the learning-rate multiplier (it said "step" where the column ended
+    above). Six, not all of them: how many rows the committed study has reached must not decide what is tested."""
+    runs = _committed_calibrate()
+    six = sorted(runs["row"].unique())[:6]
+    assert len(six) == 6, six
+    fig = _lr_sensitivity_figure(D.aggregate(runs[runs["row"].isin(six)]), tmp_path, monkeypatch)
     visible = [ax for ax in fig.axes if ax.get_visible()]
     nrows, ncols = fig.axes[0].get_subplotspec().get_gridspec().get_geometry()
     assert len(visible) % ncols, "every row full: this grid cannot show the bug"
@@ -617,13 +627,7 @@ def test_every_lr_sensitivity_panel_names_the_multiplier_on_its_x_axis(tmp_path,
 def test_diverged_markers_of_both_settings_at_one_multiplier_are_both_visible(tmp_path, monkeypatch):
     """Where seeds diverged with and without warmup at the same multiplier (committed calibrate: M and O at
     × 50), the two triangles sit side by side; they were drawn on the same spot, one hiding the other."""
-    from factorial.report import plots as P
-
-    runs, _ = D.load_csv(Path(__file__).resolve().parents[1] / "results" / "calibrate" / "cpu" / "cells.csv")
-    figures = []
-    monkeypatch.setattr(P, "_save", lambda fig, path: figures.append(fig))
-    assert P.lr_sensitivity(D.aggregate(runs), tmp_path)
-    (fig,) = figures
+    fig = _lr_sensitivity_figure(D.aggregate(_committed_calibrate()), tmp_path, monkeypatch)
     fig.canvas.draw()
     shared = 0
     for ax in fig.axes:

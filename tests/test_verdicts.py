@@ -356,7 +356,7 @@ def test_a_screened_point_is_named_by_the_overrides_its_cells_set():
         return rec
 
     points = [{}, {"schedule.warmup_steps": 3000, "train.steps": 4000},
-              {"schedule.warmup_steps": 3000, "train.steps": 4000, "schedule.multiplier": 3.0}, {"data.vocab_size": 16384}]
+              {"schedule.warmup_steps": 3000, "train.steps": 4000, "schedule.multiplier": 3}, {"data.vocab_size": 16384}]
     cells = pd.DataFrame([cell(p, row, warmup, 100.0) for p in points
                           for row, warmup in (("A", True), ("A", False), ("B", False), ("H", False))])
     names = {p["point"] for p in SC.screen_points(cells)}

@@ -150,17 +150,13 @@ class CellLock:
             self._lock.release()
 
 
-def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+def remove_stale_temporaries(run_dir: Path) -> None:
     """Delete what atomic writes of a killed trainer left (``.<name>.<random>.tmp`` in the run directory
     and its checkpoints/: a SIGKILL during a checkpoint write leaves a whole checkpoint's bytes there).
-    Called by the holder of the cell's lock, the only process that writes there; returns what it removed."""
-    removed = []
+    Called by the holder of the cell's lock, the only process that writes there."""
     for d in (Path(run_dir), checkpoint_dir(run_dir)):
-        for p in d.glob(".*.tmp") if d.is_dir() else ():
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-                removed.append(p)
-    return removed
+        for p in d.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
 
 
 def _write_pid(fd: int) -> None:

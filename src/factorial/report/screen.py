@@ -62,19 +62,14 @@ def _rms_gt15(cell: dict) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def _value(v):
-    """A knob's value as its override wrote it: 3000, not the 3000.0 of a column that also holds None."""
-    return int(v) if isinstance(v, float) and v.is_integer() else v
-
-
-def _overridden(group: list[dict]) -> set[str] | None:
-    """The keys the cells' own overrides set (a cell's name is its overrides, ``k=v`` joined by commas; a
-    cell's ``cells`` lists the names its runs had, joined by ", "), or None where a cell has no name: then a
-    point is named against the value most points share."""
+def _overridden(group: list[dict]) -> dict[str, str] | None:
+    """The keys the cells' own overrides set, with the values as the overrides wrote them (a cell's name is
+    its overrides, ``k=v`` joined by commas; a cell's ``cells`` lists the names its runs had, joined by ", "),
+    or None where a cell has no name: then a point is named against the value most points share."""
     names = [n for c in group for n in str(c.get("cells") or "").split(", ")]
     if not names or not all(names):
         return None
-    return {k for n in names for k, eq, _ in (part.partition("=") for part in n.split(",")) if eq}
+    return {k: v for n in names for k, eq, v in (part.partition("=") for part in n.split(",")) if eq}
 
 
 def screen_points(cells: pd.DataFrame) -> list[dict]:
@@ -119,10 +114,10 @@ def screen_points(cells: pd.DataFrame) -> list[dict]:
         base = _num(ref["ppl_mean"])
         overridden = _overridden(group)
         if overridden is not None:  # what the study's overrides set at this point, among the keys that vary
-            changed = [k for k in differ if k in overridden]
+            changed = {k: overridden[k] for k in differ if k in overridden}
         else:
-            changed = [k for k in differ if json.dumps(ctx[k], default=str) != usual[k]]
-        rec = {"point": ", ".join(f"{k}={_value(ctx[k])}" for k in sorted(changed)) or "(the scale itself)", "A, warmup": base}
+            changed = {k: ctx[k] for k in differ if json.dumps(ctx[k], default=str) != usual[k]}
+        rec = {"point": ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "(the scale itself)", "A, warmup": base}
         for row in ("A", *SURVIVORS):
             c = find.get((row, False))
             if c is None:
