@@ -29,3 +29,31 @@ def cache_dir(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("cache")
     load_corpus("shakespeare", vocab_size=512, model_type="bpe", cache_dir=path)
     return str(path)
+
+
+@pytest.fixture
+def rules_with():
+    """``with rules_with(min_seeds=1, rms={"band": 2.0}): ...`` judges with the default rules changed as
+    given (nested mappings merged), then restores the rules that were active."""
+    import contextlib
+    import copy
+
+    from factorial.report import rules as R
+
+    @contextlib.contextmanager
+    def changed(**changes):
+        before = R.ACTIVE
+        data = copy.deepcopy(dict(before.data))
+        for key, value in changes.items():
+            if isinstance(value, dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        R._check_rules(data, R.RULE_SCHEMA, "test rules")
+        R.activate(R.RuleSet("test", before.path, data))
+        try:
+            yield R.ACTIVE
+        finally:
+            R.activate(before)
+
+    return changed

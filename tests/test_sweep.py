@@ -31,16 +31,19 @@ def test_table2_has_44_cells_and_more_seeds_for_the_stability_cells():
     assert len(by_name) == 44
     # three seeds: the 12 stability cells without warmup, G without warmup (C5), and with warmup the
     # reference A and both sides of every "≈" (B, C, D, H, J; N for C10, O and P for C11)
+    # and every cell also runs on the confirmatory seeds of the rules the study names (experiments/rules/paper.yaml)
     with_warmup_refs = {"A", "B", "C", "D", "H", "J", "N", "O"}
+    confirm = [3, 4, 5]
+    assert list(study.rules.confirmatory_seeds) == confirm
     for row in STABILITY_ROWS:
-        assert by_name[f"row={row},schedule.warmup=false"].seeds == [0, 1, 2]
-        assert by_name[f"row={row},schedule.warmup=true"].seeds == ([0, 1, 2] if row in with_warmup_refs else [0])
-    assert by_name["row=Q300,schedule.warmup=false"].seeds == [0]
-    assert by_name["row=G,schedule.warmup=false"].seeds == [0, 1, 2]
-    assert by_name["row=D,schedule.warmup=true"].seeds == [0, 1, 2]
-    assert by_name["row=D,schedule.warmup=false"].seeds == [0]
-    assert by_name["row=P,schedule.warmup=true"].seeds == [0, 1, 2]
-    assert sum(len(c.seeds) for c in study.cells) == 44 + 2 * (12 + 1 + 9)
+        assert by_name[f"row={row},schedule.warmup=false"].seeds == [0, 1, 2, *confirm]
+        assert by_name[f"row={row},schedule.warmup=true"].seeds == ([0, 1, 2] if row in with_warmup_refs else [0]) + confirm
+    assert by_name["row=Q300,schedule.warmup=false"].seeds == [0, *confirm]
+    assert by_name["row=G,schedule.warmup=false"].seeds == [0, 1, 2, *confirm]
+    assert by_name["row=D,schedule.warmup=true"].seeds == [0, 1, 2, *confirm]
+    assert by_name["row=D,schedule.warmup=false"].seeds == [0, *confirm]
+    assert by_name["row=P,schedule.warmup=true"].seeds == [0, 1, 2, *confirm]
+    assert sum(len(c.seeds) for c in study.cells) == 44 + 2 * (12 + 1 + 9) + 44 * 3
     # Names are deterministic, and --seeds replaces every cell's seeds.
     assert [c.name for c in S.load_study("table2").cells] == [c.name for c in study.cells]
     assert sum(len(c.seeds) for c in S.load_study("table2", seeds=[0]).cells) == 44
@@ -48,7 +51,7 @@ def test_table2_has_44_cells_and_more_seeds_for_the_stability_cells():
 
 
 def test_fixed_and_non_semantic_overrides_are_not_in_the_names(tmp_path):
-    study = S.load_study("fig1", ["logger=none", "train.threads=1", "train.steps=50"])
+    study = S.load_study("fig1", ["logger=none", "train.threads=1", "train.steps=50"], seeds=[0])
     assert sorted(c.name for c in study.cells) == ["row=A,schedule.warmup=true,train.steps=50", "row=G,schedule.warmup=true,train.steps=50"]
     assert study.fixed == ["train.rms_every=1", "logger=none", "train.threads=1"]
     runs, errors = S.plan_runs(study, "smoke", tmp_path, cache_dir=str(tmp_path / "cache"), threads=2)

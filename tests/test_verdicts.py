@@ -88,11 +88,24 @@ def test_non_inferiority_and_worse():
     assert R.not_worse(clearly, ref).value is False
 
 
-def test_no_interval_without_noise_is_inconclusive():
-    j = R.approx(C("x", {0: 100.0}), C("ref", {0: 100.5}))
-    assert j.value is None and "no interval" in j.reason
-    noise = R.Noise(0.01, 40, 0.02, 40)  # a study that knows its seed noise can judge single seeds
-    assert R.approx(C("x", {0: 100.0}), C("ref", {0: 100.5}), noise).value is True
+def test_fewer_seeds_than_the_rules_ask_is_inconclusive_whatever_the_noise():
+    noise = R.Noise(0.01, 40, 0.02, 40)
+    one, three = C("x", {0: 100.0}), C("ref", {0: 100.5, 1: 101.0, 2: 99.0})
+    for rule in (R.approx, R.not_worse, R.worse, R.fails):
+        j = rule(one, three, noise)
+        assert j.value is None and f"fewer than the {R.MIN_SEEDS} finished seeds" in j.reason and "x: 100.0 (n=1)" in j.reason
+    # a cell whose seeds diverged still counts them: three diverged seeds are three finished seeds
+    assert R.fails(C("x", {}, diverged=(0, 1, 2)), three, noise).value is True
+    # the paper's single runs (BLEU, an assumed noise) are exempt: the paper has one run a cell
+    assert R.approx(C("x", {0: 25.6}), C("ref", {0: 25.4}), R.Noise.assumed(0.01), R.BLEU).value is True
+
+
+def test_no_interval_without_noise_is_inconclusive(rules_with):
+    with rules_with(min_seeds=1):
+        j = R.approx(C("x", {0: 100.0}), C("ref", {0: 100.5}))
+        assert j.value is None and "no interval" in j.reason
+        noise = R.Noise(0.01, 40, 0.02, 40)  # a study that knows its seed noise can judge single seeds
+        assert R.approx(C("x", {0: 100.0}), C("ref", {0: 100.5}), noise).value is True
 
 
 def test_pooled_noise_recovers_a_known_sigma():

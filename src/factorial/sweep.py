@@ -71,7 +71,8 @@ again ends with the same summaries as one that was never interrupted.
 
 Shared runs: a run this study has never started whose computation another study at the same scale has
 finished (the same config as a resume checks it — the study's name and the Table-2 row label aside — the
-same seed, thread count and device kind) is not trained again. Its run directory becomes a view of that run: the small files
+same seed, thread count and device kind) and that logged everything this study asks for (its evaluation,
+training-log and RMS(U) cadences divide this study's) is not trained again. Its run directory becomes a view of that run: the small files
 copied, config.yaml naming this study's cell, meta.json's ``shared_from`` naming the run that trained it
 (``--dry-run`` lists such runs as ``shared``). Only a directory that does not exist yet is written.
 
@@ -127,7 +128,8 @@ from .layout import EXPERIMENTS_DIR, KEY_RE, REPO_ROOT, SCALES_DIR, available_sc
 FINISHED = ("completed", "diverged")  # = factorial.train.FINISHED (not imported: job processes stay light)
 EXIT_BUSY = 75  # = factorial.train.EXIT_BUSY: another process trains the cell right now
 LAUNCHERS = ("local", "submitit_local", "slurm")
-STUDY_KEYS = ("description", "grid", "seeds", "more_seeds", "fixed", "cells", "report")
+STUDY_KEYS = ("description", "grid", "seeds", "more_seeds", "fixed", "cells", "report", "rules")
+RULES_ENV = "FACTORIAL_RULES"  # "<rules name> <fingerprint>": the pre-registered rules a cell is trained under
 PLAIN_STRING_RE = re.compile(r"[A-Za-z0-9_.+\-/:@]+")
 DEFAULT_SLURM_CPUS = 8
 DEFAULT_TIME_MIN = 240
@@ -166,6 +168,7 @@ class Run:
     steps: int | None = None  # train.steps of the composed cell (for the progress line)
     shared: Path | None = None  # a finished run of another study with the same identity and seed
     names: dict | None = None  # exp, cell, row of this run's composed config (to adopt a shared run)
+    env: dict | None = None  # environment of the cell's process (the study's rules: RULES_ENV)
 
 
 SHARED_FILES = ("metrics.jsonl", "summary.json", "train.log")  # with config.yaml and meta.json, rewritten
@@ -186,11 +189,27 @@ def shared_key(cfg_dict: dict, seed: int, threads: Any, device: Any) -> str:
     return json.dumps([sem, threads, device], sort_keys=True, default=str)
 
 
-def shared_runs(runs_root: Path, scale: str, exclude: str) -> dict[str, Path]:
-    """shared_key → run directory, for every finished run at this scale of a study other than ``exclude``."""
+CADENCES = ("eval_every", "log_every", "rms_every")  # train.*: how often a run logged what a report reads
+
+
+def logged_enough(old: dict, wanted: dict) -> bool:
+    """Whether a run with config ``old`` logged everything a run with config ``wanted`` would: each cadence of
+    train.CADENCES divides the wanted one (RMS(U) every 20 steps cannot stand in for every step)."""
+    for key in CADENCES:
+        have, want = (old.get("train") or {}).get(key), (wanted.get("train") or {}).get(key)
+        if want is None:
+            continue
+        if not isinstance(have, int) or have < 1 or want % have:
+            return False
+    return True
+
+
+def shared_runs(runs_root: Path, scale: str, exclude: str) -> dict[str, list[tuple[Path, dict]]]:
+    """shared_key → [(run directory, its config)], for every finished run at this scale of a study other
+    than ``exclude``."""
     from omegaconf import OmegaConf
 
-    index: dict[str, Path] = {}
+    index: dict[str, list[tuple[Path, dict]]] = {}
     for summary in sorted(runs_root.glob(f"*/{scale}/*/seed*/summary.json")):
         run_dir = summary.parent
         if run_dir.parts[-4] == exclude or run_status(run_dir) not in FINISHED:
@@ -201,8 +220,13 @@ def shared_runs(runs_root: Path, scale: str, exclude: str) -> dict[str, Path]:
             key = shared_key(old, int(old["train"]["seed"]), meta["torch_threads"], meta["device"])
         except Exception:  # noqa: BLE001 — a run without a readable config and meta is simply not shared
             continue
-        index.setdefault(key, run_dir)
+        index.setdefault(key, []).append((run_dir, old))
     return index
+
+
+def find_shared(index: dict[str, list[tuple[Path, dict]]], key: str, wanted: dict) -> Path | None:
+    """The first finished run with this identity that logged everything ``wanted`` asks for."""
+    return next((d for d, old in index.get(key, []) if logged_enough(old, wanted)), None)
 
 
 def torch_threads() -> int:
@@ -249,6 +273,15 @@ class Study:
     description: str
     cells: list[Cell]
     fixed: list[str]
+    rules: Any = None  # the pre-registered rules (factorial.report.rules.RuleSet) that judge it, if it names any
+
+    def registration(self) -> str | None:
+        """``"<rules name> <fingerprint>"``, recorded in meta.json by every run this study trains."""
+        if self.rules is None:
+            return None
+        from .report.prereg import fingerprint
+
+        return f"{self.rules.name} {fingerprint(self.rules)}"
 
 
 def study_path(exp: str) -> Path:
@@ -388,6 +421,18 @@ def load_study(
 
     base_seeds = _seed_list(raw.get("seeds") if raw.get("seeds") is not None else [0], "seeds")
     _check_report(raw.get("report"), path)
+    rules = None
+    if raw.get("rules") is not None:
+        from .report.rules import RulesError, load_rules
+
+        if not isinstance(raw["rules"], str):
+            raise SweepError(f"invalid rules={raw['rules']!r} in study file {path}; allowed: the name of a file in "
+                             "experiments/rules/ (e.g. paper) or a path to a rules file")
+        try:
+            rules = load_rules(raw["rules"])
+        except RulesError as err:
+            raise SweepError(str(err)) from None
+        base_seeds = sorted(set(base_seeds) | set(rules.confirmatory_seeds))  # every cell runs on the confirmatory seeds
 
     # Extra overrides from the command line: named unless they do not change the result.
     extra_named, extra_unnamed = [], []
@@ -456,7 +501,7 @@ def load_study(
             c.seeds = list(seeds)
     if not extra_named:  # extra named overrides rename every cell; the controls name the study's own cells
         _check_report(raw.get("report"), path, [c.name for c in cells.values()])
-    study = Study(name, path, str(raw.get("description") or ""), list(cells.values()), fixed + extra_unnamed)
+    study = Study(name, path, str(raw.get("description") or ""), list(cells.values()), fixed + extra_unnamed, rules)
     return study
 
 
@@ -500,6 +545,8 @@ def plan_runs(
 
     runs, errors = [], []
     index: dict[str, Path] | None = None  # finished runs of other studies, built on first need
+    registration = study.registration()
+    env = {RULES_ENV: registration} if registration else None
     for cell in study.cells:
         cell_runs = []
         for seed in cell.seeds:
@@ -513,7 +560,7 @@ def plan_runs(
                 command.append("train.progress=false")
             if cache_dir is not None and "data.cache_dir" not in keys:
                 command.append(f"data.cache_dir={quote(str(cache_dir))}")
-            cell_runs.append(Run(cell, seed, run_dir, command))
+            cell_runs.append(Run(cell, seed, run_dir, command, env=env))
         # Compose once per cell (the seeds differ only in train.seed and run_dir).
         try:
             cfg = T.compose(cell_runs[0].command)
@@ -535,7 +582,7 @@ def plan_runs(
                 if index is None:
                     index = shared_runs(runs_root, scale, study.name)
                 run_threads = cfg.train.threads or threads or torch_threads()
-                r.shared = index.get(shared_key(cfg_dict, r.seed, run_threads, planned_device(cfg.train.device)))
+                r.shared = find_shared(index, shared_key(cfg_dict, r.seed, run_threads, planned_device(cfg.train.device)), cfg_dict)
                 r.names = {"exp": cfg_dict.get("exp"), "cell": cfg_dict.get("cell"), "row": cfg_dict.get("row")}
             if (r.run_dir / "config.yaml").exists():
                 try:
@@ -785,7 +832,7 @@ def launch_local(runs: list[Run], jobs: int, gpus: list[str], report: Report,
             with guard:
                 running[slot] = run
             try:
-                rc = execute_run(run.command, run.run_dir, env, start=start, stop=stop)
+                rc = execute_run(run.command, run.run_dir, {**env, **(run.env or {})}, start=start, stop=stop)
                 error = None
             except Exception as err:  # e.g. the run dir cannot be written: a failed cell, not a crashed sweep
                 rc, error = None, f"{type(err).__name__}: {err}"
@@ -927,7 +974,7 @@ def launch_submitit(runs: list[Run], executor, launcher: str, jobs: int, gpus: l
         return {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]}
 
     def submit(batch: list[tuple[Run, int]]) -> None:
-        specs = [(r.command, str(r.run_dir), env_for(slot)) for r, slot in batch]
+        specs = [(r.command, str(r.run_dir), {**env_for(slot), **(r.env or {})}) for r, slot in batch]
         for r, _ in batch:
             r.run_dir.mkdir(parents=True, exist_ok=True)
         if len(specs) == 1:

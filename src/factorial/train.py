@@ -387,6 +387,12 @@ def _train(cfg: Config, cfg_dict: dict, run_dir: Path, corpus, batches: TrainBat
         "params": num_parameters(model), "warmup_steps": W, "command": sys.argv, "starts": [],
     }
     start = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_step": progress["step"]}
+    # The pre-registered rules a study's sweep trains this run under ("<name> <fingerprint>"), for every
+    # start: the report calls a verdict confirmatory only when each start of each run it rests on had them.
+    registration = os.environ.get("FACTORIAL_RULES")
+    if registration:
+        start["rules"] = registration
+        meta.setdefault("rules", registration)
     if isinstance(optimizer, Adafactor) and device.type == "cpu":  # which implementation ran (same math)
         start["adafactor_c_kernel"] = optimizer.c_kernel_status()
     meta["starts"].append(start)

@@ -112,6 +112,8 @@ class Part:
     any_of: bool = False  # covered when any of needs exists (rather than all)
     covers: Callable[[Context], bool] | None = None  # a custom coverage test
     requires: "Part | None" = None  # a precondition: this part is untestable where it does not hold
+    stability: bool = False  # "X without warmup is stable / fails": needs "A without warmup fails" in the claims
+    # the rules file lists under preconditions.a_fails (rules.A_FAILS_CLAIMS)
 
     def covered(self, ctx: Context) -> bool:
         if self.covers is not None:
@@ -173,16 +175,25 @@ def _cmp(rule: Callable[..., R.Judgement], a: Need, b: Need):
     def check(ctx: Context):
         sa, sb = ctx.stats(a), ctx.stats(b)
         return rule(sa, sb, ctx.noise, ctx.metric), [sa.describe(), sb.describe()]
+    check.kind = f"{rule.__name__}({need_label(a)}; {need_label(b)})"  # what the rule card (fingerprint) records
     return check
 
 
 ROW_FREE = (*ROW_KEYS, "schedule.warmup")
 W, NW = True, False
-RULE_APPROX = "≈: the 90 % interval of the paired log difference inside ±5 % (equivalence)"
-RULE_FAILS = "fails: most seeds diverged, or the 90 % interval wholly above +25 %"
-RULE_STABLE = "stable: no seed diverged and the 90 % interval below +25 %"
-RULE_WORSE = "converges worse: the 90 % interval above 0"
-RULE_NOT_WORSE = "as good as: the 90 % interval's upper end below +5 % (non-inferiority)"
+# A part's rule in words; {conf}, {eq}, {fail} and {seeds} are filled from the active rules (rule_text).
+RULE_APPROX = "≈: the {conf} interval of the paired log difference inside ±{eq} (equivalence)"
+RULE_FAILS = "fails: most seeds diverged, or the {conf} interval wholly above +{fail}"
+RULE_STABLE = "stable: no seed diverged and the {conf} interval below +{fail}"
+RULE_WORSE = "converges worse: the {conf} interval above 0"
+RULE_NOT_WORSE = "as good as: the {conf} interval's upper end below +{eq} (non-inferiority)"
+
+
+def rule_text(template: str) -> str:
+    """A rule's words with the active rules' numbers (every comparison also needs {seeds} seeds a side)."""
+    text = template.format(conf=f"{R.CONFIDENCE:.0%}".replace("%", " %"), eq=f"{R.pct(R.EQ_MARGIN):.0f} %",
+                           fail=f"{R.pct(R.FAIL_MARGIN):.0f} %", sweep=f"{R.SWEEP_MARGIN:g}")
+    return text
 
 
 def _r(letter, warmup):
@@ -197,17 +208,18 @@ def _vs(letter: str) -> str:
     return f"vs {letter} with warmup" + (", else A with warmup" if letter != "A" else "")
 
 
-def _fails_part(letter: str, requires: Part | None = None) -> Part:
+def _fails_part(letter: str) -> Part:
     return Part(f"{letter} without warmup fails ({_vs(letter)})", [_r(letter, NW), _self_or_A(letter)],
-                _cmp(R.fails, _r(letter, NW), _self_or_A(letter)), RULE_FAILS, requires=requires)
+                _cmp(R.fails, _r(letter, NW), _self_or_A(letter)), RULE_FAILS, stability=True)
 
 
-def _stable_part(letter: str, requires: Part | None = None) -> Part:
+def _stable_part(letter: str) -> Part:
     return Part(f"{letter} without warmup is stable ({_vs(letter)})", [_r(letter, NW), _self_or_A(letter)],
-                _cmp(R.stable, _r(letter, NW), _self_or_A(letter)), RULE_STABLE, requires=requires)
+                _cmp(R.stable, _r(letter, NW), _self_or_A(letter)), RULE_STABLE, stability=True)
 
 
-# The precondition of every "X removes (or does not remove) the no-warmup instability" part: there is one.
+# The precondition of the stability parts of the claims the rules list under preconditions.a_fails
+# ("X removes, or does not remove, the no-warmup instability" needs an instability to remove).
 A_FAILS = _fails_part("A")
 
 
@@ -363,12 +375,12 @@ CLAIMS: list[Claim] = [
               Part("G without warmup converges worse than A with warmup", [_r("G", NW), _r("A", W)],
                    _cmp(R.worse, _r("G", NW), _r("A", W)), RULE_WORSE),
           ], ROW_FREE),
-    Claim("C6", "§5", "β2 = 0.99 (F) is still unstable without warmup.", [_fails_part("F", requires=A_FAILS)], ROW_FREE),
+    Claim("C6", "§5", "β2 = 0.99 (F) is still unstable without warmup.", [_fails_part("F")], ROW_FREE),
     Claim("C7", "§6.2", "Update clipping at d = 1 (H) removes most of the no-warmup instability; d = 2 (I) does not.",
-          [_stable_part("H", requires=A_FAILS), _fails_part("I", requires=A_FAILS)], ROW_FREE),
+          [_stable_part("H"), _fails_part("I")], ROW_FREE),
     Claim("C8", "§6.2", "With warmup, clipping has no significant effect (H ≈ A).", [_approx_part("A", "H", W)], ROW_FREE),
     Claim("C9", "§7.3", "Without warmup, 1 − t^−0.5 (K) is stable; 1 − t^−0.8 (L) and 1 − t^−1.0 (M) are not.",
-          [_stable_part("K", requires=A_FAILS), _fails_part("L", requires=A_FAILS), _fails_part("M", requires=A_FAILS)],
+          [_stable_part("K"), _fails_part("L"), _fails_part("M")],
           ROW_FREE),
     Claim("C10", "§7.3", "The β2 schedule plus clipping (N) is as good as constant β2 plus clipping (H).", [
         Part(f"N as good as H {w}", [_r("N", x), _r("H", x)], _cmp(R.not_worse, _r("N", x), _r("H", x)), RULE_NOT_WORSE)
@@ -377,7 +389,7 @@ CLAIMS: list[Claim] = [
     Claim("C11", "§9.1", "Adafactor (O) works as well without warmup as with it; adding momentum (P) does not help.",
           [
               Part("O without warmup as good as O with warmup", [_r("O", NW), _r("O", W)],
-                   _cmp(R.not_worse, _r("O", NW), _r("O", W)), RULE_NOT_WORSE),
+                   _cmp(R.not_worse, _r("O", NW), _r("O", W)), RULE_NOT_WORSE, stability=True),
               *[Part(f"P does not help over O {w}", [_r("P", x), _r("O", x)], _cmp(R.not_worse, _r("O", x), _r("P", x)),
                      "does not help: O ≈ P or O better") for x, w in ((W, "with warmup"), (NW, "without warmup"))],
           ], ROW_FREE),
@@ -458,17 +470,28 @@ def _combine(results: list[PartResult]) -> tuple[str, str]:
     return "inconclusive", "; ".join(f"{p.text}: {p.judgement.reason}" for p in unk if not p.judgement.untestable)
 
 
-def _check(p: Part, ctx: Context) -> tuple[R.Judgement, list[str]]:
+def requirement(claim: Claim, p: Part) -> Part | None:
+    """The precondition of a part: its own, or "A without warmup fails" for a stability part of a claim the
+    rules list under preconditions.a_fails."""
+    if p.requires is not None:
+        return p.requires
+    if p.stability and claim.id in R.A_FAILS_CLAIMS and p.text != A_FAILS.text:
+        return A_FAILS
+    return None
+
+
+def _check(p: Part, ctx: Context, claim: Claim) -> tuple[R.Judgement, list[str]]:
     """A part's judgement, untestable where its precondition does not hold."""
     j, nums = p.check(ctx)
-    if p.requires is not None:
-        pre, _ = p.requires.check(ctx)
+    req = requirement(claim, p)
+    if req is not None:
+        pre, _ = req.check(ctx)
         if pre.value is not True:
             why = pre.reason
             if pre.value is False:
-                return R.untestable(f"needs “{p.requires.text}”, which does not hold ({why})"), nums
+                return R.untestable(f"needs “{req.text}”, which does not hold ({why})"), nums
             if j.value is not None:  # the precondition is undetermined: so is what rests on it
-                return R.Judgement(None, f"rests on “{p.requires.text}”, which is undetermined ({why}); "
+                return R.Judgement(None, f"rests on “{req.text}”, which is undetermined ({why}); "
                                          f"on its own: {j.reason}", j.diff), nums
     return j, nums
 
@@ -493,8 +516,8 @@ def evaluate_claim(claim: Claim, cells: pd.DataFrame, home: bool, noise: R.Noise
             continue
         results = []
         for p in parts:
-            j, nums = _check(p, ctx)
-            results.append(PartResult(p.text, p.rule, j, nums, p.covered(ctx)))
+            j, nums = _check(p, ctx, claim)
+            results.append(PartResult(p.text, rule_text(p.rule), j, nums, p.covered(ctx)))
         uncovered = [p.text for p in claim.parts if p not in parts]
         verdict, reason = _combine(results)
         if uncovered and verdict == "reproduced":
@@ -505,7 +528,7 @@ def evaluate_claim(claim: Claim, cells: pd.DataFrame, home: bool, noise: R.Noise
     if home and not out:
         # the study should hold these cells and holds none of them
         ctx = Context([], noise, metric)
-        results = [PartResult(p.text, p.rule, *_check(p, ctx), False) for p in claim.parts]
+        results = [PartResult(p.text, rule_text(p.rule), *_check(p, ctx, claim), False) for p in claim.parts]
         verdict, reason = _combine(results)
         out.append(ClaimResult(claim, {}, results, [], verdict, reason))
     return out
@@ -530,7 +553,9 @@ def evaluate(cells: pd.DataFrame, study: str | S.ReportSpec, noise: R.Noise | No
 
 
 SWEEP_RULE = ("by the learning-rate sweep: S(no warmup) − S(warmup) of the sensitivity, paired by seed, with its "
-              "90 % t interval above 0.05 nats (or a smaller largest trainable multiplier) → fails; below → stable")
+              "{conf} t interval above {sweep} nats (or a smaller largest multiplier at which most seeds train) → fails; "
+              "below → stable")
+SWEEP_RULE_KIND = "sweep_fails: paired S difference against sweep_margin, or a smaller majority-trainable multiplier"
 
 
 def evaluate_sweeps(cells: pd.DataFrame) -> list[ClaimResult]:
@@ -543,7 +568,7 @@ def evaluate_sweeps(cells: pd.DataFrame) -> list[ClaimResult]:
     for ctx, cid, row_, expected, j in sweep_judgements(cells):
         key = (cid, json.dumps(ctx, sort_keys=True, default=str))
         text = f"{row_} without warmup {'fails' if expected else 'is stable'} by the learning-rate sweep"
-        by_claim.setdefault(key, []).append(PartResult(text, SWEEP_RULE, j, [], True))
+        by_claim.setdefault(key, []).append(PartResult(text, rule_text(SWEEP_RULE), j, [], True))
         ctxs[key] = ctx
     out = []
     claims = {c.id: c for c in CLAIMS}

@@ -89,32 +89,167 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+import yaml
 from scipy import stats as sps
 
-# --- thresholds (the report prints these) ----------------------------------------------------------
+from ..layout import EXPERIMENTS_DIR
 
-CONFIDENCE = 0.90  # two-sided intervals; "≈" is then two one-sided tests at 5 %
-EQ_MARGIN = math.log(1.05)  # "≈" / "as good as": within 5 % (log scale)
-FAIL_MARGIN = math.log(1.25)  # "fails" for perplexity: 25 % worse
-FAIL_MARGIN_BLEU = math.log(2.0)  # "fails" for BLEU: half the reference's score
-MIN_PAIRS_OWN = 3  # pairs from which a comparison's own paired-t interval is also used
-MIN_POOLED_DF = 5  # degrees of freedom a pooled seed-noise estimate needs before it is used
-SWEEP_MARGIN = 0.05  # nats: the learning-rate sensitivity margin
-RMS_FAR = 1.5  # the band [1/1.5, 1.5] of RMS(U)
-RMS_FRAC_FAR = 0.05  # "strays far": ≥ 5 % of logged steps outside the band
-RMS_FRAC_NEAR = 0.025  # "stays near": ≤ 2.5 % of logged steps outside the band
-RMS_LEVELS = (1.0, 1.5, 2.0)  # the report's fractions of steps with RMS(U) above these
-RMS_SKIP_STEPS = 5  # RMS(U) of steps 1..5 is ignored (β̂21 = 0 makes U = ±1 at t = 1)
-STATE_FACTOR = 2.0  # C15: state_bytes ≤ (2 / d_model) · 4 · params
-STATE_FALLBACK_FRACTION = 0.01  # C15 when d_model is unknown: state_bytes ≤ 1% of 4 · params
+# --- thresholds: data, from the study's rules file (the report prints these) --------------------------
+
+RULES_DIR = EXPERIMENTS_DIR / "rules"
+DEFAULT_RULES = "paper"  # experiments/rules/paper.yaml: the rules of every committed study that judges C1–C15
+LOGGED_MATRICES = ("tok_emb", "attn_proj.0", "ff1.0")  # what train.py logs as rms_u/<name> (model.figure1_matrices)
+DIVERGENCE_RULES = ("majority",)
+
+
+class RulesError(ValueError):
+    """A rules file that cannot judge anything: names the key, the value and what is allowed."""
+
+
+def _num(lo: float, hi: float | None = None, *, lo_open: bool = True, integer: bool = False):
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+        if ok and math.isfinite(value) and (value > lo if lo_open else value >= lo) and (hi is None or value < hi):
+            return None
+        kind = "an integer" if integer else "a number"
+        return f"{kind} {'>' if lo_open else '≥'} {lo:g}" + (f" and < {hi:g}" if hi is not None else "")
+    return check
+
+
+def _seeds(value: Any) -> str | None:
+    if (isinstance(value, list) and value and len(set(value)) == len(value)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+        return None
+    return "a non-empty list of distinct integer seeds ≥ 0"
+
+
+def _choice(options: tuple[str, ...]):
+    return lambda value: None if value in options else " | ".join(options)
+
+
+def _matrices(value: Any) -> str | None:
+    if isinstance(value, list) and value and all(v in LOGGED_MATRICES for v in value) and len(set(value)) == len(value):
+        return None
+    return f"a non-empty list of distinct names from {', '.join(LOGGED_MATRICES)} (what the trainer logs)"
+
+
+_CLAIM_IDS = tuple(f"C{i}" for i in range(1, 16))
+
+
+def _claim_list(value: Any) -> str | None:
+    if isinstance(value, list) and all(v in _CLAIM_IDS for v in value) and len(set(value)) == len(value):
+        return None
+    return f"a list of distinct claim ids ({_CLAIM_IDS[0]} … {_CLAIM_IDS[-1]})"
+
+
+# key → (check, ...) of a rules file; nested mappings are dicts of the same
+RULE_SCHEMA: dict[str, Any] = {
+    "confirmatory_seeds": _seeds,
+    "confidence": _num(0.5, 1.0),
+    "equivalence_margin": _num(1.0),
+    "fail_margin": _num(1.0),
+    "fail_margin_bleu": _num(1.0),
+    "min_seeds": _num(1, lo_open=False, integer=True),
+    "min_pairs_own": _num(2, lo_open=False, integer=True),
+    "min_pooled_df": _num(1, lo_open=False, integer=True),
+    "divergence": _choice(DIVERGENCE_RULES),
+    "preconditions": {"a_fails": _claim_list},
+    "sweep_margin": _num(0.0, lo_open=False),
+    "rms": {"matrices": _matrices, "band": _num(1.0), "strays_far": _num(0.0, 1.0), "stays_near": _num(0.0, 1.0, lo_open=False),
+            "skip_steps": _num(0, lo_open=False, integer=True)},
+    "state_factor": _num(0.0),
+    "state_fallback_fraction": _num(0.0, 1.0),
+}
+
+
+def _check_rules(raw: Any, schema: dict, where: str) -> None:
+    if not isinstance(raw, dict):
+        raise RulesError(f"invalid {where}={raw!r}; allowed: a mapping with the keys {', '.join(schema)}")
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        raise RulesError(f"invalid key {unknown[0]!r} in {where}; allowed: {', '.join(schema)}")
+    missing = [k for k in schema if k not in raw]
+    if missing:
+        raise RulesError(f"missing key {missing[0]!r} in {where}; every rule is written down (allowed keys: {', '.join(schema)})")
+    for key, check in schema.items():
+        if isinstance(check, dict):
+            _check_rules(raw[key], check, f"{where}.{key}")
+        elif (allowed := check(raw[key])) is not None:
+            raise RulesError(f"invalid {where}.{key}={raw[key]!r}; allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """A rules file: its name (``paper`` for experiments/rules/paper.yaml, or a path) and its checked data."""
+
+    name: str
+    path: Path
+    data: Mapping[str, Any]
+
+    @property
+    def confirmatory_seeds(self) -> tuple[int, ...]:
+        return tuple(self.data["confirmatory_seeds"])
+
+
+def rules_path(name: str) -> Path:
+    """``paper`` → experiments/rules/paper.yaml; a value ending in .yaml or holding a / is a path."""
+    return Path(name) if name.endswith((".yaml", ".yml")) or "/" in name else RULES_DIR / f"{name}.yaml"
+
+
+def load_rules(name: str = DEFAULT_RULES) -> RuleSet:
+    path = rules_path(name)
+    if not path.is_file():
+        known = sorted(p.stem for p in RULES_DIR.glob("*.yaml"))
+        raise RulesError(f"invalid rules={name!r}: no file {path}; allowed: {', '.join(known)} (files in {RULES_DIR}) "
+                         "or a path to a rules file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise RulesError(f"rules file {path} is not valid YAML: {err}") from None
+    _check_rules(raw, RULE_SCHEMA, f"rules file {path}:")
+    return RuleSet(name, path, raw)
+
+
+def activate(rules: RuleSet) -> None:
+    """Make ``rules`` the thresholds every function of this module (and the claims) uses."""
+    global ACTIVE, CONFIDENCE, EQ_MARGIN, FAIL_MARGIN, FAIL_MARGIN_BLEU, MIN_SEEDS, MIN_PAIRS_OWN, MIN_POOLED_DF
+    global SWEEP_MARGIN, RMS_FAR, RMS_FRAC_FAR, RMS_FRAC_NEAR, RMS_SKIP_STEPS, FIG1_MATRICES, FIG1_MATRIX
+    global STATE_FACTOR, STATE_FALLBACK_FRACTION, A_FAILS_CLAIMS
+    d = rules.data
+    ACTIVE = rules
+    CONFIDENCE = float(d["confidence"])
+    EQ_MARGIN = math.log(d["equivalence_margin"])
+    FAIL_MARGIN = math.log(d["fail_margin"])
+    FAIL_MARGIN_BLEU = math.log(d["fail_margin_bleu"])
+    MIN_SEEDS, MIN_PAIRS_OWN, MIN_POOLED_DF = int(d["min_seeds"]), int(d["min_pairs_own"]), int(d["min_pooled_df"])
+    SWEEP_MARGIN = float(d["sweep_margin"])
+    RMS_FAR = float(d["rms"]["band"])
+    RMS_FRAC_FAR, RMS_FRAC_NEAR = float(d["rms"]["strays_far"]), float(d["rms"]["stays_near"])
+    RMS_SKIP_STEPS = int(d["rms"]["skip_steps"])
+    FIG1_MATRICES = tuple(d["rms"]["matrices"])
+    FIG1_MATRIX = FIG1_MATRICES[0]
+    STATE_FACTOR, STATE_FALLBACK_FRACTION = float(d["state_factor"]), float(d["state_fallback_fraction"])
+    A_FAILS_CLAIMS = frozenset(d["preconditions"]["a_fails"])
+
+
+ACTIVE: RuleSet
+CONFIDENCE = EQ_MARGIN = FAIL_MARGIN = FAIL_MARGIN_BLEU = SWEEP_MARGIN = RMS_FAR = RMS_FRAC_FAR = RMS_FRAC_NEAR = 0.0
+MIN_SEEDS = MIN_PAIRS_OWN = MIN_POOLED_DF = RMS_SKIP_STEPS = 0
+FIG1_MATRICES: tuple[str, ...] = ()
+FIG1_MATRIX = ""
+STATE_FACTOR = STATE_FALLBACK_FRACTION = 0.0
+A_FAILS_CLAIMS: frozenset[str] = frozenset()
+activate(load_rules(DEFAULT_RULES))
+
+RMS_LEVELS = (1.0, 1.5, 2.0)  # the report's fractions of steps with RMS(U) above these (shown, not judged)
 SCREEN_FAIL = 1.25  # the no-warmup screen's signature (experiments/regime.yaml): A fails at ≥ 1.25 × A with warmup,
 SCREEN_OK = 1.10  # B and H stay below 1.10 ×, and A's RMS(U) exceeds 1.5 on ≥ 5 % of logged steps
 SCREEN_RMS = 0.05
 PAPER_NOISE = 0.01  # the paper reports single runs: an assumed seed noise of 1 % of BLEU (≈ 0.25 BLEU) on ln BLEU
-
-FIG1_MATRICES = ("tok_emb", "attn_proj.0", "ff1.0")  # what train.py logs as rms_u/<name>
-FIG1_MATRIX = "tok_emb"  # the matrix Figure 1's plot draws first
 
 
 @dataclass(frozen=True)
@@ -123,15 +258,19 @@ class Metric:
 
     name: str
     higher_is_better: bool
-    fail_margin: float
+
+    @property
+    def fail_margin(self) -> float:
+        """The active rules' "fails" margin for this metric (read when used, so a study's rules apply)."""
+        return FAIL_MARGIN_BLEU if self.higher_is_better else FAIL_MARGIN
 
     def y(self, value: float) -> float:
         """The analysis scale: larger is worse."""
         return -math.log(value) if self.higher_is_better else math.log(value)
 
 
-PPL = Metric("perplexity", False, FAIL_MARGIN)
-BLEU = Metric("BLEU", True, FAIL_MARGIN_BLEU)
+PPL = Metric("perplexity", False)
+BLEU = Metric("BLEU", True)
 
 
 def pct(delta: float) -> float:
@@ -421,6 +560,25 @@ def _missing(*cells: CellStats) -> Judgement | None:
     return None
 
 
+def _too_few(metric: Metric, *cells: CellStats) -> Judgement | None:
+    """Fewer than MIN_SEEDS finished seeds on a side of a comparison of our runs: inconclusive. (The paper's
+    single runs, compared in BLEU with an assumed noise, are exempt: the paper has one run a cell.)"""
+    if metric.higher_is_better:
+        return None
+    few = [c for c in cells if not c.missing and c.n < MIN_SEEDS]
+    if few:
+        return Judgement(None, "fewer than the " + str(MIN_SEEDS) + " finished seeds a side needs: "
+                         + "; ".join(c.describe() for c in few))
+    return None
+
+
+def _nonzero_note(d: Diff) -> str:
+    """Said of a difference that holds its margin but is clearly not zero (the interval excludes 0)."""
+    if d.has_interval and (d.lo > 0 or d.hi < 0):
+        return " (the difference is clearly non-zero — its interval excludes 0 — but inside the margin)"
+    return ""
+
+
 def divergence_interval(k: int, n: int) -> tuple[float, float]:
     """The Clopper–Pearson interval of a divergence rate k/n."""
     ci = sps.binomtest(k, n).proportion_ci(confidence_level=CONFIDENCE, method="exact")
@@ -445,6 +603,8 @@ def approx(a: CellStats, b: CellStats, noise: Noise = NO_NOISE, metric: Metric =
     """a ≈ b: the interval of a − b inside ±EQ_MARGIN (equivalence)."""
     if (m := _missing(a, b)) is not None:
         return m
+    if (few := _too_few(metric, a, b)) is not None:
+        return few
     if a.all_diverged and b.all_diverged:
         return Judgement(None, f"both diverged ({a.label}, {b.label}): no value to compare")
     for x, y in ((a, b), (b, a)):
@@ -458,17 +618,19 @@ def approx(a: CellStats, b: CellStats, noise: Noise = NO_NOISE, metric: Metric =
         return j
     txt = f"{a.label} vs {b.label}: {d.text()}"
     if -EQ_MARGIN < d.lo and d.hi < EQ_MARGIN:
-        return Judgement(True, f"{txt} inside ±{pct(EQ_MARGIN):.1f} %", d)
+        return Judgement(True, f"{txt} inside ±{pct(EQ_MARGIN):.1f} %{_nonzero_note(d)}", d)
     if d.lo > EQ_MARGIN or d.hi < -EQ_MARGIN:
         return Judgement(False, f"{txt} wholly outside ±{pct(EQ_MARGIN):.1f} %", d)
     return Judgement(None, f"{txt} reaches beyond ±{pct(EQ_MARGIN):.1f} %: equivalence not shown", d)
 
 
-def _one_sided_preamble(x: CellStats, ref: CellStats, x_diverged_means: bool) -> Judgement | None:
+def _one_sided_preamble(x: CellStats, ref: CellStats, x_diverged_means: bool, metric: Metric) -> Judgement | None:
     """What divergence alone decides for a one-sided comparison of x against ref (x_diverged_means: the
     answer when most of x's seeds diverged and ref's did not); None when the values must decide."""
     if (m := _missing(x, ref)) is not None:
         return m
+    if (few := _too_few(metric, x, ref)) is not None:
+        return few
     if x.mostly_diverged and not ref.mostly_diverged:
         return Judgement(x_diverged_means, divergence_text(x) + f"; {ref.label} did not")
     if ref.mostly_diverged and not x.mostly_diverged:
@@ -480,14 +642,14 @@ def _one_sided_preamble(x: CellStats, ref: CellStats, x_diverged_means: bool) ->
 
 def not_worse(x: CellStats, ref: CellStats, noise: Noise = NO_NOISE, metric: Metric = PPL) -> Judgement:
     """x is as good as ref (non-inferiority at EQ_MARGIN)."""
-    if (pre := _one_sided_preamble(x, ref, False)) is not None:
+    if (pre := _one_sided_preamble(x, ref, False, metric)) is not None:
         return pre
     d, j = _diff_or_none(x, ref, noise, metric)
     if j is not None:
         return j
     txt = f"{x.label} vs {ref.label}: {d.text()}"
     if d.hi < EQ_MARGIN:
-        return Judgement(True, f"{txt}, upper end < +{pct(EQ_MARGIN):.1f} %", d)
+        return Judgement(True, f"{txt}, upper end < +{pct(EQ_MARGIN):.1f} %{_nonzero_note(d)}", d)
     if d.lo > EQ_MARGIN:
         return Judgement(False, f"{txt}, lower end > +{pct(EQ_MARGIN):.1f} %", d)
     return Judgement(None, f"{txt} straddles +{pct(EQ_MARGIN):.1f} %", d)
@@ -495,7 +657,7 @@ def not_worse(x: CellStats, ref: CellStats, noise: Noise = NO_NOISE, metric: Met
 
 def worse(x: CellStats, ref: CellStats, noise: Noise = NO_NOISE, metric: Metric = PPL) -> Judgement:
     """x converges to a detectably worse value than ref."""
-    if (pre := _one_sided_preamble(x, ref, True)) is not None:
+    if (pre := _one_sided_preamble(x, ref, True, metric)) is not None:
         return pre
     d, j = _diff_or_none(x, ref, noise, metric)
     if j is not None:
@@ -513,6 +675,8 @@ def fails(x: CellStats, ref: CellStats, noise: Noise = NO_NOISE, metric: Metric 
     bar = pct(metric.fail_margin)
     if x.missing:
         return Judgement(None, f"missing cell: {x.label}")
+    if (few := _too_few(metric, x, ref)) is not None:
+        return few
     if x.n_diverged:
         if not ref.missing and ref.all_diverged:
             return Judgement(None, f"{divergence_text(x)}, but {ref.label} diverged too (all {ref.n} seeds): it fails "
@@ -660,12 +824,13 @@ def lr_sensitivity(losses: Mapping[float, float | None], l0: float) -> float | N
 
 
 def largest_trainable(losses_by_seed: Mapping[int, Mapping[float, float | None]], l0: float) -> float | None:
-    """The largest multiplier at which every seed trained (finite loss below L0); None if none did."""
+    """The largest multiplier at which more than half of the seeds trained (finite loss below L0; the
+    ``divergence: majority`` rule, as for a cell); None if there is none."""
     grids = list(losses_by_seed.values())
     if not grids:
         return None
     ms = sorted(set.intersection(*(set(g) for g in grids)))
-    ok = [m for m in ms if all(g[m] is not None and math.isfinite(g[m]) and g[m] < l0 for g in grids)]
+    ok = [m for m in ms if 2 * sum(g[m] is not None and math.isfinite(g[m]) and g[m] < l0 for g in grids) > len(grids)]
     return max(ok) if ok else None
 
 

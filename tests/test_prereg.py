@@ -1,0 +1,90 @@
+"""Pre-registration: rules as data, their fingerprint, and the fingerprint every run of a study records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from factorial import sweep as S
+from factorial.report import prereg as P
+from factorial.report import rules as R
+
+from cells import sweep_here
+
+
+def _rules_file(tmp_path, **changes) -> str:
+    data = yaml.safe_load(R.rules_path(R.DEFAULT_RULES).read_text())
+    data.update(changes)
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return str(path)
+
+
+def test_the_default_rules_are_the_active_thresholds():
+    rules = R.load_rules()
+    assert R.EQ_MARGIN == pytest.approx(__import__("math").log(rules.data["equivalence_margin"]))
+    assert R.MIN_SEEDS == rules.data["min_seeds"] == 3
+    assert R.FIG1_MATRICES == tuple(rules.data["rms"]["matrices"])
+    assert R.A_FAILS_CLAIMS == {"C5", "C6", "C7", "C9", "C11"}
+
+
+def test_the_fingerprint_follows_every_rule_and_nothing_else(tmp_path):
+    base = P.fingerprint(R.load_rules())
+    assert P.fingerprint(R.load_rules()) == base  # stable across loads
+    same = R.load_rules(_rules_file(tmp_path))  # the same data in another file, other comments and order
+    assert P.fingerprint(same) == base
+    for change in ({"fail_margin": 1.3}, {"min_seeds": 4}, {"confirmatory_seeds": [3, 4, 5, 6]},
+                   {"preconditions": {"a_fails": ["C6", "C7", "C9"]}}):
+        assert P.fingerprint(R.load_rules(_rules_file(tmp_path, **change))) != base, change
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"fail_margin": 0.9}, "invalid rules file .*fail_margin=0.9; allowed: a number > 1"),
+    ({"min_seeds": 0}, "min_seeds=0; allowed: an integer ≥ 1"),
+    ({"divergence": "any"}, "divergence='any'; allowed: majority"),
+    ({"confirmatory_seeds": [3, 3]}, "confirmatory_seeds=\\[3, 3\\]; allowed: a non-empty list of distinct"),
+    ({"rms": {"matrices": ["lm_head"], "band": 1.5, "strays_far": 0.05, "stays_near": 0.025, "skip_steps": 5}},
+     "rms.matrices=\\['lm_head'\\]; allowed: .*tok_emb"),
+    ({"preconditions": {"a_fails": ["C16"]}}, "a_fails=\\['C16'\\]; allowed: a list of distinct claim ids"),
+    ({"margin": 1.05}, "invalid key 'margin'"),
+])
+def test_a_bad_rules_file_names_the_key_the_value_and_what_is_allowed(tmp_path, change, expected):
+    with pytest.raises(R.RulesError, match=expected):
+        R.load_rules(_rules_file(tmp_path, **change))
+
+
+def test_a_rules_file_that_leaves_a_rule_out_is_refused(tmp_path):
+    data = yaml.safe_load(R.rules_path(R.DEFAULT_RULES).read_text())
+    del data["min_seeds"]
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(R.RulesError, match="missing key 'min_seeds'"):
+        R.load_rules(str(path))
+    with pytest.raises(R.RulesError, match="invalid rules='nope'.*allowed: paper"):
+        R.load_rules("nope")
+
+
+def test_a_study_with_bad_rules_exits_2_before_anything_runs(tmp_path, capsys):
+    study = tmp_path / "s.yaml"
+    study.write_text("seeds: [0]\ncells:\n  - {row: A, schedule.warmup: false}\nrules: nope\n")
+    proc = sweep_here("--exp", str(study), "--scale", "smoke", root=tmp_path / "runs")
+    assert proc.returncode == 2 and "invalid rules='nope'" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_run_a_study_trains_records_its_rules(tmp_path, cache_dir):
+    rules = _rules_file(tmp_path, confirmatory_seeds=[1])
+    study = tmp_path / "reg.yaml"
+    study.write_text(f"seeds: [0]\ncells:\n  - {{row: O, schedule.warmup: false}}\nrules: {rules}\n")
+    loaded = S.load_study(str(study))
+    assert loaded.cells[0].seeds == [0, 1]  # the confirmatory seeds join every cell
+    proc = sweep_here("--exp", str(study), "--scale", "smoke", "--jobs", "2", "--", "logger=none", "train.steps=4",
+                      root=tmp_path / "runs", cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    fp = P.fingerprint(R.load_rules(rules))
+    for seed in (0, 1):
+        meta = json.loads(next((tmp_path / "runs" / "reg").rglob(f"seed{seed}/meta.json")).read_text())
+        assert meta["rules"] == f"{rules} {fp}"
+        assert [s["rules"] for s in meta["starts"]] == [f"{rules} {fp}"]
