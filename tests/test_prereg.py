@@ -88,3 +88,72 @@ def test_every_run_a_study_trains_records_its_rules(tmp_path, cache_dir):
         meta = json.loads(next((tmp_path / "runs" / "reg").rglob(f"seed{seed}/meta.json")).read_text())
         assert meta["rules"] == f"{rules} {fp}"
         assert [s["rules"] for s in meta["starts"]] == [f"{rules} {fp}"]
+
+
+def _as_clean(root) -> None:
+    """The runs' meta.json as from a clean clone (the checkout the tests run in may have local changes)."""
+    for meta_path in root.rglob("meta.json"):
+        meta = json.loads(meta_path.read_text())
+        meta["git"]["dirty"] = False
+        meta_path.write_text(json.dumps(meta))
+
+
+def _table(study: str, root, out) -> None:
+    from factorial import table
+
+    assert table.main(["--exp", study, "--scale", "smoke", "--runs-root", str(root), "--out", str(out)]) == 0
+
+
+def _registrations(out, name: str) -> dict[str, set]:
+    import pandas as pd
+
+    frame = pd.read_csv(out / name / "smoke" / "claims.csv", keep_default_na=False)
+    frame = frame[frame["verdict"] != "not covered"]
+    return {p: set(g["registration"]) | {"note: " + n for n in g["registration_note"]} for p, g in frame.groupby("pass")}
+
+
+def test_a_threshold_changed_after_the_runs_makes_their_verdicts_exploratory(tmp_path, cache_dir):
+    """Train a two-cell study under registered rules, judge it (confirmatory), then change one margin in the
+    rules file and judge the same runs again: every verdict of the confirmation is now exploratory, and says why."""
+    rules = _rules_file(tmp_path, confirmatory_seeds=[1, 2, 3])
+    study = tmp_path / "reg.yaml"
+    study.write_text(f"seeds: [0]\ncells:\n  - {{row: A, schedule.warmup: true}}\n  - {{row: C, schedule.warmup: true}}\n"
+                     f"rules: {rules}\n")
+    root, out = tmp_path / "runs", tmp_path / "results"
+    proc = sweep_here("--exp", str(study), "--scale", "smoke", "--jobs", "2", "--", "logger=none", "train.steps=6",
+                      root=root, cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    _as_clean(root)
+
+    _table(str(study), root, out)
+    before = _registrations(out, "reg")
+    assert "confirmatory" in before["confirmation"] and "exploratory" not in before["confirmation"]
+    assert before["exploration"] >= {"exploratory"}  # seed 0: not a confirmatory seed
+
+    data = yaml.safe_load(open(rules))
+    data["equivalence_margin"] = 1.10  # decided after reading the numbers
+    open(rules, "w").write(yaml.safe_dump(data, allow_unicode=True))
+    _table(str(study), root, out)
+    after = _registrations(out, "reg")
+    assert "exploratory" in after["confirmation"] and "confirmatory" not in after["confirmation"]
+    note = next(n for n in after["confirmation"] if n.startswith("note: "))
+    assert "6 of 6 runs were trained under other rules" in note and "a rule changed after the runs" in note
+    claims_md = (out / "CLAIMS-smoke.md").read_text()
+    assert "**Confirmatory: 0 of 15 reproduced**" in claims_md
+
+
+def test_a_missing_confirmatory_run_leaves_the_confirmation_incomplete(tmp_path, cache_dir):
+    rules = _rules_file(tmp_path, confirmatory_seeds=[1, 2])
+    study = tmp_path / "inc.yaml"
+    study.write_text(f"seeds: [1]\ncells:\n  - {{row: A, schedule.warmup: true}}\n  - {{row: C, schedule.warmup: true}}\n"
+                     f"rules: {rules}\n")
+    root, out = tmp_path / "runs", tmp_path / "results"
+    proc = sweep_here("--exp", str(study), "--scale", "smoke", "--seeds", "1", "--jobs", "2", "--", "logger=none", "train.steps=6",
+                      root=root, cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    _as_clean(root)
+    _table(str(study), root, out)
+    regs = _registrations(out, "inc")
+    assert set(regs) == {"confirmation"}
+    assert regs["confirmation"] == {"incomplete", "note: 2 of the 4 planned confirmatory runs have finished; the "
+                                                  "verdicts become confirmatory when all have"}

@@ -537,6 +537,14 @@ def test_a_run_two_studies_share_is_trained_once(tmp_path, cache_dir):
     assert first.returncode == 0, first.stderr[-3000:]
     dry = sweep_here("--exp", str(two), "--scale", "smoke", "--dry-run", "--", "train.threads=1", root=root, cache=cache_dir)
     assert "1 to run, 1 shared with another study's finished runs" in dry.stdout, dry.stdout
+    # a study that asks for more than the finished run logged (RMS(U) every step; smoke logs it every 5) gets
+    # its own run: reuse must not change what the report can read
+    finer = sweep_here("--exp", str(two), "--scale", "smoke", "--dry-run", "--", "train.threads=1", "train.rms_every=1",
+                       root=root, cache=cache_dir)
+    assert "(2 to run, 0 already finished)" in finer.stdout, finer.stdout
+    coarser = sweep_here("--exp", str(two), "--scale", "smoke", "--dry-run", "--", "train.threads=1", "train.rms_every=20",
+                         root=root, cache=cache_dir)
+    assert "1 to run, 1 shared with another study's finished runs" in coarser.stdout, coarser.stdout
     # another thread count rounds differently, so it would not compute the same numbers: not shared
     other = sweep_here("--exp", str(two), "--scale", "smoke", "--dry-run", "--", "train.threads=2", root=root, cache=cache_dir)
     assert "(2 to run, 0 already finished)" in other.stdout, other.stdout

@@ -154,9 +154,12 @@ def test_aggregation_over_seeds(table2_fixture):
     assert cell(cells, "I", True)["n_incomplete"] == 1
 
 
-def test_claims_on_the_run_fixture(table2_fixture):
+def test_claims_on_the_run_fixture(table2_fixture, rules_with):
+    # the fixture has one to three seeds a cell: judged here with min_seeds = 1 (the rules' 3 would make
+    # every comparison with a one-seed cell inconclusive for that reason alone; test_verdicts checks that rule)
     _, _, cells = table2_fixture
-    res = results(cells, "table2")
+    with rules_with(min_seeds=1):
+        res = results(cells, "table2")
     c4 = only(res, "C4")  # A: 1 of 3 seeds diverged — a minority is neither stable nor a failure
     assert c4.verdict == "inconclusive"
     assert "diverged in 1 of 3 seeds" in part(c4, "A without warmup fails").judgement.reason
@@ -175,9 +178,10 @@ def test_claims_on_the_run_fixture(table2_fixture):
     assert {c.id for c, _ in skipped} == {"C13", "C14"}
 
 
-def test_claims_reproduced_on_paper_like_cells():
+def test_claims_reproduced_on_paper_like_cells(rules_with):
     runs, _ = D.load_csv(CELLS / "paper_like.csv")
-    res = results(cells_of(runs), "table2")
+    with rules_with(min_seeds=1):  # two seeds a cell (the seeds rule: test_verdicts)
+        res = results(cells_of(runs), "table2")
     for claim in ("C1", "C3", "C4", "C8", "C15"):
         assert only(res, claim).verdict == "reproduced", (claim, only(res, claim).reason)
     c4 = only(res, "C4")  # every verdict rests on an interval with its n and pairing
@@ -187,9 +191,10 @@ def test_claims_reproduced_on_paper_like_cells():
     assert i.value is None and i.reason.startswith("I, no warmup diverged in 1 of 2")
 
 
-def test_claims_not_reproduced_on_small_model_cells():
+def test_claims_not_reproduced_on_small_model_cells(rules_with):
     runs, _ = D.load_csv(CELLS / "small_model.csv")
-    res = results(cells_of(runs), "table2")
+    with rules_with(min_seeds=1):  # single seeds of G (the seeds rule: test_verdicts)
+        res = results(cells_of(runs), "table2")
     c1 = only(res, "C1")  # C 7.5 % worse than A with tight seeds: the whole interval above the 5 % margin
     assert c1.verdict == "not reproduced" and "lower end > +5.0 %" in c1.reason
     c4 = only(res, "C4")  # A is better without warmup: it does not fail
@@ -198,8 +203,10 @@ def test_claims_not_reproduced_on_small_model_cells():
     c7 = only(res, "C7")  # nothing for clipping to remove: its precondition is absent, not contradicted
     assert c7.verdict == "untestable here" and all(p.judgement.untestable for p in c7.parts)
     assert only(res, "C15").verdict == "not reproduced"  # state = 4·params: linear
-    c5 = only(res, "C5")  # single seeds of G, judged with the study's pooled seed noise (df 6)
-    assert c5.verdict == "reproduced"
+    c5 = only(res, "C5")  # single seeds of G, judged with the study's pooled seed noise (df 6); "G is stable
+    # without warmup" needs A to fail without warmup (the rules' preconditions.a_fails), as C7's and C9's parts do
+    assert c5.verdict == "untestable here" and part(c5, "G without warmup is stable").judgement.untestable
+    assert part(c5, "G without warmup converges worse").judgement.value is True
     assert "pooled seed noise σ̂ = 0.0074, df 6" in part(c5, "G without warmup converges worse").judgement.reason
     c3 = only(res, "C3")  # B with warmup never ran
     assert c3.verdict == "inconclusive" and "missing cell: B, warmup" in c3.reason
@@ -344,7 +351,8 @@ def test_cli_with_wandb_source(monkeypatch, tmp_path):
     assert CLI.main(["--exp", "table2", "--scale", "tiny", "--source", "wandb", "--out", str(out)]) == 0
     report = (out / "table2" / "tiny" / "REPORT.md").read_text()
     assert "from W&B project `factorial`, group `table2/tiny`: 12 runs in 8 cells" in report
-    assert "| C4 | §4.1, §5 | ❔ inconclusive |" in report  # A diverged in a minority of its seeds
+    line = next(x for x in report.splitlines() if x.startswith("| C4 | §4.1, §5 |"))
+    assert "| exploration (seeds 0–2) | exploratory | ❔ inconclusive |" in line  # a study of no rules: exploratory
     assert CLI.main(["--exp", "table2", "--scale", "none", "--source", "wandb", "--out", str(out)]) == 2
 
 
@@ -448,18 +456,22 @@ def test_end_to_end_real_cells(tmp_path):
                  "## Rules and thresholds", "(n=1)", "![curves.png](curves.png)"):
         assert text in report, text
     # a smoke-scale verdict carries the README's caveat, before the verdicts
-    assert report.index("**Plumbing only.**") < report.index("| claim | paper | verdict | reason |")
+    assert report.index("**Plumbing only.**") < report.index("| claim | paper | runs judged | standing | verdict | reason |")
     verdicts = pd.read_csv(d / "claims.csv").set_index("claim")["verdict"]
     assert "C13" in verdicts.index  # A and G with warmup logged RMS(U): table2 speaks to C13 too
     assert verdicts["C15"] == "reproduced"  # factored state of the tiny model ≤ 2/32 of 4·params
     assert verdicts["C14"] == "not covered"
 
 
-def _claims_csv(out: Path, exp: str, rows: list[tuple[str, str, str]]) -> None:
+def _claims_csv(out: Path, exp: str, rows: list[tuple[str, str, str]], registration: str = "confirmatory") -> None:
+    """A claims.csv whose verdicts are all of the study's confirmation (``registration``: confirmatory,
+    exploratory or incomplete), or — with registration=None — of a claims.csv written before passes existed."""
     d = out / exp / "cpu"
     d.mkdir(parents=True)
-    pd.DataFrame([{"claim": c, "context": ctx, "paper": "", "statement": "", "verdict": v, "reason": f"{exp} says {v}",
-                   "parts": ""} for c, ctx, v in rows]).to_csv(d / "claims.csv", index=False)
+    extra = {} if registration is None else {"pass": "confirmation", "registration": registration,
+                                             "registration_note": f"{exp}: {registration} because"}
+    pd.DataFrame([{"claim": c, "context": ctx, **extra, "paper": "", "statement": "", "verdict": v,
+                   "reason": f"{exp} says {v}", "parts": ""} for c, ctx, v in rows]).to_csv(d / "claims.csv", index=False)
 
 
 def test_summary_takes_each_claims_verdict_from_its_home_study(tmp_path):
@@ -484,8 +496,31 @@ def test_summary_takes_each_claims_verdict_from_its_home_study(tmp_path):
     assert "beta2_exponent @ optim.clip_threshold=1.0: not reproduced" in frame.loc["C9", "other_studies"]
     assert frame.loc["C14", "verdict"] == "not run"
     md = (out / "CLAIMS-cpu.md").read_text()
-    assert "**3 of 15 reproduced**, 1 not reproduced, 0 inconclusive, 0 untestable here" in md and "11 not run." in md
+    assert ("**Confirmatory: 3 of 15 reproduced**, 1 not reproduced, 0 inconclusive, 0 untestable here (a precondition "
+            "absent at this scale); 11 without a confirmatory verdict.") in md
     assert "[fig1](fig1/cpu/REPORT.md)" in md
+
+
+def test_summary_counts_only_confirmatory_verdicts_and_shows_the_exploratory_beside(tmp_path):
+    out = tmp_path / "results"
+    _claims_csv(out, "table2", [("C1", "", "reproduced"), ("C3", "", "reproduced")], registration="exploratory")
+    _claims_csv(out, "fig1", [("C13", "", "not reproduced")])
+    _claims_csv(out, "table3", [("C14", "", "reproduced")], registration="incomplete")
+    assert CLI.main(["--summary", "--scale", "cpu", "--out", str(out)]) == 0
+    frame = pd.read_csv(out / "claims-cpu.csv", keep_default_na=False).set_index("claim")
+    assert frame.loc["C1", "verdict"] == "reproduced" and frame.loc["C1", "standing"] == "exploratory"
+    assert frame.loc["C13", "standing"] == "confirmatory" and frame.loc["C14", "standing"] == "incomplete"
+    md = (out / "CLAIMS-cpu.md").read_text()
+    assert "**Confirmatory: 0 of 15 reproduced**, 1 not reproduced" in md and "14 without a confirmatory verdict" in md
+    apart = md.split("## Not confirmatory", 1)[1]
+    assert "- **C1** (exploratory): table2: exploratory because" in apart and "- **C14** (incomplete)" in apart
+    assert "**C13**" not in apart
+    # a claims.csv from before passes existed (no registration): its verdicts are exploratory
+    legacy = tmp_path / "legacy"
+    _claims_csv(legacy, "table2", [("C3", "", "reproduced")], registration=None)
+    assert CLI.main(["--summary", "--scale", "cpu", "--out", str(legacy)]) == 0
+    frame = pd.read_csv(legacy / "claims-cpu.csv", keep_default_na=False).set_index("claim")
+    assert frame.loc["C3", "verdict"] == "not run" and frame.loc["C3", "exploratory_verdict"] == "reproduced"
 
 
 def test_summary_of_contexts_that_disagree_is_inconclusive(tmp_path):
@@ -516,9 +551,14 @@ def _sgd_verdict(tmp_path, q100_with_warmup: str) -> CL.ClaimResult:
     return only(results(cells_of(runs), "table2"), "C12")
 
 
-def test_c12_needs_the_large_sgd_lr_to_train_with_warmup(tmp_path):
+def test_c12_needs_the_large_sgd_lr_to_train_with_warmup(tmp_path, rules_with):
     """'Diverges at large lr without warmup' is the contrast with warmup: a row that diverges both ways
-    (the step too large for the model) says nothing about warmup."""
+    (the step too large for the model) says nothing about warmup. (One seed a cell: min_seeds = 1 here.)"""
+    with rules_with(min_seeds=1):
+        _c12_contrast(tmp_path)
+
+
+def _c12_contrast(tmp_path):
     contrast = part(_sgd_verdict(tmp_path, "completed"), "at large lr")
     assert contrast.judgement.value is True, contrast.judgement.reason
     both = _sgd_verdict(tmp_path, "diverged")

@@ -50,9 +50,12 @@ from pathlib import Path
 import pandas as pd
 
 from .config import REPO_ROOT
+from .layout import EXPERIMENTS_DIR
 from .report import claims as CL
 from .report import data as D
 from .report import document, output, plots, screen, summary, sweeps
+from .report import evidence as EV
+from .report import rules as R
 from .report import spec as S
 from .report import tables as TB
 
@@ -107,12 +110,15 @@ def cells_csv(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _interval_columns(j) -> dict:
     d = getattr(j, "diff", None)
+    sides = getattr(j, "sides", None) or ()
+    n_sides = {"n_x": sides[0] if len(sides) > 0 else None, "n_ref": sides[1] if len(sides) > 1 else None}
     if d is None:
-        return {"estimate_pct": None, "ci_low_pct": None, "ci_high_pct": None, "n": None, "paired": None, "method": None}
+        return {"estimate_pct": None, "ci_low_pct": None, "ci_high_pct": None, "n": None, **n_sides, "paired": None,
+                "method": None}
     from .report.rules import pct
 
     return {"estimate_pct": round(pct(d.estimate), 3), "ci_low_pct": round(pct(d.lo), 3) if d.lo is not None else None,
-            "ci_high_pct": round(pct(d.hi), 3) if d.hi is not None else None, "n": d.n, "paired": d.paired,
+            "ci_high_pct": round(pct(d.hi), 3) if d.hi is not None else None, "n": d.n, **n_sides, "paired": d.paired,
             "method": d.method}
 
 
@@ -121,15 +127,17 @@ def claims_frame(results: list[CL.ClaimResult], skipped) -> pd.DataFrame:
     (estimate and 90 % CI in % of the reference, n, whether paired, how the interval was computed)."""
     rows = []
     for r in results:
-        base = {"claim": r.claim.id, "context": TB.section_title(r.context), "paper": r.claim.where,
-                "statement": r.claim.text, "verdict": r.verdict, "reason": r.reason}
+        base = {"claim": r.claim.id, "context": TB.section_title(r.context), "pass": r.pass_name,
+                "seeds": r.pass_label, "registration": r.registration, "registration_note": r.registration_note,
+                "paper": r.claim.where, "statement": r.claim.text, "verdict": r.verdict, "reason": r.reason}
         for p in r.parts:
             rows.append({**base, "part": p.text, "part_verdict": p.verdict, **_interval_columns(p.judgement),
                          "rule": p.rule, "evidence": p.judgement.reason})
         for u in r.uncovered:
             rows.append({**base, "part": u, "part_verdict": "not covered", **_interval_columns(None), "rule": "",
                          "evidence": "its cells are not in this study"})
-    rows += [{"claim": c.id, "context": "", "paper": c.where, "statement": c.text, "verdict": "not covered", "reason": why,
+    rows += [{"claim": c.id, "context": "", "pass": "", "seeds": "", "registration": "", "registration_note": "",
+              "paper": c.where, "statement": c.text, "verdict": "not covered", "reason": why,
               "part": "", "part_verdict": "not covered", **_interval_columns(None), "rule": "", "evidence": ""}
              for c, why in skipped]
     return pd.DataFrame(rows)
@@ -191,6 +199,34 @@ def check_not_losing(final: Path, runs: pd.DataFrame, args) -> str | None:
     return None
 
 
+def study_rules(exp: str):
+    """The pre-registered rules the study file names (None: none; the default rules judge it)."""
+    return EV.study_rules(Path(exp) if S.is_path(exp) else EXPERIMENTS_DIR / f"{exp}.yaml")
+
+
+def judge(runs: pd.DataFrame, report, exp: str) -> tuple[list[CL.ClaimResult], list]:
+    """The claims judged on each pass of the study's runs (factorial.report.evidence: its confirmation on the
+    rules' confirmatory seeds, its exploration on the others), each pass with its own cells and seed noise;
+    every verdict labelled confirmatory, exploratory or incomplete, with the reason."""
+    rules = study_rules(exp)
+    planned = None
+    if rules is not None:
+        from .sweep import SweepError, load_study
+
+        try:
+            planned = sum(len([k for k in c.seeds if k in rules.confirmatory_seeds]) for c in load_study(exp).cells)
+        except SweepError:
+            planned = None
+    results, skipped = [], None
+    for p in EV.passes(runs, rules, planned):
+        got, skip = CL.evaluate(D.aggregate(p.runs), report)  # each context with its own seed noise
+        for r in got:
+            r.pass_name, r.pass_label, r.registration, r.registration_note = p.name, p.label, p.status, p.note
+        results += got
+        skipped = skip if skipped is None else [s for s in skipped if s[0].id in {c.id for c, _ in skip}]
+    return results, skipped or []
+
+
 def build(args, command: str) -> Path:
     report = S.report_of(args.exp)  # what the study file declares (checked before anything is read)
     if report.controls:  # the controls name cells of the study: checked against its grid
@@ -200,13 +236,18 @@ def build(args, command: str) -> Path:
             load_study(args.exp)
         except SweepError as err:
             raise S.ReportSpecError(str(err)) from None
+    with R.using(study_rules(args.exp)):  # the study's rules judge it and print in its report
+        return _build(args, command, report)
+
+
+def _build(args, command: str, report) -> Path:
     name = S.study_name(args.exp)
     runs, curves, source = load(args)
     final = Path(args.out) / name / args.scale
     note = check_not_losing(final, runs, args)
     cells = D.aggregate(runs)
     noise = D.study_noise(cells)
-    results, skipped = CL.evaluate(cells, report)  # each context with its own seed noise
+    results, skipped = judge(runs, report, args.exp)
     sweep_frame = sweeps.sweep_table(cells)
     warn = document.provenance_warning(runs)
     if warn:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
@@ -159,6 +159,10 @@ class ClaimResult:
     uncovered: list[str] = field(default_factory=list)  # parts this (non-home) study does not hold
     verdict: str = "inconclusive"
     reason: str = ""
+    pass_name: str = "exploration"  # which of the study's runs judged it (factorial.report.evidence)
+    pass_label: str = ""  # e.g. "confirmation (seeds 3–5)"
+    registration: str = "exploratory"  # confirmatory | exploratory | incomplete
+    registration_note: str = ""  # why
 
     @property
     def title(self) -> str:
@@ -174,7 +178,7 @@ def _short(v):
 def _cmp(rule: Callable[..., R.Judgement], a: Need, b: Need):
     def check(ctx: Context):
         sa, sb = ctx.stats(a), ctx.stats(b)
-        return rule(sa, sb, ctx.noise, ctx.metric), [sa.describe(), sb.describe()]
+        return replace(rule(sa, sb, ctx.noise, ctx.metric), sides=(sa.n, sb.n)), [sa.describe(), sb.describe()]
     check.kind = f"{rule.__name__}({need_label(a)}; {need_label(b)})"  # what the rule card (fingerprint) records
     return check
 
@@ -489,10 +493,10 @@ def _check(p: Part, ctx: Context, claim: Claim) -> tuple[R.Judgement, list[str]]
         if pre.value is not True:
             why = pre.reason
             if pre.value is False:
-                return R.untestable(f"needs “{req.text}”, which does not hold ({why})"), nums
+                return replace(R.untestable(f"needs “{req.text}”, which does not hold ({why})"), sides=j.sides), nums
             if j.value is not None:  # the precondition is undetermined: so is what rests on it
                 return R.Judgement(None, f"rests on “{req.text}”, which is undetermined ({why}); "
-                                         f"on its own: {j.reason}", j.diff), nums
+                                         f"on its own: {j.reason}", j.diff, sides=j.sides), nums
     return j, nums
 
 

@@ -53,7 +53,8 @@ RESULT_COLUMNS = [
     "status", "outcome", "val_ppl", "best_val_ppl", "test_ppl", "val_loss", "step", "steps", "tokens",
     "wall_time_s", "state_bytes", "params", "diverged_at", "error",
 ]
-META_COLUMNS = ["git_commit", "git_dirty", "device_name", "torch_version", "warmup_steps_resolved", "train_tokens"]
+META_COLUMNS = ["git_commit", "git_dirty", "device_name", "torch_threads", "torch_version", "warmup_steps_resolved",
+                "train_tokens", "rules"]
 # Columns that are text whatever they look like (a commit hash can be all digits).
 STR_COLUMNS = ("run_id", "cell", "exp", "scale", "row", "row_match", "opt", "embedding", "status", "outcome", "error",
                "git_commit", "device_name", "torch_version")
@@ -261,6 +262,11 @@ def run_record(run_id: str, config: dict, summary: dict | None, meta: dict | Non
     rec["git_commit"] = git.get("commit")
     rec["git_dirty"] = git.get("dirty")
     rec["device_name"] = meta.get("device_name")
+    rec["torch_threads"] = meta.get("torch_threads")
+    # the pre-registered rules the run was trained under ("<name> <fingerprint>"), when every start had the
+    # same; "mixed" when its starts disagree (a resume under other rules); None when trained under none
+    starts = {s.get("rules") for s in meta.get("starts") or [] if isinstance(s, dict)}
+    rec["rules"] = meta.get("rules") if starts == {meta.get("rules")} else ("mixed" if meta.get("rules") or starts - {None} else None)
     rec["torch_version"] = (meta.get("packages") or {}).get("torch")
     rec["warmup_steps_resolved"] = meta.get("warmup_steps") or knobs.get("schedule.warmup_steps") or (
         max(1, int(knobs["train.steps"]) // 10) if knobs.get("train.steps") else None)

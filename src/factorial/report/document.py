@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 
 import pandas as pd
 
+from ..layout import REPO_ROOT
 from . import rules as R
 from .claims import ClaimResult, Claim
 from .tables import Table, to_markdown
@@ -164,6 +166,17 @@ def mechanism_table(cells: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def registration_lines(results: list[ClaimResult]) -> list[str]:
+    """What each pass of the study's runs is, and why its verdicts are confirmatory or not."""
+    seen = {}
+    for r in results:
+        seen.setdefault(r.pass_label or r.pass_name, (r.registration, r.registration_note))
+    out = []
+    for label, (status, note) in seen.items():
+        out.append(f"- **{label}: {status}** — {note}.")
+    return out + [""]
+
+
 def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: pd.DataFrame, tables: list[Table],
                  plots: list[tuple[str, str]], results: list[ClaimResult], skipped: list[tuple[Claim, str]],
                  command: str, noise: R.Noise | None = None, sweep_md: str = "", screen_md: str = "", control_md: str = "") -> str:
@@ -184,14 +197,17 @@ def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: p
     if scale in PLUMBING_SCALES:
         lines += [PLUMBING_CAVEAT, ""]
     if results:
-        lines += ["| claim | paper | verdict | reason |", "|---|---|---|---|"]
+        lines += registration_lines(results)
+        lines += ["| claim | paper | runs judged | standing | verdict | reason |", "|---|---|---|---|---|---|"]
         for r in results:
             reason = r.reason.replace("|", "\\|")
             if len(reason) > 220:
                 reason = reason[:217] + "…"
-            lines.append(f"| {r.title} | {r.claim.where} | {VERDICT_MARK[r.verdict]} | {reason} |")
-        counts = Counter(r.verdict for r in results)
-        lines += ["", ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICT_MARK) + "."]
+            lines.append(f"| {r.title} | {r.claim.where} | {r.pass_label or r.pass_name} | {r.registration} | "
+                         f"{VERDICT_MARK[r.verdict]} | {reason} |")
+        for label in dict.fromkeys(r.pass_label or r.pass_name for r in results):
+            counts = Counter(r.verdict for r in results if (r.pass_label or r.pass_name) == label)
+            lines += ["", f"{label}: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICT_MARK) + "."]
     else:
         lines.append("This study speaks to none of the claims C1–C15.")
     lines += ["", "## Table", "", "Also as [table.csv](table.csv) (numbers) and [table.tex](table.tex); every run in "
@@ -201,7 +217,7 @@ def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: p
                   "Per row × warmup setting over the multiplier grid (seeds paired across it): the best multiplier and "
                   "its perplexity (90 % CI over seeds), the learning-rate sensitivity of Wortsman et al. (2023) — the "
                   "mean over the grid of min(final loss, ln vocab) − the best final loss, in nats (90 % CI over seeds) "
-                  "— and the largest multiplier at which every seed trains.", "", sweep_md, ""]
+                  "— and the largest multiplier at which more than half of the seeds train.", "", sweep_md, ""]
     if screen_md:
         lines += ["## No-warmup screen", "",
                   "Per setting that holds A with and without warmup: each no-warmup cell's final validation perplexity "
@@ -233,7 +249,11 @@ def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: p
         lines += ["## Claims this study cannot speak to", ""]
         lines += [f"- **{c.id}** ({c.where}) {c.text} — {why}" for c, why in skipped]
         lines.append("")
-    lines += ["## Rules and thresholds", "", "Defined once in `src/factorial/report/rules.py`:", "", R.thresholds_markdown(noise), ""]
+    rules_at = R.ACTIVE.path
+    with contextlib.suppress(ValueError):
+        rules_at = rules_at.relative_to(REPO_ROOT)
+    lines += ["## Rules and thresholds", "", f"The rules `{R.ACTIVE.name}` (`{rules_at}`: data, fingerprinted into every run "
+              "a study that names them trains; applied by `src/factorial/report/rules.py`):", "", R.thresholds_markdown(noise), ""]
     bad = runs[runs["outcome"].isin(["failed", "incomplete"])]
     if len(bad):
         lines += ["## Runs not counted", ""]

@@ -1,5 +1,11 @@
 """One verdict per claim C1–C15 for a scale, across the studies committed in ``results/*/<scale>/``.
 
+A home study that names pre-registered rules is judged on two passes of its runs (factorial.report.
+evidence): its confirmation (the rules' confirmatory seeds) and its exploration (every other seed). The
+**headline counts confirmatory verdicts only**; the exploratory verdicts stand beside them, and a claim
+whose verdict is not confirmatory (no confirmation, an incomplete one, or rules changed after its runs) is
+listed apart with the reason.
+
 Each study's ``claims.csv`` holds the verdicts it can give (one per context). A claim's *headline*
 verdict comes from its first home study that has results at the scale — the studies whose file in
 experiments/ lists the claim under ``report.claims``, then under ``report.backup_claims``, each by name
@@ -36,6 +42,20 @@ def _study_claims(out: Path, scale: str) -> dict[str, pd.DataFrame]:
     return found
 
 
+def _pass(rows: pd.DataFrame, name: str) -> pd.DataFrame:
+    if "pass" not in rows:  # a claims.csv written before passes existed: all exploratory
+        return rows if name == "exploration" else rows.iloc[0:0]
+    return rows[rows["pass"] == name]
+
+
+def _standing(rows: pd.DataFrame) -> tuple[str, str]:
+    """The registration of a pass's verdicts (one value per pass) and its reason."""
+    rows = rows[rows["verdict"] != "not covered"]
+    if rows.empty or "registration" not in rows:
+        return "exploratory", "no registration recorded"
+    return str(rows["registration"].iloc[0]), str(rows["registration_note"].iloc[0])
+
+
 def _headline(rows: pd.DataFrame) -> tuple[str, str]:
     rows = rows[rows["verdict"] != "not covered"].drop_duplicates(subset=["context"])  # one row per part
     if rows.empty:
@@ -59,12 +79,24 @@ def summarize(out: Path, scale: str) -> pd.DataFrame | None:
     for claim in CLAIMS:
         its = homes.get(claim.id, [])
         home = next((h for h in its if h in studies), None)
+        standing, why = "", ""
+        explore, explore_reason = NOT_RUN, ""
         if home is None:
             verdict, where = NOT_RUN, (its[0] if its else "–")
             reason = f"no results for {', '.join(its)} at this scale" if its else "no study in experiments/ is home to it"
         else:
             frame = studies[home]
-            verdict, reason = _headline(frame[frame["claim"] == claim.id])
+            mine = frame[frame["claim"] == claim.id]
+            confirm = _pass(mine, "confirmation")
+            if (confirm["verdict"] != "not covered").any():
+                verdict, reason = _headline(confirm)
+                standing, why = _standing(confirm)
+            else:
+                verdict, reason = NOT_RUN, "no confirmation: the home study's runs on the rules' confirmatory seeds are missing"
+                standing, why = "not run", "no run on the confirmatory seeds"
+            explored = _pass(mine, "exploration")
+            if (explored["verdict"] != "not covered").any():
+                explore, explore_reason = _headline(explored)
             where = home
         others = []
         for exp, frame in studies.items():
@@ -75,31 +107,57 @@ def summarize(out: Path, scale: str) -> pd.DataFrame | None:
                 ctx = f" @ {r['context']}" if r["context"] else ""
                 others.append(f"{exp}{ctx}: {r['verdict']}")
         rows.append({"claim": claim.id, "paper": claim.where, "statement": claim.text, "study": where,
-                     "verdict": verdict, "reason": reason, "other_studies": "; ".join(others)})
+                     "verdict": verdict, "standing": standing, "standing_reason": why, "reason": reason,
+                     "exploratory_verdict": explore, "exploratory_reason": explore_reason,
+                     "other_studies": "; ".join(others)})
     return pd.DataFrame(rows)
 
 
-def to_markdown(frame: pd.DataFrame, scale: str) -> str:
-    counts = frame["verdict"].value_counts()
+def _counts(verdicts) -> str:
+    c = pd.Series(list(verdicts), dtype=object).value_counts()
+    return (f"{c.get('reproduced', 0)} reproduced, {c.get('not reproduced', 0)} not reproduced, "
+            f"{c.get('inconclusive', 0)} inconclusive, {c.get('untestable here', 0)} untestable here")
+
+
+def headline(frame: pd.DataFrame) -> str:
+    """The sentence CLAIMS-<scale>.md opens with: confirmatory verdicts only."""
     n = len(frame)
+    conf = frame[frame["standing"] == "confirmatory"]
+    c = conf["verdict"].value_counts()
+    text = (f"**Confirmatory: {c.get('reproduced', 0)} of {n} reproduced**, {c.get('not reproduced', 0)} not reproduced, "
+            f"{c.get('inconclusive', 0)} inconclusive, {c.get('untestable here', 0)} untestable here (a precondition "
+            f"absent at this scale); {n - len(conf)} without a confirmatory verdict.")
+    explored = frame[frame["exploratory_verdict"] != NOT_RUN]
+    if len(explored):
+        text += f" Exploratory (seeds read before the rules were fixed): {_counts(explored['exploratory_verdict'])}."
+    return text
+
+
+def to_markdown(frame: pd.DataFrame, scale: str) -> str:
     lines = [
         f"# Claims C1–C15 at scale `{scale}`",
         "",
-        f"**{counts.get('reproduced', 0)} of {n} reproduced**, {counts.get('not reproduced', 0)} not reproduced, "
-        f"{counts.get('inconclusive', 0)} inconclusive, {counts.get('untestable here', 0)} untestable here "
-        f"(a precondition absent at this scale), {counts.get(NOT_RUN, 0)} not run.",
+        headline(frame),
         "",
-        "Generated by `python -m factorial.table` from each study's `claims.csv` (do not edit by hand). The "
-        "verdict is the claim's home study's, with that study's rules (see its REPORT.md); other studies that "
-        "hold some of the cells are listed as further evidence.",
+        "Generated by `python -m factorial.table` from each study's `claims.csv` (do not edit by hand). A claim's "
+        "verdict is its home study's: **confirmatory** when judged on the runs of the rules' confirmatory seeds, every "
+        "one trained under the rules that judge it now (their fingerprint in its meta.json) from a clean commit; the "
+        "verdict on the study's other seeds, read before the rules were fixed, is **exploratory** and stands beside "
+        "it. Other studies that hold some of the cells are listed as further evidence.",
         "",
-        "| claim | paper | statement | study | verdict | why | other studies |",
-        "|---|---|---|---|---|---|---|",
+        "| claim | paper | statement | study | verdict | standing | why | exploratory verdict | other studies |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in frame.to_dict("records"):
-        link = f"[{r['study']}]({r['study']}/{scale}/REPORT.md)" if r["verdict"] != NOT_RUN else r["study"]
-        cells = [r["claim"], r["paper"], r["statement"], link, f"**{r['verdict']}**", r["reason"], r["other_studies"] or "–"]
+        link = f"[{r['study']}]({r['study']}/{scale}/REPORT.md)" if r["study"] not in ("–", "") else r["study"]
+        cells = [r["claim"], r["paper"], r["statement"], link, f"**{r['verdict']}**", r["standing"] or "–", r["reason"],
+                 r["exploratory_verdict"], r["other_studies"] or "–"]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    apart = frame[(frame["standing"] != "confirmatory")]
+    if len(apart):
+        lines += ["", "## Not confirmatory", ""]
+        lines += [f"- **{r['claim']}** ({r['standing'] or 'no confirmation'}): {r['standing_reason'] or r['reason']}"
+                  for r in apart.to_dict("records")]
     return "\n".join(lines) + "\n"
 
 
