@@ -681,3 +681,33 @@ def test_diverged_markers_of_both_settings_at_one_multiplier_are_both_visible(tm
                 xs = [ln.get_transform().transform((ln.get_xdata()[0], ln.get_ydata()[0]))[0] for ln in lines]
                 assert abs(xs[0] - xs[1]) > 5, xs  # display pixels apart
     assert shared >= 1, "no multiplier where both settings diverged: this grid cannot show the bug"
+
+
+def test_the_same_runs_rebuild_the_same_report_whatever_the_flags(tmp_path):
+    """REPORT.md names the command that decides its content, not --force or --out: a plain rebuild of a
+    report built with --force leaves it byte for byte as it was (a fresh clone's `make table` leaves git clean)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(one)]) == 0
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(two), "--force"]) == 0
+    a, b = (d / "fig1" / "tiny" / "REPORT.md" for d in (one, two))
+    assert a.read_bytes() == b.read_bytes()
+    assert f"Built by `python -m factorial.table --exp fig1 --scale tiny --runs-root {RUNS}`" in a.read_text()
+
+
+def test_a_comparison_that_pairs_runs_from_different_machines_says_so(tmp_path):
+    rows = []
+    for warmup in ("true", "false"):
+        for seed in (0, 1, 2):
+            machine = "Intel(R) Xeon(R) Processor" if (warmup, seed) == ("false", 1) else "AMD EPYC"
+            rows.append({"run_id": f"A-{warmup}/seed{seed}", "row": "A", "schedule.warmup": warmup, "seed": seed,
+                         "status": "completed", "val_ppl": 100.0 + seed + (warmup == "false"), "device_name": machine,
+                         "torch_threads": 1})
+    path = tmp_path / "cells.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    runs, _ = D.load_csv(path)
+    c4 = only(results(cells_of(runs), "table2"), "C4")
+    reason = part(c4, "A without warmup fails").judgement.reason
+    assert ("[mixed machines: seed 1 pair runs from different machines or thread counts, e.g. seed 1: "
+            "Intel(R) Xeon(R) Processor, 1 thread vs AMD EPYC, 1 thread]") in reason
+    same = runs.assign(device_name="AMD EPYC")
+    assert "mixed machines" not in part(only(results(cells_of(same), "table2"), "C4"), "A without warmup fails").judgement.reason

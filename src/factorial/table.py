@@ -287,6 +287,21 @@ def _build(args, command: str, report) -> Path:
     return final
 
 
+def rebuild_command(args: argparse.Namespace) -> str:
+    """The command a report names as its own: what decides its content (study, scale, where the runs are
+    read from), not how this build was asked for (--force, --out, --wandb), so that the same runs rebuild
+    the same report byte for byte whichever of those flags a build used."""
+    parts = ["python -m factorial.table", "--exp", str(args.exp), "--scale", str(args.scale)]
+    if args.from_csv is not None:
+        parts += ["--from-csv", str(args.from_csv)]
+    elif args.source != "local":
+        parts += ["--source", args.source] + [x for k in ("project", "entity") if getattr(args, k)
+                                              for x in (f"--{k}", getattr(args, k))]
+    elif Path(args.runs_root).resolve() != (REPO_ROOT / "runs").resolve():
+        parts += ["--runs-root", str(args.runs_root)]
+    return " ".join(shlex.quote(p) if p != parts[0] else p for p in parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
@@ -295,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
     except SystemExit as err:  # argparse: --help (0) or a usage error (2)
         return int(err.code or 0)
-    command = "python -m factorial.table " + " ".join(shlex.quote(a) for a in argv)
+    command = rebuild_command(args)
     try:
         if not args.summary:
             build(args, command)

@@ -175,10 +175,26 @@ def _short(v):
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def mixed_machines(ctx: Context, a: Need, b: Need) -> str:
+    """A note when the seeds paired between two cells ran on different machines or thread counts (their
+    trajectories then differ by more than the seed: results/README's cross-machine repeats)."""
+    ca, cb = ctx.resolve(a)[1], ctx.resolve(b)[1]
+    if ca is None or cb is None:
+        return ""
+    ma, mb = ca.get("machine_by_seed") or {}, cb.get("machine_by_seed") or {}
+    bad = sorted(k for k in set(ma) & set(mb) if ma[k] != mb[k])
+    if not bad:
+        return ""
+    k = bad[0]
+    return (f" [mixed machines: seed{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} pair runs from different "
+            f"machines or thread counts, e.g. seed {k}: {ma[k]} vs {mb[k]}]")
+
+
 def _cmp(rule: Callable[..., R.Judgement], a: Need, b: Need):
     def check(ctx: Context):
         sa, sb = ctx.stats(a), ctx.stats(b)
-        return replace(rule(sa, sb, ctx.noise, ctx.metric), sides=(sa.n, sb.n)), [sa.describe(), sb.describe()]
+        j = rule(sa, sb, ctx.noise, ctx.metric)
+        return replace(j, reason=j.reason + mixed_machines(ctx, a, b), sides=(sa.n, sb.n)), [sa.describe(), sb.describe()]
     check.kind = f"{rule.__name__}({need_label(a)}; {need_label(b)})"  # what the rule card (fingerprint) records
     return check
 

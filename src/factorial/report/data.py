@@ -547,6 +547,16 @@ def _std(xs: list[float]) -> float | None:
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
+def machine_of(run: dict) -> str:
+    """``AMD EPYC, 1 thread``: what decides a run's float rounding besides its config (None parts: unknown)."""
+    threads = run.get("torch_threads")
+    name = run.get("device_name") or "unknown machine"
+    if threads is None or threads == "":
+        return str(name)
+    threads = int(float(threads))
+    return f"{name}, {threads} thread{'s' if threads != 1 else ''}"
+
+
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per cell (runs with the same knobs), with seed statistics of the final perplexity."""
     idkeys = identity_keys(runs.columns)
@@ -569,6 +579,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
             "n_failed": int((g["outcome"] == "failed").sum()), "n_incomplete": int((g["outcome"] == "incomplete").sum()),
             "ppl_values": ppls, "ppl_mean": _mean(ppls), "ppl_std": _std(ppls),
             "ppl_by_seed": {int(s): float(v) for s, v in zip(ok["seed"], ok["val_ppl"]) if s is not None},
+            # where each finished seed ran: CPU/GPU model and torch threads (pairs across them are flagged)
+            "machine_by_seed": {int(r["seed"]): machine_of(r) for r in finished.to_dict("records") if r["seed"] is not None},
             "vocab_size": first.get("data.vocab_size"),
             "best_ppl_mean": _mean([float(v) for v in ok["best_val_ppl"] if v is not None]),
             "test_ppl_mean": _mean([float(v) for v in ok["test_ppl"] if v is not None]),
