@@ -45,7 +45,7 @@ def rules_with():
         before = R.ACTIVE
         data = copy.deepcopy(dict(before.data))
         for key, value in changes.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
                 data[key] = {**data[key], **value}
             else:
                 data[key] = value

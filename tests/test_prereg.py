@@ -49,6 +49,9 @@ def test_the_fingerprint_follows_every_rule_and_nothing_else(tmp_path):
      "rms.matrices=\\['lm_head'\\]; allowed: .*tok_emb"),
     ({"preconditions": {"a_fails": ["C16"]}}, "a_fails=\\['C16'\\]; allowed: a list of distinct claim ids"),
     ({"margin": 1.05}, "invalid key 'margin'"),
+    ({"signature": {"fails": ["A"], "stable": ["A", "B"]}}, "row A is listed under both fails and stable"),
+    ({"signature": {"fails": ["A", "Q1"], "stable": []}}, "signature.fails=\\['A', 'Q1'\\]; allowed: a list of distinct Table 2 rows"),
+    ({"signature": {"fails": ["A"]}}, "missing key 'stable' in .*signature"),
 ])
 def test_a_bad_rules_file_names_the_key_the_value_and_what_is_allowed(tmp_path, change, expected):
     with pytest.raises(R.RulesError, match=expected):
@@ -157,3 +160,56 @@ def test_a_missing_confirmatory_run_leaves_the_confirmation_incomplete(tmp_path,
     assert set(regs) == {"confirmation"}
     assert regs["confirmation"] == {"incomplete", "note: 2 of the 4 planned confirmatory runs have finished; the "
                                                   "verdicts become confirmatory when all have"}
+
+
+def _signature_cells(tmp_path, ppl: dict[tuple[str, str], float | None]):
+    import pandas as pd
+
+    from factorial.report import data as D
+
+    rows = []
+    for (row, warmup), value in ppl.items():
+        wiggles = (1.0, 1.01, 0.99) if row != "B" else (0.97, 1.0, 1.03)  # B's seeds vary unlike the others'
+        for seed, wiggle in zip((10, 11, 12), wiggles):
+            rows.append({"run_id": f"{row}-{warmup}/seed{seed}", "row": row, "schedule.warmup": warmup, "seed": seed,
+                         "status": "completed" if value else "diverged", "val_ppl": value * wiggle if value else ""})
+    path = tmp_path / "cells.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    runs, _ = D.load_csv(path)
+    return D.aggregate(runs)
+
+
+def test_the_signature_holds_only_when_a_fails_and_every_listed_row_behaves_as_the_papers(tmp_path, rules_with):
+    from factorial.report import signature as SG
+
+    paper_like = {("A", "true"): 100.0, ("A", "false"): 400.0, ("C", "false"): None, ("B", "false"): 104.0}
+    with rules_with(signature={"fails": ["A", "C"], "stable": ["B"]}):
+        (res,) = SG.evaluate(_signature_cells(tmp_path, paper_like))
+        assert res.verdict == "holds"
+        assert [(c.row, c.matches) for c in res.checks] == [("A", True), ("C", True), ("B", True)]
+        assert "C, no warmup diverged in 3 of 3 seeds" in res.checks[1].judgement.reason
+        # momentum failing without warmup contradicts the paper: the signature does not hold
+        (res,) = SG.evaluate(_signature_cells(tmp_path, {**paper_like, ("B", "false"): 380.0}))
+        assert res.verdict == "does not hold" and res.checks[2].matches is False
+        # A does not fail: nothing of the pattern is there
+        (res,) = SG.evaluate(_signature_cells(tmp_path, {**paper_like, ("A", "false"): 101.0}))
+        assert res.verdict == "does not hold" and res.checks[0].matches is False
+        # a row between the margins is undetermined, and so is the signature
+        (res,) = SG.evaluate(_signature_cells(tmp_path, {**paper_like, ("B", "false"): 125.0}))
+        assert res.verdict == "undetermined"
+        md = SG.markdown([("confirmation (seeds 10–12), confirmatory", res)])
+        assert "the signature undetermined" in md and "| B | stable |" in md
+    with rules_with():
+        assert SG.evaluate(_signature_cells(tmp_path, paper_like)) == []  # no signature in the rules: nothing
+
+
+def test_the_deep_regime_is_registered_with_its_own_seeds_and_signature():
+    deep = R.load_rules("deep")
+    paper = R.load_rules("paper")
+    assert deep.confirmatory_seeds == (10, 11, 12)
+    same = {k: v for k, v in deep.data.items() if k not in ("confirmatory_seeds", "signature")}
+    assert same == {k: v for k, v in paper.data.items() if k != "confirmatory_seeds"}  # the cpu confirmation's thresholds
+    assert set(deep.data["signature"]["fails"]) | set(deep.data["signature"]["stable"]) == set("ABCDEFGHIJKLMNOP")
+    for study in ("table2_deep", "deep_lr"):
+        s = S.load_study(study)
+        assert s.rules.name == "deep" and all(c.seeds == [10, 11, 12] for c in s.cells)

@@ -56,6 +56,7 @@ from .report import data as D
 from .report import document, output, plots, screen, summary, sweeps
 from .report import evidence as EV
 from .report import rules as R
+from .report import signature as SG
 from .report import spec as S
 from .report import tables as TB
 
@@ -204,7 +205,7 @@ def study_rules(exp: str):
     return EV.study_rules(Path(exp) if S.is_path(exp) else EXPERIMENTS_DIR / f"{exp}.yaml")
 
 
-def judge(runs: pd.DataFrame, report, exp: str) -> tuple[list[CL.ClaimResult], list]:
+def judge(runs: pd.DataFrame, report, exp: str) -> tuple[list[CL.ClaimResult], list, list]:
     """The claims judged on each pass of the study's runs (factorial.report.evidence: its confirmation on the
     rules' confirmatory seeds, its exploration on the others), each pass with its own cells and seed noise;
     every verdict labelled confirmatory, exploratory or incomplete, with the reason."""
@@ -217,14 +218,16 @@ def judge(runs: pd.DataFrame, report, exp: str) -> tuple[list[CL.ClaimResult], l
             planned = sum(len([k for k in c.seeds if k in rules.confirmatory_seeds]) for c in load_study(exp).cells)
         except SweepError:
             planned = None
-    results, skipped = [], None
+    results, skipped, signatures = [], None, []
     for p in EV.passes(runs, rules, planned):
-        got, skip = CL.evaluate(D.aggregate(p.runs), report)  # each context with its own seed noise
+        cells = D.aggregate(p.runs)
+        got, skip = CL.evaluate(cells, report)  # each context with its own seed noise
         for r in got:
             r.pass_name, r.pass_label, r.registration, r.registration_note = p.name, p.label, p.status, p.note
         results += got
         skipped = skip if skipped is None else [s for s in skipped if s[0].id in {c.id for c, _ in skip}]
-    return results, skipped or []
+        signatures += [(f"{p.label}, {p.status}", r) for r in SG.evaluate(cells)]
+    return results, skipped or [], signatures
 
 
 def build(args, command: str) -> Path:
@@ -247,7 +250,7 @@ def _build(args, command: str, report) -> Path:
     note = check_not_losing(final, runs, args)
     cells = D.aggregate(runs)
     noise = D.study_noise(cells)
-    results, skipped = judge(runs, report, args.exp)
+    results, skipped, signatures = judge(runs, report, args.exp)
     sweep_frame = sweeps.sweep_table(cells)
     warn = document.provenance_warning(runs)
     if warn:
@@ -268,10 +271,12 @@ def _build(args, command: str, report) -> Path:
             stage.written.append(name)
         if not sweep_frame.empty:
             stage.csv("lr_sensitivity.csv", sweep_frame)
+        if signatures:
+            stage.csv("signature.csv", SG.frame(signatures))
         stage.text("REPORT.md", document.build_report(args.exp, args.scale, source, runs, cells, tables, made,
                                                       results, skipped, command, noise,
                                                       sweeps.sweep_markdown(sweep_frame), screen.screen_markdown(points),
-                                                      control_md))
+                                                      control_md, SG.markdown(signatures)))
         stage.commit()
     counts = Counter(r.verdict for r in results)
     print(f"wrote {final}: {len(runs)} runs, {len(cells)} cells, {len(made)} figures; claims: "

@@ -179,7 +179,8 @@ def registration_lines(results: list[ClaimResult]) -> list[str]:
 
 def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: pd.DataFrame, tables: list[Table],
                  plots: list[tuple[str, str]], results: list[ClaimResult], skipped: list[tuple[Claim, str]],
-                 command: str, noise: R.Noise | None = None, sweep_md: str = "", screen_md: str = "", control_md: str = "") -> str:
+                 command: str, noise: R.Noise | None = None, sweep_md: str = "", screen_md: str = "", control_md: str = "",
+                 signature_md: str = "") -> str:
     lines = [f"# `{exp}` at scale `{scale}` — reproduction report", "",
              f"Built by `{command}` from {source}: {len(runs)} runs in {len(cells)} cells. Scoring reads only what the "
              "runs wrote (config.yaml, summary.json, meta.json, metrics.jsonl — or the same fields from W&B); "
@@ -210,6 +211,8 @@ def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: p
             lines += ["", f"{label}: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICT_MARK) + "."]
     else:
         lines.append("This study speaks to none of the claims C1–C15.")
+    if signature_md:
+        lines += ["", "## The pre-registered signature", "", signature_md]
     lines += ["", "## Table", "", "Also as [table.csv](table.csv) (numbers) and [table.tex](table.tex); every run in "
               "[cells.csv](cells.csv).", "", to_markdown(tables, "###")]
     if sweep_md:

@@ -169,12 +169,37 @@ RULE_SCHEMA: dict[str, Any] = {
 }
 
 
+_ROWS = ("A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L", "M", "N", "O", "P")
+
+
+def _rows(value: Any) -> str | None:
+    if isinstance(value, list) and all(v in _ROWS for v in value) and len(set(value)) == len(value):
+        return None
+    return f"a list of distinct Table 2 rows ({', '.join(_ROWS)})"
+
+
+# An optional section: the signature of the paper's no-warmup pattern at a scale (factorial.report.signature).
+SIGNATURE_SCHEMA: dict[str, Any] = {
+    "fails": _rows,  # rows the paper has failing without warmup: each must fail against A with warmup
+    "stable": _rows,  # rows the paper has training without warmup: each must be stable against A with warmup
+}
+OPTIONAL_RULES = {"signature": SIGNATURE_SCHEMA}
+
+
 def _check_rules(raw: Any, schema: dict, where: str) -> None:
     if not isinstance(raw, dict):
         raise RulesError(f"invalid {where}={raw!r}; allowed: a mapping with the keys {', '.join(schema)}")
-    unknown = sorted(set(raw) - set(schema))
+    optional = OPTIONAL_RULES if schema is RULE_SCHEMA else {}
+    unknown = sorted(set(raw) - set(schema) - set(optional))
     if unknown:
-        raise RulesError(f"invalid key {unknown[0]!r} in {where}; allowed: {', '.join(schema)}")
+        raise RulesError(f"invalid key {unknown[0]!r} in {where}; allowed: {', '.join([*schema, *optional])}")
+    for key, sub in optional.items():
+        if key in raw:
+            _check_rules(raw[key], sub, f"{where}.{key}")
+            both = set(raw[key]["fails"]) & set(raw[key]["stable"])
+            if both:
+                raise RulesError(f"invalid {where}.{key}: row {sorted(both)[0]} is listed under both fails and stable; "
+                                 "allowed: each row in one list")
     missing = [k for k in schema if k not in raw]
     if missing:
         raise RulesError(f"missing key {missing[0]!r} in {where}; every rule is written down (allowed keys: {', '.join(schema)})")
