@@ -57,14 +57,27 @@ def test_every_logged_metric_is_explained():
 
 
 def test_readme_commands_run_as_written_from_a_fresh_clone():
-    """Outside make, the project's Python and wandb are in .venv/bin (no activation is assumed)."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    """Outside make, the project's Python and wandb are in .venv/bin (no activation is assumed): in the
+    README and in the guides it links (docs/)."""
+    guides = ("OPTIMIZER", "TRAINING", "STUDIES", "SLURM", "GPU", "REPORTS", "WANDB", "TROUBLESHOOTING")
+    readme = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *(ROOT / "docs" / f"{g}.md" for g in guides)])
     blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
     lines = [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
     inline = re.findall(r"`((?:python|wandb|pip) [^`]*)`", readme)
-    bare = [x for x in lines + inline if re.match(r"(python3?|wandb|pip) ", x)]
+    bare = [x for x in lines + inline if re.match(r"(python3?|wandb|pip) ", x) and not x.startswith("python3 -m venv")]
     assert not bare, bare
     assert "`.venv/bin/wandb sync runs/" in readme
+
+
+def test_the_readme_fits_a_screen_or_two_and_starts_with_the_three_commands():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = readme.splitlines()
+    assert len(lines) <= 200, len(lines)
+    first_screen = "\n".join(lines[:40])
+    for command in ("make smoke", "make sweep", "make test"):
+        assert command in first_screen, command
+    for guide in ("GPU.md", "SLURM.md", "WANDB.md", "STUDIES.md", "REPORTS.md"):
+        assert f"(docs/{guide})" in readme, guide
 
 
 def test_readme_layout_names_every_module_and_folder():
@@ -82,3 +95,17 @@ def test_readme_layout_names_every_module_and_folder():
     missing = sorted(n for n in names if n not in layout and n.removesuffix(".py") + " " not in layout
                      and n.removesuffix(".py") + "," not in layout)
     assert not missing, f"README's Layout section does not mention: {missing}"
+
+
+def test_readme_headline_table_is_the_generated_one():
+    """README's claims table is generated (factorial.report.summary.readme_block) from the committed
+    results/claims-cpu.csv: edited by hand or left stale, it fails here."""
+    import pandas as pd
+
+    from factorial.report import summary
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    begin, end = summary._markers("cpu")
+    block = readme.split(begin, 1)[1].split(end, 1)[0]
+    frame = pd.read_csv(ROOT / "results" / "claims-cpu.csv", keep_default_na=False)
+    assert block == "\n" + summary.readme_block(frame, "cpu")
