@@ -65,7 +65,7 @@ def test_a_rules_file_that_leaves_a_rule_out_is_refused(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(R.RulesError, match="missing key 'min_seeds'"):
         R.load_rules(str(path))
-    with pytest.raises(R.RulesError, match="invalid rules='nope'.*allowed: paper"):
+    with pytest.raises(R.RulesError, match="invalid rules='nope'.*allowed: deep, paper"):
         R.load_rules("nope")
 
 
