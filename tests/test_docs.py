@@ -97,15 +97,37 @@ def test_readme_layout_names_every_module_and_folder():
     assert not missing, f"README's Layout section does not mention: {missing}"
 
 
-def test_readme_headline_table_is_the_generated_one():
-    """README's claims table is generated (factorial.report.summary.readme_block) from the committed
-    results/claims-cpu.csv: edited by hand or left stale, it fails here."""
+@pytest.mark.parametrize("name", ["README.md", "results/README.md"])
+def test_readme_headline_table_is_the_generated_one(name):
+    """The claims tables of README.md and results/README.md are generated (factorial.report.summary.
+    readme_block) from the committed results/claims-cpu.csv: edited by hand or left stale, they fail here."""
     import pandas as pd
 
     from factorial.report import summary
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / name).read_text(encoding="utf-8")
     begin, end = summary._markers("cpu")
     block = readme.split(begin, 1)[1].split(end, 1)[0]
     frame = pd.read_csv(ROOT / "results" / "claims-cpu.csv", keep_default_na=False)
     assert block == "\n" + summary.readme_block(frame, "cpu")
+
+
+SIGNED_INTERVAL = re.compile(r"\[[−+-]\d+(?:\.\d+)?,\s*[−+-]?\d+(?:\.\d+)?\]|\[[−+-]?\d+(?:\.\d+)?,\s*[−+-]\d+(?:\.\d+)?\]")
+
+
+@pytest.mark.parametrize("name", ["README.md", "results/README.md"])
+def test_every_interval_the_prose_quotes_is_in_a_generated_file(name):
+    """An interval of a difference quoted in prose ("+2.3 % [+0.3, +4.2]") must appear, as written (signs
+    and digits), in a generated file under results/ (a REPORT.md, claims.csv, CLAIMS-*.md, lr_sensitivity.csv
+    …): a number that was retyped, rounded differently or left behind by a rebuild fails here."""
+    generated = "".join(p.read_text(encoding="utf-8") for p in sorted(ROOT.glob("results/**/*"))
+                        if p.suffix in (".md", ".csv") and p.name != "README.md")
+
+    def norm(text: str) -> str:
+        return text.replace("−", "-").replace(" ", "")
+
+    haystack = norm(generated)
+    quoted = SIGNED_INTERVAL.findall((ROOT / name).read_text(encoding="utf-8"))
+    assert quoted, "no interval quoted: the pattern is broken"
+    missing = [q for q in quoted if norm(q) not in haystack]
+    assert not missing, f"{name} quotes intervals that no generated file holds: {missing}"

@@ -218,8 +218,9 @@ def update_readme(readme: Path, frame: pd.DataFrame, scale: str) -> bool:
 
 
 def write(out: Path, scale: str) -> Path | None:
-    """Write CLAIMS-<scale>.md and claims-<scale>.csv atomically (and README.md's generated block for the
-    scale when ``out`` is this repository's results/); None when there is nothing to summarise."""
+    """Write CLAIMS-<scale>.md and claims-<scale>.csv atomically (and the generated block for the scale in
+    README.md and results/README.md when ``out`` is this repository's results/); None when there is nothing
+    to summarise."""
     frame = summarize(out, scale)
     if frame is None:
         return None
@@ -229,6 +230,7 @@ def write(out: Path, scale: str) -> Path | None:
     atomic_write_text(path, to_markdown(frame, scale))
     from ..layout import REPO_ROOT
 
-    if out.resolve() == (REPO_ROOT / "results").resolve():
-        update_readme(REPO_ROOT / "README.md", frame, scale)
+    if out.resolve() == (REPO_ROOT / "results").resolve():  # the generated blocks of the two READMEs
+        for readme in (REPO_ROOT / "README.md", out / "README.md"):
+            update_readme(readme, frame, scale)
     return path

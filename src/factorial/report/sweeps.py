@@ -152,7 +152,6 @@ SWEEP_PARTS = {
     "C11": [("O", False)],
     "C12": [("Q100", True), ("Q150", True), ("Q200", True)],
 }
-NEEDS_A_FAILS = {"C6", "C7", "C9"}  # "X removes / does not remove the instability" needs one
 
 
 def sweep_judgements(cells: pd.DataFrame) -> list[tuple[dict, str, str, bool, R.Judgement]]:
@@ -177,11 +176,13 @@ def sweep_judgements(cells: pd.DataFrame) -> list[tuple[dict, str, str, bool, R.
                     j = R.Judgement(j.value, f"against A with warmup (no {row} with warmup): {j.reason}", j.diff)
                 if not expected:
                     j = R.negate(j)
-                if claim in NEEDS_A_FAILS and (a_fails is None or a_fails.value is not True):
+                # the rules' preconditions.a_fails, as for the claims' own parts (C4 states A's failure itself)
+                if claim in R.A_FAILS_CLAIMS and row != "A" and (a_fails is None or a_fails.value is not True):
                     why = "no A sweep" if a_fails is None else a_fails.reason
                     if a_fails is not None and a_fails.value is False:
                         j = R.untestable(f"needs A without warmup to fail by the sweep, which it does not ({why})")
                     else:
-                        j = R.Judgement(None, f"rests on A failing by the sweep, which is undetermined ({why})")
+                        j = R.Judgement(None, f"rests on A failing by the sweep, which is undetermined ({why}); "
+                                              f"on its own: {j.reason}", j.diff)
                 out.append((json.loads(ctx), claim, row, expected, j))
     return out
