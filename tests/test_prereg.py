@@ -213,3 +213,27 @@ def test_the_deep_regime_is_registered_with_its_own_seeds_and_signature():
     for study in ("table2_deep", "deep_lr"):
         s = S.load_study(study)
         assert s.rules.name == "deep" and all(c.seeds == [10, 11, 12] for c in s.cells)
+
+
+def test_committed_confirmation_runs_were_trained_under_the_rules_as_they_are_now():
+    """Every committed run on the confirmatory seeds of a study that names rules records their current
+    fingerprint and a clean tree: a rule edited after those runs (or a run from a dirty tree) fails here
+    before it silently turns the confirmation exploratory."""
+    from factorial.layout import EXPERIMENTS_DIR, REPO_ROOT
+
+    checked = 0
+    for study_file in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
+        raw = yaml.safe_load(study_file.read_text()) or {}
+        if not raw.get("rules"):
+            continue
+        rules = R.load_rules(raw["rules"])
+        want = f"{rules.name} {P.fingerprint(rules)}"
+        for meta_path in sorted((REPO_ROOT / "runs" / study_file.stem).glob("*/*/seed*/meta.json")):
+            if int(meta_path.parent.name.removeprefix("seed")) not in rules.confirmatory_seeds:
+                continue
+            meta = json.loads(meta_path.read_text())
+            assert meta.get("rules") == want, meta_path
+            assert all(s.get("rules") == want for s in meta["starts"]), meta_path
+            assert meta["git"]["dirty"] is False, meta_path
+            checked += 1
+    assert checked >= 12  # the cpu confirmation's runs committed so far (scripts/confirm_cpu.sh)
