@@ -82,3 +82,15 @@ def test_readme_layout_names_every_module_and_folder():
     missing = sorted(n for n in names if n not in layout and n.removesuffix(".py") + " " not in layout
                      and n.removesuffix(".py") + "," not in layout)
     assert not missing, f"README's Layout section does not mention: {missing}"
+
+
+def test_the_readme_single_cell_runs_are_ignored_by_git():
+    """The README's single-cell commands write runs/adhoc/ (exp=adhoc): neither tracked nor left untracked."""
+    import subprocess
+
+    from factorial.config import Config
+
+    assert Config.exp == "adhoc"
+    probe = "runs/adhoc/custom/row=H/seed0/config.yaml"
+    proc = subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT)
+    assert proc.returncode == 0, f"{probe} is not ignored by .gitignore"
