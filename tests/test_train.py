@@ -42,6 +42,10 @@ def test_cell_writes_its_run_directory(tmp_path, cache_dir):
     logged = {k for r in records for k in r}
     assert {"train/loss", "train/lr", "train/grad_norm", "opt/beta2_t", "opt/clip_frac", "val/ppl", "test/ppl"} <= logged
     assert {"rms_u/tok_emb", "rms_u/attn_proj.0", "rms_u/ff1.0", "perf/tokens_per_s"} <= logged
+    # one record per logged step (docs/METRICS.md): the test split is in the last step's record
+    steps = [r["step"] for r in records]
+    assert len(steps) == len(set(steps)) and steps == sorted(steps)
+    assert {"test/ppl", "val/ppl", "train/loss"} <= set(records[-1]) and records[-1]["step"] == 30
     # The schedule: row H is an absolute step, α_t = 0.1·s_t with W = 3 (a tenth of 30 steps).
     lr5 = next(r["train/lr"] for r in records if r["step"] == 5)
     assert lr5 == pytest.approx(0.1 * 1e-2 * min(5 / 3, math.sqrt(3 / 5)))

@@ -456,7 +456,7 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
     is_adafactor = isinstance(optimizer, Adafactor)
     tokens_per_step = batches.tokens_per_batch
     status, diverged_at, error = "completed", None, None
-    val_loss = None
+    val_loss = test_loss = None
     # Losses since the last log line; part of a checkpoint, so a resumed run logs the same means.
     window_losses: list[float] = list(progress.get("window_losses", []))
     # The losses of the steps since the last read, still on the device: reading a value to the host
@@ -558,6 +558,9 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
             if progress["best_val_loss"] is None or val_loss < progress["best_val_loss"]:
                 progress["best_val_loss"] = val_loss
             metrics.update({"val/loss": val_loss, "val/ppl": _ppl(val_loss)})
+        if step == t.steps:  # the cell completed: the test split, in the last step's one record
+            test_loss = evaluate(model, corpus.test, cfg, device, amp_dtype, None)
+            metrics.update({"test/loss": test_loss, "test/ppl": _ppl(test_loss)})
         if metrics:
             logger.log(metrics, step=step)
         bar.update(1)
@@ -578,10 +581,6 @@ def _loop(cfg, run_dir, fwd_model, model, optimizer, scheduler, batches, corpus,
             raise Interrupted(stop.signum, step)
     bar.close()
 
-    test_loss = None
-    if status == "completed":
-        test_loss = evaluate(model, corpus.test, cfg, device, amp_dtype, None)
-        logger.log({"test/loss": test_loss, "test/ppl": _ppl(test_loss)}, step=step)
     wall = time.perf_counter() - start_time
     best = progress["best_val_loss"]
     summary = {
