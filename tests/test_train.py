@@ -392,6 +392,8 @@ def test_the_error_for_clip_threshold_suggests_what_the_command_line_accepts(tmp
     ("model.d_modle=64", "did you mean model.d_model?"),
     ("optim=adamm", "did you mean optim=adam?"),
     ("row=Q11", "row=Q1"),
+    ("row=h", "did you mean row=H?"),
+    ("row=q10", "did you mean row=Q10?"),
 ])
 def test_a_misspelled_key_or_option_gets_a_did_you_mean(tmp_path, capsys, override, suggestion):
     assert T.main(["scale=smoke", f"run_dir={tmp_path / 'never'}", override]) == 2

@@ -639,7 +639,10 @@ def did_you_mean(text: str) -> str:
     option = re.search(r"Could not find '([A-Za-z0-9_]+)/([^']+)'.*available options in '[^']+': ([^;(]+)", text)
     if option:
         group, name, options = option.group(1), option.group(2), option.group(3).split()
-        close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
+        # options differ from a typo in case too (row=h for row=H): compare without case, suggest as spelled
+        spelled = {o.lower(): o for o in options}
+        close = [spelled[c] for c in ([name.lower()] if name.lower() in spelled else
+                                      difflib.get_close_matches(name.lower(), list(spelled), n=3, cutoff=0.6))]
         if close:
             return f"; did you mean {' or '.join(f'{group}={c}' for c in close)}?"
     return ""
