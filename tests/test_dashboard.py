@@ -537,6 +537,15 @@ def test_without_a_network_one_line_and_exit_1(tmp_path, capsys, monkeypatch, se
     assert tree_digest(root) == before
 
 
+def test_runs_root_is_in_the_help_and_in_the_make_table_hint(tmp_path, capsys, monkeypatch):
+    assert DB.main(["--help"]) == 0
+    assert "FACTORIAL_RUNS" in capsys.readouterr().out
+    monkeypatch.delenv("FACTORIAL_RUNS", raising=False)
+    rc = DB.main(["--exp", "fig1", "--scale", "smoke", "--results", str(tmp_path), "--runs-root", str(tmp_path / "r")])
+    assert rc == 2
+    assert f'make table EXP=fig1 SCALE=smoke TABLE_ARGS="--runs-root {tmp_path / "r"}"' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--exp", "nope", "--scale", "cpu"], "invalid --exp='nope'; allowed:"),
     (["--exp", "experiments/fig1.yaml", "--scale", "cpu"], "invalid --exp='experiments/fig1.yaml'; allowed: a study name"),

@@ -372,6 +372,23 @@ def test_missing_runs_dir_is_exit_code_2(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_runs_root_comes_from_factorial_runs_as_for_the_sweep(tmp_path, monkeypatch, capsys):
+    """FACTORIAL_RUNS=/tmp/r make sweep trains into /tmp/r: the table step reads the runs from there too."""
+    monkeypatch.setenv("FACTORIAL_RUNS", str(RUNS))
+    out = tmp_path / "results"
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--out", str(out)]) == 0
+    report = (out / "fig1" / "tiny" / "REPORT.md").read_text()
+    assert f"--runs-root {RUNS}" in report  # the report's own rebuild command names where its runs are
+    with pytest.raises(SystemExit):
+        CLI.parse_args(["--help"])
+    assert "FACTORIAL_RUNS" in capsys.readouterr().out
+    from factorial import sweep as SW
+
+    with pytest.raises(SystemExit):
+        SW.parse_args(["--help"])
+    assert "FACTORIAL_RUNS" in capsys.readouterr().out
+
+
 def test_cli_from_fixture_and_from_csv_agree(tmp_path, monkeypatch):
     out = tmp_path / "results"
     assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(out)]) == 0

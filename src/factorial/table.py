@@ -1,12 +1,13 @@
 """Build a study's results folder from what its runs wrote: ``make table EXP=table2 SCALE=cpu``.
 
-    python -m factorial.table --exp EXP --scale SCALE [--runs-root runs] [--out results]
+    python -m factorial.table --exp EXP --scale SCALE [--runs-root DIR] [--out results]
                               [--source local|wandb] [--from-csv results/EXP/SCALE/cells.csv]
                               [--project factorial] [--entity ENTITY] [--wandb [MODE]] [--force]
     python -m factorial.table --summary --scale SCALE [--out results]
 
-Reads ``<runs-root>/<exp>/<scale>/<cell>/seed<k>/`` (or the W&B group ``<exp>/<scale>``, or a cells.csv
-written earlier) and writes ``<out>/<exp>/<scale>/``:
+Reads ``<runs-root>/<exp>/<scale>/<cell>/seed<k>/`` (``--runs-root``, else ``$FACTORIAL_RUNS``, else runs/ of
+the repository, as for the sweep; or the W&B group ``<exp>/<scale>``, or a cells.csv written earlier) and writes
+``<out>/<exp>/<scale>/``:
 
     cells.csv    one row per run: every knob, seed, status, perplexities, steps, tokens, time, state bytes
     curves.csv   the logged curves (validation perplexity, train loss, RMS(U)) — with cells.csv, enough to
@@ -50,7 +51,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import REPO_ROOT
-from .layout import EXPERIMENTS_DIR
+from .layout import EXPERIMENTS_DIR, runs_root, runs_root_help
 from .report import claims as CL
 from .report import data as D
 from .report import document, output, plots, screen, summary, sweeps
@@ -71,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--summary", action="store_true",
                    help="only rebuild <out>/CLAIMS-<scale>.md from the studies' claims.csv at that scale")
     p.add_argument("--scale", required=True, help="the scale it ran at, e.g. cpu")
-    p.add_argument("--runs-root", type=Path, default=REPO_ROOT / "runs", help="where the run dirs are (default: runs/)")
+    p.add_argument("--runs-root", type=Path, default=None, help=runs_root_help())
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results", help="results root (default: results/)")
     p.add_argument("--source", choices=("local", "wandb"), default="local", help="run dirs (default) or the W&B API")
     p.add_argument("--from-csv", type=Path, default=None, help="rebuild from a cells.csv (and curves.csv beside it)")
@@ -83,6 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    choices=("auto", "online", "offline", "disabled"),
                    help=f"also log the tables to a W&B summary run (mode; default auto; env {ENV_WANDB})")
     args = p.parse_args(argv)
+    args.runs_root = runs_root(args.runs_root)
     if not args.summary and not args.exp:
         p.error("the following arguments are required: --exp (or --summary)")
     return args

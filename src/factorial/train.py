@@ -4,7 +4,8 @@
     python -m factorial.train --help                       # every group, row and key, with defaults
     python -m factorial.train --cfg job scale=cpu row=O    # the resolved config; runs nothing
 
-What a cell writes into its run directory (runs/<exp>/<scale>/<cell>/seed<k>/ by default):
+What a cell writes into its run directory (runs/<exp>/<scale>/<cell>/seed<k>/ by default; $FACTORIAL_RUNS
+replaces runs/, as for the sweep and the table):
 
     config.yaml     the resolved config                meta.json     commit, versions, device, data hashes
     metrics.jsonl   one JSON line per logged step      summary.json  status and final numbers
@@ -43,6 +44,7 @@ from omegaconf import OmegaConf
 from . import config as C
 from .config import Config, ConfigError
 from .data import DataError, TrainBatches, eval_batches, load_corpus
+from .layout import runs_root
 from .model import Transformer, num_parameters
 from .optim import Adafactor
 from .optim import functional as OF
@@ -102,7 +104,7 @@ def cell_name(overrides: list[str]) -> str:
 def run_dir_for(cfg: Config) -> Path:
     if cfg.run_dir:
         return Path(cfg.run_dir)
-    return C.REPO_ROOT / "runs" / cfg.exp / cfg.scale / (cfg.cell or "default") / f"seed{cfg.train.seed}"
+    return runs_root() / cfg.exp / cfg.scale / (cfg.cell or "default") / f"seed{cfg.train.seed}"
 
 
 def semantic_config(cfg_dict: dict) -> dict:
