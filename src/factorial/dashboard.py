@@ -39,6 +39,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import subprocess
 import sys
@@ -589,11 +590,34 @@ def _api(timeout: int):
         raise WandbUnavailable(f"W&B dashboards are online only, and W&B is {mode} here ({reason})")
     import wandb
 
+    url = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+    problem = network_problem(url, min(timeout, NETWORK_CHECK_S))
+    if problem is not None:  # before wandb.Api, which retries for half a minute and then blames its service process
+        raise WandbUnavailable(f"no network: W&B at {url} cannot be reached ({problem}); dashboards are online only")
     try:
         return wandb.Api(timeout=timeout)
     except Exception as err:
         found, where = _find_credentials()
         raise WandbUnavailable(f"could not reach W&B ({where}): {type(err).__name__}: {_first_line(err)}") from None
+
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+NETWORK_CHECK_S = 5  # seconds a TCP connection to W&B may take before the dashboard says there is no network
+
+
+def network_problem(url: str, timeout: float) -> str | None:
+    """Why a TCP connection to the host of ``url`` cannot be opened within ``timeout`` seconds (None: it opens)."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    host = parsed.hostname or url
+    try:
+        port = parsed.port or (80 if parsed.scheme == "http" else 443)
+        socket.create_connection((host, port), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        return f"{host}: {type(err).__name__}: {err}"
+    return None
 
 
 def _first_line(err: BaseException) -> str:
