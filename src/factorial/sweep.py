@@ -1297,6 +1297,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, old_term)
         bar.close()
+    if interrupted and all(run_status(r.run_dir) in FINISHED for r in pending):
+        # the signal came after the last cell had finished: nothing was stopped, the study is whole
+        print(f"{signal.Signals(interrupted).name} after every cell had finished: nothing was stopped", flush=True)
+        interrupted = None
 
     print(
         f"{study.name}/{args.scale}: {counts['completed']} completed, {counts['diverged']} diverged, "
