@@ -360,11 +360,12 @@ def test_cli_with_wandb_source(monkeypatch, tmp_path):
 
 
 def test_missing_runs_dir_is_exit_code_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "factorial.table", "--exp", "table2", "--scale", "nowhere",
+    proc = subprocess.run([sys.executable, "-m", "factorial.table", "--exp", "table2", "--scale", "smoke",
                            "--runs-root", str(tmp_path), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert f"no runs directory {tmp_path}/table2/nowhere" in proc.stderr
+    assert f"no runs directory {tmp_path}/table2/smoke" in proc.stderr
+    assert "make sweep EXP=table2 SCALE=smoke" in proc.stderr  # a command that works
     assert "<cell>/seed<k>/config.yaml" in proc.stderr
     (tmp_path / "table2" / "empty").mkdir(parents=True)
     assert CLI.main(["--exp", "table2", "--scale", "empty", "--runs-root", str(tmp_path), "--out", str(tmp_path)]) == 2
@@ -387,6 +388,21 @@ def test_the_runs_root_comes_from_factorial_runs_as_for_the_sweep(tmp_path, monk
     with pytest.raises(SystemExit):
         SW.parse_args(["--help"])
     assert "FACTORIAL_RUNS" in capsys.readouterr().out
+
+
+def test_an_unknown_study_lists_the_studies_instead_of_an_invalid_sweep(tmp_path, capsys):
+    assert CLI.main(["--exp", "tabel2", "--scale", "cpu", "--runs-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "invalid --exp='tabel2'" in err and "did you mean table2?" in err and "fig1, " in err, err
+    assert "make sweep EXP=tabel2" not in err
+    assert CLI.main(["--exp", "table2", "--scale", "cpuu", "--runs-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "invalid --scale='cpuu'" in err and "did you mean cpu?" in err and "make sweep" not in err, err
+    # runs trained with exp=NAME and no study file are a study all the same
+    (tmp_path / "mine" / "cpu").mkdir(parents=True)
+    assert CLI.main(["--exp", "mine", "--scale", "cpu", "--runs-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no runs in" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_from_fixture_and_from_csv_agree(tmp_path, monkeypatch):

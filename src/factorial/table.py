@@ -99,11 +99,39 @@ def load(args) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         runs, curves = D.load_wandb(name, args.scale, project=args.project or "factorial", entity=args.entity)
         where = f"{args.entity + '/' if args.entity else ''}{args.project or 'factorial'}"
         return runs, curves, f"W&B project `{where}`, group `{name}/{args.scale}`"
+    check_study_known(args.exp, args.runs_root, args.scale)
     runs, curves = D.load_local(args.runs_root, name, args.scale)
     where = Path(D.study_dir(args.runs_root, name, args.scale)).resolve()
     with contextlib.suppress(ValueError):  # a committed report names the repository's own paths relatively
         where = where.relative_to(REPO_ROOT)
     return runs, curves, f"`{where}`"
+
+
+def check_study_known(exp: str, runs_root: Path, scale: str) -> None:
+    """A study or scale with neither a file nor runs is a typo: the error lists the studies or scales (the
+    suggestion `make sweep EXP=<typo>` would fail too). Runs without a study file (cells trained with
+    exp=NAME) are a study all the same."""
+    import difflib
+
+    from .layout import available_studies
+
+    from .layout import available_scales
+
+    if D.study_dir(runs_root, S.study_name(exp), scale).is_dir():
+        return
+    if scale not in available_scales():  # `make sweep ... SCALE=<typo>` would fail too
+        close = difflib.get_close_matches(scale, available_scales(), n=1, cutoff=0.6)
+        raise D.ReportError(f"invalid --scale={scale!r}: no runs in {D.study_dir(runs_root, S.study_name(exp), scale)}; "
+                            + (f"did you mean {close[0]}? " if close else "")
+                            + f"allowed: {' | '.join(available_scales())} (files in conf/scale/)")
+    if S.is_path(exp) or (EXPERIMENTS_DIR / f"{exp}.yaml").is_file():
+        return
+    names = available_studies()
+    close = difflib.get_close_matches(exp, names, n=1, cutoff=0.6)
+    raise D.ReportError(
+        f"invalid --exp={exp!r}: no study file {EXPERIMENTS_DIR / (exp + '.yaml')} and no runs in "
+        f"{D.study_dir(runs_root, exp, scale)}; " + (f"did you mean {close[0]}? " if close else "")
+        + f"allowed: a study ({', '.join(names)}), a path to a study file, or a name with runs under {runs_root}")
 
 
 def cells_csv(runs: pd.DataFrame) -> pd.DataFrame:
