@@ -91,6 +91,6 @@ def test_the_readme_single_cell_runs_are_ignored_by_git():
     from factorial.config import Config
 
     assert Config.exp == "adhoc"
-    probe = "runs/adhoc/custom/row=H/seed0/config.yaml"
-    proc = subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT)
-    assert proc.returncode == 0, f"{probe} is not ignored by .gitignore"
+    for probe in ("runs/adhoc/custom/row=H/seed0/config.yaml", "runs/multirun/multirun.yaml"):  # and -m's default
+        proc = subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT)
+        assert proc.returncode == 0, f"{probe} is not ignored by .gitignore"
