@@ -155,6 +155,10 @@ def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path, capsys):
     assert "pending   row=A,schedule.warmup=true/seed0" in out
     assert "4 runs (4 to run, 0 already finished)" in out
     assert not (tmp_path / "runs").exists()
+    assert "extra overrides" not in out  # logger=none changes no result
+    assert S.main(["--exp", "smoke", "--scale", "smoke", "--runs-root", str(tmp_path / "runs"), "--dry-run", "--",
+                   "logger=none", "train.steps=3000"]) == 0
+    assert "extra overrides train.steps=3000 change what every cell computes" in capsys.readouterr().out
 
 
 def test_a_ctrl_c_after_the_last_cell_ends_the_sweep_as_finished(tmp_path, cache_dir, monkeypatch):

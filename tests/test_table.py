@@ -405,6 +405,46 @@ def test_an_unknown_study_lists_the_studies_instead_of_an_invalid_sweep(tmp_path
     assert not (tmp_path / "o").exists()
 
 
+def _with_an_extra_cell(tmp_path: Path) -> Path:
+    """The fig1 fixture's runs, and A with warmup trained once more with an extra override (train.steps=3000, as
+    `make sweep EXP=fig1 ARGS="train.steps=3000"` names it): a cell the study file does not define."""
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "runs"
+    shutil.copytree(RUNS / "fig1", root / "fig1")
+    src = root / "fig1" / "tiny" / "row=A,schedule.warmup=true"
+    dst = root / "fig1" / "tiny" / "row=A,schedule.warmup=true,train.steps=3000"
+    shutil.copytree(src, dst)
+    for cfg_path in dst.glob("seed*/config.yaml"):
+        cfg = yaml.safe_load(cfg_path.read_text())
+        cfg["train"]["steps"], cfg["cell"] = 3000, dst.name
+        cfg_path.write_text(yaml.safe_dump(cfg))
+    return root
+
+
+def test_cells_from_extra_overrides_are_marked_and_left_out_of_the_verdicts(tmp_path, capsys):
+    root = _with_an_extra_cell(tmp_path)
+    plain, out, every = tmp_path / "plain", tmp_path / "out", tmp_path / "every"
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(plain)]) == 0
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(root), "--out", str(out)]) == 0
+    assert "not cells of the study file" in capsys.readouterr().err
+    d = out / "fig1" / "tiny"
+    report = (d / "REPORT.md").read_text()
+    assert "**Not the study's cells:**" in report and "`row=A,schedule.warmup=true,train.steps=3000`" in report
+    cells = pd.read_csv(d / "cells.csv")
+    marked = dict(zip(cells["cell"], cells["in_study"]))
+    assert marked["row=A,schedule.warmup=true,train.steps=3000"] == False  # noqa: E712
+    assert marked["row=A,schedule.warmup=true"] == True  # noqa: E712
+    # the verdicts are the study's own: the same as without the extra cell
+    pd.testing.assert_frame_equal(pd.read_csv(d / "claims.csv"), pd.read_csv(plain / "fig1" / "tiny" / "claims.csv"))
+    assert "in_study" not in pd.read_csv(plain / "fig1" / "tiny" / "cells.csv").columns  # nothing extra, nothing marked
+    # unless the user asks otherwise
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(root), "--out", str(every), "--all-cells"]) == 0
+    assert "--all-cells" in (every / "fig1" / "tiny" / "REPORT.md").read_text()
+
+
 def test_cli_from_fixture_and_from_csv_agree(tmp_path, monkeypatch):
     out = tmp_path / "results"
     assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(out)]) == 0

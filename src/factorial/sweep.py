@@ -1186,6 +1186,11 @@ def main(argv: list[str] | None = None) -> int:
 
     n_runs = sum(len(c.seeds) for c in study.cells)
     print(f"study {study.name}: {len(study.cells)} cells, {n_runs} runs, scale {args.scale} — {study.description}", flush=True)
+    named = [o for o in args.overrides if _key_is(o.split("=", 1)[0], "named")]
+    if named:
+        print(f"extra overrides {' '.join(named)} change what every cell computes: these are other cells than the "
+              "study's (their names end in them); make table marks them and leaves them out of the study's verdicts",
+              flush=True)
     runs, errors = plan_runs(study, args.scale, runs_root, cache_dir, cpus)
     if errors:
         print(f"factorial.sweep: error: the study cannot run as it is ({len(errors)} problem(s)); nothing was run:", file=sys.stderr)
