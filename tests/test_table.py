@@ -784,3 +784,47 @@ def test_a_comparison_that_pairs_runs_from_different_machines_says_so(tmp_path):
             "Intel(R) Xeon(R) Processor, 1 thread vs AMD EPYC, 1 thread]") in reason
     same = runs.assign(device_name="AMD EPYC")
     assert "mixed machines" not in part(only(results(cells_of(same), "table2"), "C4"), "A without warmup fails").judgement.reason
+
+
+def _figures_of(monkeypatch) -> list:
+    from factorial.report import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig))
+    return figs
+
+
+def _hidden_lines(fig) -> list[str]:
+    """The curves of a figure none of whose points is inside its panel's limits."""
+    hidden = []
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.lines:
+            continue
+        (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+        for line in ax.lines:
+            if line.get_transform() != ax.transData:  # the × of a diverged seed sits on the top edge by design
+                continue
+            xs, ys = (list(map(float, v)) for v in line.get_data())
+            if len(xs) > 1 and not any(x0 <= x <= x1 and y0 <= y <= y1 for x, y in zip(xs, ys)):
+                hidden.append(f"{ax.get_title(loc='left')}: {line.get_label()} ({min(ys):.0f}–{max(ys):.0f} outside {y0:.0f}–{y1:.0f})")
+    return hidden
+
+
+def test_no_plotted_cell_is_hidden_by_its_panels_limits(monkeypatch):
+    """One row far above the rest (as Q1 at 591 with the others near 100) is drawn inside its own panel, in the
+    per-row curves and in the generic ones (one panel per setting: extra overrides' cells)."""
+    from factorial.report import plots
+
+    runs, _ = D.load_local(RUNS, "table2", "tiny")
+    cells = D.aggregate(runs)
+    rows = []
+    for rid in runs["run_id"]:
+        final = 591.0 if rid.startswith("row=B") else 100.0 + 3 * len(rows) % 7
+        rows += [{"run_id": rid, "step": s, "val/ppl": final + (512 - final) * math.exp(-s / 8)} for s in range(10, 210, 10)]
+    curves = pd.DataFrame(rows)
+    figs = _figures_of(monkeypatch)
+    plots.table2_curves(runs, cells, curves, Path("."), "curves.png")
+    plots.generic_curves(runs, cells, curves, None, Path("."), "curves.png", "t")
+    assert len(figs) == 2
+    for fig in figs:
+        assert _hidden_lines(fig) == []
