@@ -117,9 +117,7 @@ def check_study_known(exp: str, runs_root: Path, scale: str) -> None:
     exp=NAME) are a study all the same."""
     import difflib
 
-    from .layout import available_studies
-
-    from .layout import available_scales
+    from .layout import available_scales, available_studies
 
     if D.study_dir(runs_root, S.study_name(exp), scale).is_dir():
         return
