@@ -25,6 +25,7 @@ help:
 	@echo ""
 	@echo "  .venv/bin/python -m factorial.train --help    every config group, row and key of one cell"
 	@echo "  .venv/bin/python -m factorial.sweep --help    the sweep's options and what each study runs"
+	@echo "  .venv/bin/python -m factorial.train -m scale=smoke row=A,B   a sweep from the command line, as Hydra's -m"
 
 setup: $(STAMP)
 
