@@ -19,11 +19,13 @@ help:
 	@echo "  make setup | clean-venv        create (or remove) .venv with the pinned dependencies"
 	@echo ""
 	@echo "  JOBS=auto (default): one cell per CPU core (one per GPU on a GPU machine); LAUNCHER=local|submitit_local|slurm"
+	@echo "  runs go to runs/, or to \$$FACTORIAL_RUNS when set (sweep, table and dashboard alike)"
 	@echo "  studies (EXP=): $(basename $(notdir $(wildcard experiments/*.yaml)))"
 	@echo "  scales (SCALE=): $(basename $(notdir $(wildcard conf/scale/*.yaml)))"
 	@echo ""
 	@echo "  .venv/bin/python -m factorial.train --help    every config group, row and key of one cell"
 	@echo "  .venv/bin/python -m factorial.sweep --help    the sweep's options and what each study runs"
+	@echo "  .venv/bin/python -m factorial.train -m scale=smoke row=A,B   a sweep from the command line, as Hydra's -m"
 
 setup: $(STAMP)
 

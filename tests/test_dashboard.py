@@ -158,6 +158,7 @@ class FakeServer:
 def server(monkeypatch) -> FakeServer:
     s = FakeServer()
     monkeypatch.setattr(wandb, "Api", s.api())
+    monkeypatch.setattr(DB, "network_problem", lambda url, timeout: None)  # the fake server is always reachable
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     return s
 
@@ -535,6 +536,36 @@ def test_without_a_network_one_line_and_exit_1(tmp_path, capsys, monkeypatch, se
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "503 Service Unavailable" in err
     assert tree_digest(root) == before
+
+
+def test_without_a_network_says_so_in_seconds_before_asking_wandb(tmp_path, capsys, monkeypatch):
+    """A login and no network: wandb.Api would retry for half a minute, then blame its service process."""
+    import socket
+    import time
+
+    made = []
+    monkeypatch.setattr(wandb, "Api", lambda *a, **k: made.append(1))
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+
+    def unreachable(address, timeout=None, **kw):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    root = copy_study(tmp_path, "fig1")
+    start = time.monotonic()
+    assert DB.main(["--exp", "fig1", "--scale", "cpu", "--results", str(root)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert time.monotonic() - start < 10 and not made
+    assert len(err.splitlines()) == 1 and "no network" in err and "api.wandb.ai" in err, err
+
+
+def test_runs_root_is_in_the_help_and_in_the_make_table_hint(tmp_path, capsys, monkeypatch):
+    assert DB.main(["--help"]) == 0
+    assert "FACTORIAL_RUNS" in capsys.readouterr().out
+    monkeypatch.delenv("FACTORIAL_RUNS", raising=False)
+    rc = DB.main(["--exp", "fig1", "--scale", "smoke", "--results", str(tmp_path), "--runs-root", str(tmp_path / "r")])
+    assert rc == 2
+    assert f'make table EXP=fig1 SCALE=smoke TABLE_ARGS="--runs-root {tmp_path / "r"}"' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -131,3 +131,15 @@ def test_every_interval_the_prose_quotes_is_in_a_generated_file(name):
     assert quoted, "no interval quoted: the pattern is broken"
     missing = [q for q in quoted if norm(q) not in haystack]
     assert not missing, f"{name} quotes intervals that no generated file holds: {missing}"
+
+
+def test_the_readme_single_cell_runs_are_ignored_by_git():
+    """The README's single-cell commands write runs/adhoc/ (exp=adhoc): neither tracked nor left untracked."""
+    import subprocess
+
+    from factorial.config import Config
+
+    assert Config.exp == "adhoc"
+    for probe in ("runs/adhoc/custom/row=H/seed0/config.yaml", "runs/multirun/multirun.yaml"):  # and -m's default
+        proc = subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT)
+        assert proc.returncode == 0, f"{probe} is not ignored by .gitignore"

@@ -121,9 +121,9 @@ def test_a_threshold_changed_after_the_runs_makes_their_verdicts_exploratory(tmp
     rules = _rules_file(tmp_path, confirmatory_seeds=[1, 2, 3])
     study = tmp_path / "reg.yaml"
     study.write_text(f"seeds: [0]\ncells:\n  - {{row: A, schedule.warmup: true}}\n  - {{row: C, schedule.warmup: true}}\n"
-                     f"rules: {rules}\n")
+                     f"fixed: [train.steps=6]\nrules: {rules}\n")
     root, out = tmp_path / "runs", tmp_path / "results"
-    proc = sweep_here("--exp", str(study), "--scale", "smoke", "--jobs", "2", "--", "logger=none", "train.steps=6",
+    proc = sweep_here("--exp", str(study), "--scale", "smoke", "--jobs", "2", "--", "logger=none",
                       root=root, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
     _as_clean(root)
@@ -149,9 +149,9 @@ def test_a_missing_confirmatory_run_leaves_the_confirmation_incomplete(tmp_path,
     rules = _rules_file(tmp_path, confirmatory_seeds=[1, 2])
     study = tmp_path / "inc.yaml"
     study.write_text(f"seeds: [1]\ncells:\n  - {{row: A, schedule.warmup: true}}\n  - {{row: C, schedule.warmup: true}}\n"
-                     f"rules: {rules}\n")
+                     f"fixed: [train.steps=6]\nrules: {rules}\n")
     root, out = tmp_path / "runs", tmp_path / "results"
-    proc = sweep_here("--exp", str(study), "--scale", "smoke", "--seeds", "1", "--jobs", "2", "--", "logger=none", "train.steps=6",
+    proc = sweep_here("--exp", str(study), "--scale", "smoke", "--seeds", "1", "--jobs", "2", "--", "logger=none",
                       root=root, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
     _as_clean(root)

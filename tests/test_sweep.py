@@ -155,6 +155,28 @@ def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path, capsys):
     assert "pending   row=A,schedule.warmup=true/seed0" in out
     assert "4 runs (4 to run, 0 already finished)" in out
     assert not (tmp_path / "runs").exists()
+    assert "extra overrides" not in out  # logger=none changes no result
+    assert S.main(["--exp", "smoke", "--scale", "smoke", "--runs-root", str(tmp_path / "runs"), "--dry-run", "--",
+                   "logger=none", "train.steps=3000"]) == 0
+    assert "extra overrides train.steps=3000 change what every cell computes" in capsys.readouterr().out
+
+
+def test_a_ctrl_c_after_the_last_cell_ends_the_sweep_as_finished(tmp_path, cache_dir, monkeypatch):
+    """Nothing was stopped: the sweep says so and exits as a finished one (0), so `make sweep` builds the tables."""
+    def every_cell_then_ctrl_c(runs, jobs, gpus, report, progress=None):
+        for r in runs:
+            r.run_dir.mkdir(parents=True, exist_ok=True)
+            summary = {"status": "completed", "val_ppl": 100.0}
+            (r.run_dir / "summary.json").write_text(json.dumps(summary))
+            report(r, summary, 0.0)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(S, "launch_local", every_cell_then_ctrl_c)
+    proc = sweep_here("--exp", pair_study(tmp_path), "--scale", "smoke", "--jobs", "1", "--", "logger=none",
+                      root=tmp_path / "runs", cache=cache_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SIGINT after every cell had finished: nothing was stopped" in proc.stdout
+    assert "the running cells were stopped" not in proc.stdout and "tables: make table" in proc.stdout
 
 
 # --- bad input: exit 2, nothing written --------------------------------------------------------

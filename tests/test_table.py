@@ -360,16 +360,89 @@ def test_cli_with_wandb_source(monkeypatch, tmp_path):
 
 
 def test_missing_runs_dir_is_exit_code_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "factorial.table", "--exp", "table2", "--scale", "nowhere",
+    proc = subprocess.run([sys.executable, "-m", "factorial.table", "--exp", "table2", "--scale", "smoke",
                            "--runs-root", str(tmp_path), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert f"no runs directory {tmp_path}/table2/nowhere" in proc.stderr
+    assert f"no runs directory {tmp_path}/table2/smoke" in proc.stderr
+    assert "make sweep EXP=table2 SCALE=smoke" in proc.stderr  # a command that works
     assert "<cell>/seed<k>/config.yaml" in proc.stderr
     (tmp_path / "table2" / "empty").mkdir(parents=True)
     assert CLI.main(["--exp", "table2", "--scale", "empty", "--runs-root", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert CLI.main(["--exp", "x", "--scale", "y", "--from-csv", str(tmp_path / "none.csv")]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_the_runs_root_comes_from_factorial_runs_as_for_the_sweep(tmp_path, monkeypatch, capsys):
+    """FACTORIAL_RUNS=/tmp/r make sweep trains into /tmp/r: the table step reads the runs from there too."""
+    monkeypatch.setenv("FACTORIAL_RUNS", str(RUNS))
+    out = tmp_path / "results"
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--out", str(out)]) == 0
+    report = (out / "fig1" / "tiny" / "REPORT.md").read_text()
+    assert f"--runs-root {RUNS}" in report  # the report's own rebuild command names where its runs are
+    with pytest.raises(SystemExit):
+        CLI.parse_args(["--help"])
+    assert "FACTORIAL_RUNS" in capsys.readouterr().out
+    from factorial import sweep as SW
+
+    with pytest.raises(SystemExit):
+        SW.parse_args(["--help"])
+    assert "FACTORIAL_RUNS" in capsys.readouterr().out
+
+
+def test_an_unknown_study_lists_the_studies_instead_of_an_invalid_sweep(tmp_path, capsys):
+    assert CLI.main(["--exp", "tabel2", "--scale", "cpu", "--runs-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "invalid --exp='tabel2'" in err and "did you mean table2?" in err and "fig1, " in err, err
+    assert "make sweep EXP=tabel2" not in err
+    assert CLI.main(["--exp", "table2", "--scale", "cpuu", "--runs-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "invalid --scale='cpuu'" in err and "did you mean cpu?" in err and "make sweep" not in err, err
+    # runs trained with exp=NAME and no study file are a study all the same
+    (tmp_path / "mine" / "cpu").mkdir(parents=True)
+    assert CLI.main(["--exp", "mine", "--scale", "cpu", "--runs-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no runs in" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def _with_an_extra_cell(tmp_path: Path) -> Path:
+    """The fig1 fixture's runs, and A with warmup trained once more with an extra override (train.steps=3000, as
+    `make sweep EXP=fig1 ARGS="train.steps=3000"` names it): a cell the study file does not define."""
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "runs"
+    shutil.copytree(RUNS / "fig1", root / "fig1")
+    src = root / "fig1" / "tiny" / "row=A,schedule.warmup=true"
+    dst = root / "fig1" / "tiny" / "row=A,schedule.warmup=true,train.steps=3000"
+    shutil.copytree(src, dst)
+    for cfg_path in dst.glob("seed*/config.yaml"):
+        cfg = yaml.safe_load(cfg_path.read_text())
+        cfg["train"]["steps"], cfg["cell"] = 3000, dst.name
+        cfg_path.write_text(yaml.safe_dump(cfg))
+    return root
+
+
+def test_cells_from_extra_overrides_are_marked_and_left_out_of_the_verdicts(tmp_path, capsys):
+    root = _with_an_extra_cell(tmp_path)
+    plain, out, every = tmp_path / "plain", tmp_path / "out", tmp_path / "every"
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(plain)]) == 0
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(root), "--out", str(out)]) == 0
+    assert "not cells of the study file" in capsys.readouterr().err
+    d = out / "fig1" / "tiny"
+    report = (d / "REPORT.md").read_text()
+    assert "**Not the study's cells:**" in report and "`row=A,schedule.warmup=true,train.steps=3000`" in report
+    cells = pd.read_csv(d / "cells.csv")
+    marked = dict(zip(cells["cell"], cells["in_study"]))
+    assert marked["row=A,schedule.warmup=true,train.steps=3000"] == False  # noqa: E712
+    assert marked["row=A,schedule.warmup=true"] == True  # noqa: E712
+    # the verdicts are the study's own: the same as without the extra cell
+    pd.testing.assert_frame_equal(pd.read_csv(d / "claims.csv"), pd.read_csv(plain / "fig1" / "tiny" / "claims.csv"))
+    assert "in_study" not in pd.read_csv(plain / "fig1" / "tiny" / "cells.csv").columns  # nothing extra, nothing marked
+    # unless the user asks otherwise
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(root), "--out", str(every), "--all-cells"]) == 0
+    assert "--all-cells" in (every / "fig1" / "tiny" / "REPORT.md").read_text()
 
 
 def test_cli_from_fixture_and_from_csv_agree(tmp_path, monkeypatch):
@@ -711,3 +784,47 @@ def test_a_comparison_that_pairs_runs_from_different_machines_says_so(tmp_path):
             "Intel(R) Xeon(R) Processor, 1 thread vs AMD EPYC, 1 thread]") in reason
     same = runs.assign(device_name="AMD EPYC")
     assert "mixed machines" not in part(only(results(cells_of(same), "table2"), "C4"), "A without warmup fails").judgement.reason
+
+
+def _figures_of(monkeypatch) -> list:
+    from factorial.report import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig))
+    return figs
+
+
+def _hidden_lines(fig) -> list[str]:
+    """The curves of a figure none of whose points is inside its panel's limits."""
+    hidden = []
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.lines:
+            continue
+        (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+        for line in ax.lines:
+            if line.get_transform() != ax.transData:  # the × of a diverged seed sits on the top edge by design
+                continue
+            xs, ys = (list(map(float, v)) for v in line.get_data())
+            if len(xs) > 1 and not any(x0 <= x <= x1 and y0 <= y <= y1 for x, y in zip(xs, ys)):
+                hidden.append(f"{ax.get_title(loc='left')}: {line.get_label()} ({min(ys):.0f}–{max(ys):.0f} outside {y0:.0f}–{y1:.0f})")
+    return hidden
+
+
+def test_no_plotted_cell_is_hidden_by_its_panels_limits(monkeypatch):
+    """One row far above the rest (as Q1 at 591 with the others near 100) is drawn inside its own panel, in the
+    per-row curves and in the generic ones (one panel per setting: extra overrides' cells)."""
+    from factorial.report import plots
+
+    runs, _ = D.load_local(RUNS, "table2", "tiny")
+    cells = D.aggregate(runs)
+    rows = []
+    for rid in runs["run_id"]:
+        final = 591.0 if rid.startswith("row=B") else 100.0 + 3 * len(rows) % 7
+        rows += [{"run_id": rid, "step": s, "val/ppl": final + (512 - final) * math.exp(-s / 8)} for s in range(10, 210, 10)]
+    curves = pd.DataFrame(rows)
+    figs = _figures_of(monkeypatch)
+    plots.table2_curves(runs, cells, curves, Path("."), "curves.png")
+    plots.generic_curves(runs, cells, curves, None, Path("."), "curves.png", "t")
+    assert len(figs) == 2
+    for fig in figs:
+        assert _hidden_lines(fig) == []

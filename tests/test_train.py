@@ -42,6 +42,10 @@ def test_cell_writes_its_run_directory(tmp_path, cache_dir):
     logged = {k for r in records for k in r}
     assert {"train/loss", "train/lr", "train/grad_norm", "opt/beta2_t", "opt/clip_frac", "val/ppl", "test/ppl"} <= logged
     assert {"rms_u/tok_emb", "rms_u/attn_proj.0", "rms_u/ff1.0", "perf/tokens_per_s"} <= logged
+    # one record per logged step (docs/METRICS.md): the test split is in the last step's record
+    steps = [r["step"] for r in records]
+    assert len(steps) == len(set(steps)) and steps == sorted(steps)
+    assert {"test/ppl", "val/ppl", "train/loss"} <= set(records[-1]) and records[-1]["step"] == 30
     # The schedule: row H is an absolute step, α_t = 0.1·s_t with W = 3 (a tenth of 30 steps).
     lr5 = next(r["train/lr"] for r in records if r["step"] == 5)
     assert lr5 == pytest.approx(0.1 * 1e-2 * min(5 / 3, math.sqrt(3 / 5)))
@@ -388,6 +392,8 @@ def test_the_error_for_clip_threshold_suggests_what_the_command_line_accepts(tmp
     ("model.d_modle=64", "did you mean model.d_model?"),
     ("optim=adamm", "did you mean optim=adam?"),
     ("row=Q11", "row=Q1"),
+    ("row=h", "did you mean row=H?"),
+    ("row=q10", "did you mean row=Q10?"),
 ])
 def test_a_misspelled_key_or_option_gets_a_did_you_mean(tmp_path, capsys, override, suggestion):
     assert T.main(["scale=smoke", f"run_dir={tmp_path / 'never'}", override]) == 2
@@ -409,3 +415,102 @@ def test_a_single_cell_writes_its_train_log_and_a_swept_one_is_not_logged_twice(
                        timeout=600, check=True)
     text = (run_dir / "train.log").read_text()
     assert "=== factorial.train" not in text and text.count("W&B mode: disabled") == 1
+
+
+# --- Hydra's multirun: -m with comma lists, range() and choice() runs an ad-hoc study through the sweep ------
+
+
+def test_a_multirun_command_line_becomes_a_study(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACTORIAL_RUNS", str(tmp_path))
+    plan = T.plan_multirun(["model=tiny", "scale=smoke", "logger=none", "row=A,B", "schedule.warmup=true,false",
+                            "train.seed=range(2)", "optim.lr_scale=choice(0.1,1)", "hydra/launcher=submitit_slurm",
+                            "hydra.launcher.partition=debug", "hydra.launcher.array_parallelism=4", "study=mine"])
+    assert plan["name"] == "mine" and plan["scale"] == "smoke" and plan["runs_root"] == tmp_path.resolve()
+    study = plan["study"]
+    assert study["grid"] == {"model": ["tiny"], "row": ["A", "B"], "schedule.warmup": ["true", "false"],
+                             "optim.lr_scale": ["0.1", "1"]}
+    assert study["seeds"] == [0, 1] and study["fixed"] == ["logger=none"]
+    assert plan["sweep_args"] == ["--launcher", "slurm", "--partition", "debug", "--jobs", "4"]
+    assert T.plan_multirun(["scale=smoke", "hydra.sweep.dir=" + str(tmp_path / "elsewhere")])["runs_root"] == \
+        (tmp_path / "elsewhere").resolve()
+    assert T.plan_multirun(["scale=smoke"])["study"]["cells"] == [{}]  # one cell, "default", as a single run names it
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["row=A,B"], "invalid scale=None for --multirun"),
+    (["scale=smoke,cpu", "row=A,B"], "scale takes one value in a multirun"),
+    (["scale=smoke", "optim.lr_scale=interval(0.1,1)"], "an interval is for an optimizing sweeper"),
+    (["scale=smoke", "row=A,,B"], "Error parsing override 'row=A,,B'"),
+    (["scale=smoke", "row=A,B", "run_dir=/x"], "the sweep sets run_dir"),
+    (["scale=smoke", "row=A,B", "study=table2"], "invalid study='table2'"),
+    (["scale=smoke", "train.threads=1,2"], "train.threads changes no result"),
+    (["scale=smoke", "hydra/launcher=ray"], "allowed: hydra/launcher=basic | joblib | submitit_local | submitit_slurm"),
+    (["scale=smoke", "hydra.job.chdir=true"], "allowed: hydra/launcher=, hydra.sweep.dir="),
+    (["scale=smoke", "train.seed=a,b"], "allowed: integers >= 0"),
+])
+def test_a_multirun_that_cannot_be_a_study_exits_2_before_any_work(tmp_path, capsys, monkeypatch, overrides, expected):
+    monkeypatch.setenv("FACTORIAL_RUNS", str(tmp_path / "runs"))
+    assert T.main(["-m", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_comma_list_without_multirun_says_how_to_sweep(capsys):
+    assert T.main(["scale=smoke", "row=A,B"]) == 2
+    assert "add --multirun" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_multirun_trains_the_grid_through_the_sweep_and_make_table_builds_it(tmp_path, cache_dir):
+    """The issue's command: four cells through factorial.sweep, then their report."""
+    from factorial import table
+
+    runs = tmp_path / "runs"
+    env = {**os.environ, "WANDB_MODE": "disabled", "FACTORIAL_RUNS": str(runs)}
+    args = ["-m", "model=tiny", "scale=smoke", "logger=none", "row=A,B", "schedule.warmup=true,false", "train.steps=4",
+            f"data.cache_dir={cache_dir}", "hydra.launcher.n_jobs=2"]
+
+    def cli(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "factorial.train", *extra], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=600)
+
+    listed = cli("--cfg", "job", *args)  # the runs it would make; nothing written
+    assert listed.returncode == 0, listed.stderr
+    assert "4 runs (4 to run, 0 already finished)" in listed.stdout and not runs.exists()
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    study_file = runs / "multirun" / "multirun.yaml"
+    assert f"study 'multirun' ({study_file})" in proc.stdout and "4 completed" in proc.stdout
+    assert f"tables: make table EXP={study_file} SCALE=smoke" in proc.stdout
+    done = sorted(p.parent.parent.name for p in (runs / "multirun" / "smoke").glob("*/seed0/summary.json"))
+    assert done == [f"model=tiny,row={r},schedule.warmup={w},train.steps=4" for r in "AB" for w in ("false", "true")]
+    # the same command resumes (nothing to train); another grid under the same name is refused
+    again = cli(*args)
+    assert again.returncode == 0 and "4 skipped" in again.stdout, again.stdout + again.stderr
+    other = cli(*[a.replace("row=A,B", "row=A,C") for a in args])
+    assert other.returncode == 2 and "allowed: study=NEW_NAME" in other.stderr
+    # make table EXP=<the study file> SCALE=smoke
+    out = tmp_path / "results"
+    assert table.main(["--exp", str(study_file), "--scale", "smoke", "--runs-root", str(runs), "--out", str(out)]) == 0
+    cells = (out / "multirun" / "smoke" / "cells.csv").read_text().splitlines()
+    assert len(cells) == 5 and (out / "multirun" / "smoke" / "REPORT.md").is_file()
+
+
+def test_shell_completion_as_hydra_offers_groups_options_and_keys(monkeypatch, capsys):
+    assert "row=" in T.completion_choices("python -m factorial.train scale=smoke ro")
+    assert {"row=H", "row=Q300"} <= set(T.completion_choices(".venv/bin/python -m factorial.train row="))
+    assert T.completion_choices("python -m factorial.train -m optim.clip_t") == ["optim.clip_threshold="]
+    monkeypatch.setenv("COMP_LINE", "python -m factorial.train sched")
+    assert T.main(["-sc", "query=bash"]) == 0 and capsys.readouterr().out.split() == ["schedule."]
+    assert T.main(["--shell-completion", "install=bash"]) == 0
+    script = capsys.readouterr().out
+    assert "complete -o nospace -o default -F _factorial_train_completion python" in script
+    assert "-m factorial.train -sc query=bash" in script
+    assert T.main(["-sc", "install=zsh"]) == 2 and "allowed: install=bash" in capsys.readouterr().err
+
+
+def test_help_names_multirun_and_completion(capsys):
+    assert T.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "-m, --multirun" in out and "range(" in out and "study=NAME" in out and "-sc install=bash" in out

@@ -39,6 +39,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import subprocess
 import sys
@@ -49,6 +50,7 @@ from typing import Any
 import pandas as pd
 
 from .config import REPO_ROOT
+from .layout import runs_root, runs_root_help
 from .report import claims as CL
 from .report import data as D
 from .report import rules as R
@@ -137,7 +139,14 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def load_study(exp: str, scale: str, results: Path) -> Study:
+def table_command(exp: str, scale: str, runs: Path | None = None) -> str:
+    """The `make table` that writes what the dashboard reads, with the runs root when it is not the one
+    the table finds by itself (--runs-root, else $FACTORIAL_RUNS, else runs/)."""
+    told = f' TABLE_ARGS="--runs-root {runs}"' if runs is not None and Path(runs).resolve() != runs_root().resolve() else ""
+    return f"make table EXP={exp} SCALE={scale}{told}"
+
+
+def load_study(exp: str, scale: str, results: Path, runs: Path | None = None) -> Study:
     """The study as ``make table`` left it in ``<results>/<exp>/<scale>/``; reads only."""
     from .sweep import SweepError, available_scales
     from .sweep import load_study as load_study_file
@@ -154,7 +163,7 @@ def load_study(exp: str, scale: str, results: Path) -> Study:
     folder = Path(results) / exp / scale
     missing = [n for n in ("cells.csv", "claims.csv", "table.md") if not (folder / n).is_file()]
     if missing:
-        raise DashboardError(f"no {', '.join(missing)} in {folder}; run `make table EXP={exp} SCALE={scale}` first")
+        raise DashboardError(f"no {', '.join(missing)} in {folder}; run `{table_command(exp, scale, runs)}` first")
     try:
         runs, _ = D.load_csv(folder / "cells.csv")
     except D.ReportError as err:
@@ -581,11 +590,34 @@ def _api(timeout: int):
         raise WandbUnavailable(f"W&B dashboards are online only, and W&B is {mode} here ({reason})")
     import wandb
 
+    url = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+    problem = network_problem(url, min(timeout, NETWORK_CHECK_S))
+    if problem is not None:  # before wandb.Api, which retries for half a minute and then blames its service process
+        raise WandbUnavailable(f"no network: W&B at {url} cannot be reached ({problem}); dashboards are online only")
     try:
         return wandb.Api(timeout=timeout)
     except Exception as err:
         found, where = _find_credentials()
         raise WandbUnavailable(f"could not reach W&B ({where}): {type(err).__name__}: {_first_line(err)}") from None
+
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+NETWORK_CHECK_S = 5  # seconds a TCP connection to W&B may take before the dashboard says there is no network
+
+
+def network_problem(url: str, timeout: float) -> str | None:
+    """Why a TCP connection to the host of ``url`` cannot be opened within ``timeout`` seconds (None: it opens)."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    host = parsed.hostname or url
+    try:
+        port = parsed.port or (80 if parsed.scheme == "http" else 443)
+        socket.create_connection((host, port), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        return f"{host}: {type(err).__name__}: {err}"
+    return None
 
 
 def _first_line(err: BaseException) -> str:
@@ -610,6 +642,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scale", required=True, help="the scale it ran at, e.g. cpu")
     p.add_argument("--results", type=Path, default=REPO_ROOT / "results",
                    help="results root written by make table (default: results/)")
+    p.add_argument("--runs-root", type=Path, default=None,
+                   help=runs_root_help() + "; named in the commands this prints (make table, wandb sync)")
     p.add_argument("--project", default=None, help="W&B project (default: the runs' logger.project, else factorial)")
     p.add_argument("--entity", default=None, help="W&B entity (default: the runs' logger.entity, else your default entity)")
     p.add_argument("--timeout", type=int, default=30, help="seconds to wait for W&B to answer (default 30)")
@@ -625,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.timeout <= 0:
             raise DashboardError(f"invalid --timeout={args.timeout}; allowed: a positive number of seconds")
-        study = load_study(args.exp, args.scale, args.results)
+        study = load_study(args.exp, args.scale, args.results, args.runs_root)
         project = pick(args.project, study.projects, "logger.project") or "factorial"
         entity = pick(args.entity, study.entities, "logger.entity")
         api = _api(args.timeout)

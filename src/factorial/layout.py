@@ -4,12 +4,14 @@ may use it."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 SCALES_DIR = REPO_ROOT / "conf" / "scale"
+RUNS_ENV = "FACTORIAL_RUNS"  # where run directories go, for the sweep, the table, the dashboard and a cell
 KEY_RE = re.compile(r"[+~]{0,2}[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")  # a config key (with +/~)
 
 
@@ -19,3 +21,13 @@ def available_studies() -> list[str]:
 
 def available_scales() -> list[str]:
     return sorted(p.stem for p in SCALES_DIR.glob("*.yaml"))
+
+
+def runs_root(given: str | os.PathLike | None = None) -> Path:
+    """The runs root: ``--runs-root`` when given, else ``$FACTORIAL_RUNS``, else runs/ of the repository."""
+    return Path(given or os.environ.get(RUNS_ENV) or REPO_ROOT / "runs")
+
+
+def runs_root_help() -> str:
+    """How a command's --help names the runs root and where it comes from."""
+    return f"where the run directories are (default: ${RUNS_ENV} when set, else runs/ of the repository)"

@@ -124,6 +124,8 @@ import yaml
 from filelock import FileLock, Timeout
 
 from .layout import EXPERIMENTS_DIR, KEY_RE, REPO_ROOT, SCALES_DIR, available_scales, available_studies  # noqa: F401 (re-exported)
+from .layout import runs_root as layout_runs_root
+from .layout import runs_root_help
 
 FINISHED = ("completed", "diverged")  # = factorial.train.FINISHED (not imported: job processes stay light)
 EXIT_BUSY = 75  # = factorial.train.EXIT_BUSY: another process trains the cell right now
@@ -1114,7 +1116,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         f"(default: cpu_count // jobs; SLURM: {DEFAULT_SLURM_CPUS} or the partition's largest node if smaller)")
     p.add_argument("--mem-per-cell", type=float, default=None, help="memory of a SLURM job in GB (default: the partition's default)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds for every cell, replacing the study's (e.g. 0,1,2)")
-    p.add_argument("--runs-root", default=None, help="where run directories go (default: $FACTORIAL_RUNS or runs/ of the repository)")
+    p.add_argument("--runs-root", default=None, help=runs_root_help())
     p.add_argument("--cache-dir", default=None, help="data cache (data.cache_dir, not part of cell names; default: $FACTORIAL_CACHE_DIR or the config's)")
     p.add_argument("--dry-run", action="store_true", help="compose and list the cells, run nothing")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every cell (after --)")
@@ -1170,7 +1172,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"factorial.sweep: error: {err}", file=sys.stderr)
         return 2
     args.exp_name = study.name
-    runs_root = Path(args.runs_root or os.environ.get("FACTORIAL_RUNS") or REPO_ROOT / "runs").resolve()
+    runs_root = layout_runs_root(args.runs_root).resolve()
     cache_dir = args.cache_dir or os.environ.get("FACTORIAL_CACHE_DIR")
     if cache_dir is not None:
         cache_dir = str(Path(cache_dir).resolve())
@@ -1184,6 +1186,11 @@ def main(argv: list[str] | None = None) -> int:
 
     n_runs = sum(len(c.seeds) for c in study.cells)
     print(f"study {study.name}: {len(study.cells)} cells, {n_runs} runs, scale {args.scale} — {study.description}", flush=True)
+    named = [o for o in args.overrides if _key_is(o.split("=", 1)[0], "named")]
+    if named:
+        print(f"extra overrides {' '.join(named)} change what every cell computes: these are other cells than the "
+              "study's (their names end in them); make table marks them and leaves them out of the study's verdicts",
+              flush=True)
     runs, errors = plan_runs(study, args.scale, runs_root, cache_dir, cpus)
     if errors:
         print(f"factorial.sweep: error: the study cannot run as it is ({len(errors)} problem(s)); nothing was run:", file=sys.stderr)
@@ -1295,6 +1302,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, old_term)
         bar.close()
+    if interrupted and all(run_status(r.run_dir) in FINISHED for r in pending):
+        # the signal came after the last cell had finished: nothing was stopped, the study is whole
+        print(f"{signal.Signals(interrupted).name} after every cell had finished: nothing was stopped", flush=True)
+        interrupted = None
 
     print(
         f"{study.name}/{args.scale}: {counts['completed']} completed, {counts['diverged']} diverged, "
@@ -1305,7 +1316,9 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         print("interrupted: the running cells were stopped; run the same command again to resume them from their checkpoints")
         return 128 + int(interrupted)
-    print(f"tables: make table EXP={args.exp} SCALE={args.scale}")
+    # the table finds the runs where the sweep put them: $FACTORIAL_RUNS it reads itself, --runs-root it is told
+    told = f' TABLE_ARGS="--runs-root {runs_root}"' if runs_root != layout_runs_root().resolve() else ""
+    print(f"tables: make table EXP={args.exp} SCALE={args.scale}{told}")
     return 1 if counts["failed"] else 0
 
 

@@ -1,12 +1,13 @@
 """Build a study's results folder from what its runs wrote: ``make table EXP=table2 SCALE=cpu``.
 
-    python -m factorial.table --exp EXP --scale SCALE [--runs-root runs] [--out results]
+    python -m factorial.table --exp EXP --scale SCALE [--runs-root DIR] [--out results]
                               [--source local|wandb] [--from-csv results/EXP/SCALE/cells.csv]
                               [--project factorial] [--entity ENTITY] [--wandb [MODE]] [--force]
     python -m factorial.table --summary --scale SCALE [--out results]
 
-Reads ``<runs-root>/<exp>/<scale>/<cell>/seed<k>/`` (or the W&B group ``<exp>/<scale>``, or a cells.csv
-written earlier) and writes ``<out>/<exp>/<scale>/``:
+Reads ``<runs-root>/<exp>/<scale>/<cell>/seed<k>/`` (``--runs-root``, else ``$FACTORIAL_RUNS``, else runs/ of
+the repository, as for the sweep; or the W&B group ``<exp>/<scale>``, or a cells.csv written earlier) and writes
+``<out>/<exp>/<scale>/``:
 
     cells.csv    one row per run: every knob, seed, status, perplexities, steps, tokens, time, state bytes
     curves.csv   the logged curves (validation perplexity, train loss, RMS(U)) — with cells.csv, enough to
@@ -50,7 +51,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import REPO_ROOT
-from .layout import EXPERIMENTS_DIR
+from .layout import EXPERIMENTS_DIR, runs_root, runs_root_help
 from .report import claims as CL
 from .report import data as D
 from .report import document, output, plots, screen, summary, sweeps
@@ -72,18 +73,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--summary", action="store_true",
                    help="only rebuild <out>/CLAIMS-<scale>.md from the studies' claims.csv at that scale")
     p.add_argument("--scale", required=True, help="the scale it ran at, e.g. cpu")
-    p.add_argument("--runs-root", type=Path, default=REPO_ROOT / "runs", help="where the run dirs are (default: runs/)")
+    p.add_argument("--runs-root", type=Path, default=None, help=runs_root_help())
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results", help="results root (default: results/)")
     p.add_argument("--source", choices=("local", "wandb"), default="local", help="run dirs (default) or the W&B API")
     p.add_argument("--from-csv", type=Path, default=None, help="rebuild from a cells.csv (and curves.csv beside it)")
     p.add_argument("--project", default=None, help="W&B project (default: the runs' logger.project, else factorial)")
     p.add_argument("--entity", default=None, help="W&B entity (default: the runs' logger.entity, else yours)")
+    p.add_argument("--all-cells", action="store_true",
+                   help="judge the claims on every run, also those whose cell the study file does not define (cells "
+                        "renamed by extra overrides of the sweep: make sweep ARGS=...); by default they are marked "
+                        "and left out of the verdicts")
     p.add_argument("--force", action="store_true",
                    help="replace the results folder even when this build has fewer finished runs than it holds")
     p.add_argument("--wandb", nargs="?", const="auto", default=os.environ.get(ENV_WANDB) or None,
                    choices=("auto", "online", "offline", "disabled"),
                    help=f"also log the tables to a W&B summary run (mode; default auto; env {ENV_WANDB})")
     args = p.parse_args(argv)
+    args.runs_root = runs_root(args.runs_root)
     if not args.summary and not args.exp:
         p.error("the following arguments are required: --exp (or --summary)")
     return args
@@ -98,11 +104,37 @@ def load(args) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         runs, curves = D.load_wandb(name, args.scale, project=args.project or "factorial", entity=args.entity)
         where = f"{args.entity + '/' if args.entity else ''}{args.project or 'factorial'}"
         return runs, curves, f"W&B project `{where}`, group `{name}/{args.scale}`"
+    check_study_known(args.exp, args.runs_root, args.scale)
     runs, curves = D.load_local(args.runs_root, name, args.scale)
     where = Path(D.study_dir(args.runs_root, name, args.scale)).resolve()
     with contextlib.suppress(ValueError):  # a committed report names the repository's own paths relatively
         where = where.relative_to(REPO_ROOT)
     return runs, curves, f"`{where}`"
+
+
+def check_study_known(exp: str, runs_root: Path, scale: str) -> None:
+    """A study or scale with neither a file nor runs is a typo: the error lists the studies or scales (the
+    suggestion `make sweep EXP=<typo>` would fail too). Runs without a study file (cells trained with
+    exp=NAME) are a study all the same."""
+    import difflib
+
+    from .layout import available_scales, available_studies
+
+    if D.study_dir(runs_root, S.study_name(exp), scale).is_dir():
+        return
+    if scale not in available_scales():  # `make sweep ... SCALE=<typo>` would fail too
+        close = difflib.get_close_matches(scale, available_scales(), n=1, cutoff=0.6)
+        raise D.ReportError(f"invalid --scale={scale!r}: no runs in {D.study_dir(runs_root, S.study_name(exp), scale)}; "
+                            + (f"did you mean {close[0]}? " if close else "")
+                            + f"allowed: {' | '.join(available_scales())} (files in conf/scale/)")
+    if S.is_path(exp) or (EXPERIMENTS_DIR / f"{exp}.yaml").is_file():
+        return
+    names = available_studies()
+    close = difflib.get_close_matches(exp, names, n=1, cutoff=0.6)
+    raise D.ReportError(
+        f"invalid --exp={exp!r}: no study file {EXPERIMENTS_DIR / (exp + '.yaml')} and no runs in "
+        f"{D.study_dir(runs_root, exp, scale)}; " + (f"did you mean {close[0]}? " if close else "")
+        + f"allowed: a study ({', '.join(names)}), a path to a study file, or a name with runs under {runs_root}")
 
 
 def cells_csv(runs: pd.DataFrame) -> pd.DataFrame:
@@ -172,13 +204,15 @@ class WouldLoseResults(D.ReportError):
     """A build that would replace a results folder with fewer finished runs than it holds."""
 
 
-def check_not_losing(final: Path, runs: pd.DataFrame, args) -> str | None:
+def check_not_losing(final: Path, runs: pd.DataFrame, args, own: pd.DataFrame | None = None) -> str | None:
     """Refuse to replace results built from more finished runs than this build has (unless --force).
 
-    Returns a note to print when the build is partial but replaces nothing it would lose."""
+    Returns a note to print when the build is partial (counted on ``own``, the study's own runs) but replaces
+    nothing it would lose."""
     new = finished_runs(runs)
     planned = planned_runs(args.exp)
-    of_plan = f"{len(new)} of the study's {planned} planned runs" if planned else f"{len(new)} runs"
+    done = len(finished_runs(own if own is not None else runs))
+    of_plan = f"{done} of the study's {planned} planned runs" if planned else f"{done} runs"
     old_csv = final / "cells.csv"
     if old_csv.is_file():
         try:
@@ -195,7 +229,7 @@ def check_not_losing(final: Path, runs: pd.DataFrame, args) -> str | None:
                 f"SCALE={args.scale}` resumes them), or write this build elsewhere with --out DIR, or replace the "
                 f"results anyway with --force (make table ... TABLE_ARGS=--force)"
             )
-    if planned and len(new) < planned:
+    if planned and done < planned:
         return f"partial: {of_plan} finished; the verdicts use only those"
     return None
 
@@ -243,15 +277,55 @@ def build(args, command: str) -> Path:
         return _build(args, command, report)
 
 
+def study_cell_names(exp: str) -> set[str] | None:
+    """The names of the cells the study file defines (None without a study file: every run is the study's)."""
+    from .sweep import SweepError, load_study
+
+    if not (S.is_path(exp) or (EXPERIMENTS_DIR / f"{exp}.yaml").is_file()):
+        return None
+    try:
+        return {c.name for c in load_study(exp).cells}
+    except (SweepError, OSError):
+        return None
+
+
+def mark_extra(runs: pd.DataFrame, exp: str) -> pd.DataFrame:
+    """The runs whose cell the study file does not define (a sweep given extra named overrides after --,
+    `make sweep ARGS=...`, renames every cell it runs): a boolean column ``in_study``, only when there are any."""
+    own = study_cell_names(exp)
+    if own is None or "cell" not in runs.columns:
+        return runs
+    inside = runs["cell"].isin(own)
+    return runs if inside.all() else runs.assign(in_study=inside.to_numpy())
+
+
+def extra_note(runs: pd.DataFrame, exp: str, judged_all: bool) -> str:
+    """REPORT.md's paragraph on the runs that are not the study's cells ("" when there are none)."""
+    if "in_study" not in runs.columns:
+        return ""
+    extra = runs[~runs["in_study"].astype(bool)]
+    names = sorted(set(extra["cell"]))
+    shown = ", ".join(f"`{n}`" for n in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    use = ("The verdicts use them too (`--all-cells`)." if judged_all else
+           "The verdicts use only the study's own cells; `make table ... TABLE_ARGS=--all-cells` judges these too.")
+    return (f"> **Not the study's cells:** {len(extra)} runs in {len(names)} cells were trained with extra overrides "
+            f"(after `--` of the sweep, `make sweep ARGS=...`) and are not cells of the study file `{exp}`: {shown}. "
+            f"They are in the tables and figures, and `cells.csv` marks them (`in_study` false). {use}")
+
+
 def _build(args, command: str, report) -> Path:
     name = S.study_name(args.exp)
     runs, curves, source = load(args)
+    runs = mark_extra(runs, args.exp)
+    own = runs if "in_study" not in runs.columns or args.all_cells else runs[runs["in_study"].astype(bool)]
     final = Path(args.out) / name / args.scale
-    note = check_not_losing(final, runs, args)
+    note = check_not_losing(final, runs, args, own)
     cells = D.aggregate(runs)
-    noise = D.study_noise(cells)
-    results, skipped, signatures = judge(runs, report, args.exp)
-    sweep_frame = sweeps.sweep_table(cells)
+    own_cells = cells if own is runs else D.aggregate(own) if len(own) else cells.iloc[0:0]
+    noise = D.study_noise(own_cells)
+    results, skipped, signatures = judge(own, report, args.exp) if len(own) else (
+        [], [(c, "no run of the study's own cells") for c in CL.CLAIMS], [])
+    sweep_frame = sweeps.sweep_table(own_cells)
     warn = document.provenance_warning(runs)
     if warn:
         print(f"factorial.table: warning: {warn}", file=sys.stderr)
@@ -264,9 +338,9 @@ def _build(args, command: str, report) -> Path:
         stage.csv("table.csv", TB.to_csv_frame(tables))
         stage.text("table.tex", TB.to_latex(tables))
         made = plots.make_plots(report, runs, cells, curves, stage.tmp, name)
-        points = screen.screen_points(cells)
+        points = screen.screen_points(own_cells)
         made += screen.screen_plot(points, stage.tmp)
-        control_md = screen.control_markdown(screen.control_results(cells, report.controls))
+        control_md = screen.control_markdown(screen.control_results(own_cells, report.controls))
         for name, _ in made:
             stage.written.append(name)
         if not sweep_frame.empty:
@@ -276,11 +350,19 @@ def _build(args, command: str, report) -> Path:
         stage.text("REPORT.md", document.build_report(args.exp, args.scale, source, runs, cells, tables, made,
                                                       results, skipped, command, noise,
                                                       sweeps.sweep_markdown(sweep_frame), screen.screen_markdown(points),
-                                                      control_md, SG.markdown(signatures)))
+                                                      control_md, SG.markdown(signatures),
+                                                      extra_note(runs, args.exp, args.all_cells)))
         stage.commit()
     counts = Counter(r.verdict for r in results)
     print(f"wrote {final}: {len(runs)} runs, {len(cells)} cells, {len(made)} figures; claims: "
           + (", ".join(f"{n} {v}" for v, n in counts.items()) or "none") + (f" ({note})" if note else ""))
+    if len(own) < len(runs):
+        print(f"factorial.table: note: {len(runs) - len(own)} runs are not cells of the study file (extra overrides "
+              f"of the sweep): marked in cells.csv (in_study) and REPORT.md, left out of the verdicts "
+              "(TABLE_ARGS=--all-cells judges them too)", file=sys.stderr)
+    elif "in_study" in runs.columns:
+        print("factorial.table: note: runs that are not cells of the study file (extra overrides of the sweep) are "
+              "marked in cells.csv (in_study) and REPORT.md, and judged with the rest (--all-cells)", file=sys.stderr)
     if args.wandb and args.wandb != "disabled":
         project = args.project or next((p for p in runs.get("logger.project", []) if p), None) or "factorial"
         entity = args.entity or next((e for e in runs.get("logger.entity", []) if e), None)
@@ -297,6 +379,8 @@ def rebuild_command(args: argparse.Namespace) -> str:
     read from), not how this build was asked for (--force, --out, --wandb), so that the same runs rebuild
     the same report byte for byte whichever of those flags a build used."""
     parts = ["python -m factorial.table", "--exp", str(args.exp), "--scale", str(args.scale)]
+    if getattr(args, "all_cells", False):
+        parts.append("--all-cells")
     if args.from_csv is not None:
         parts += ["--from-csv", str(args.from_csv)]
     elif args.source != "local":

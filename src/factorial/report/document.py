@@ -180,11 +180,13 @@ def registration_lines(results: list[ClaimResult]) -> list[str]:
 def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: pd.DataFrame, tables: list[Table],
                  plots: list[tuple[str, str]], results: list[ClaimResult], skipped: list[tuple[Claim, str]],
                  command: str, noise: R.Noise | None = None, sweep_md: str = "", screen_md: str = "", control_md: str = "",
-                 signature_md: str = "") -> str:
+                 signature_md: str = "", extra_md: str = "") -> str:
     lines = [f"# `{exp}` at scale `{scale}` — reproduction report", "",
              f"Built by `{command}` from {source}: {len(runs)} runs in {len(cells)} cells. Scoring reads only what the "
              "runs wrote (config.yaml, summary.json, meta.json, metrics.jsonl — or the same fields from W&B); "
              "cells are identified by their knob values, not their directory names.", ""]
+    if extra_md:  # runs the study file does not define (extra overrides of the sweep)
+        lines += [extra_md, ""]
     warn = provenance_warning(runs)
     if warn:
         lines += [f"> **Provenance warning:** {warn}. Rerun them from a clean clone at one commit before citing "

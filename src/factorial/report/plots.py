@@ -73,9 +73,11 @@ def _log_if_wide(ax, values: list[float], axis: str = "y") -> None:
     target.set_minor_formatter(mticker.NullFormatter())
 
 
-def _draw_cell(ax, runs, curves, cell: dict, color, label: str, linestyle="-", key: str = "val/ppl") -> list[float]:
+def _draw_cell(ax, runs, curves, cell: dict, color, label: str, linestyle="-", key: str = "val/ppl",
+               must: list[float] | None = None) -> list[float]:
     """A cell as the mean of its seeds over their common steps with a min–max band (one seed: its line);
-    a diverged seed as × on the top edge of the axes, at the step it diverged."""
+    a diverged seed as × on the top edge of the axes, at the step it diverged. Returns every value drawn; adds
+    to ``must`` the values the axes must show (the mean past the first fifth of its steps, and its last)."""
     ys = []
     drawn = False
     series = _curves_of(curves, cell["run_ids"], key)
@@ -90,6 +92,9 @@ def _draw_cell(ax, runs, curves, cell: dict, color, label: str, linestyle="-", k
                 ax.fill_between(mean.index, wide.min(axis=1).values, wide.max(axis=1).values, color=color, alpha=0.15, lw=0)
             drawn = True
             ys += [float(v) for v in wide.values.ravel()]
+            if must is not None:
+                late = mean[mean.index >= mean.index.min() + 0.2 * (mean.index.max() - mean.index.min())]
+                must += [float(v) for v in late.values] + [float(mean.values[-1])]
     trans = blended_transform_factory(ax.transData, ax.transAxes)
     for step in _diverged_steps(runs, cell["run_ids"]):
         ax.plot([step], [1.0], marker="x", ms=9, mew=2.2, color=color, transform=trans, clip_on=False,
@@ -122,25 +127,28 @@ def table2_curves(runs, cells: pd.DataFrame, curves, out: Path, name: str, subti
     n = len(letters)
     ncols = min(4, n)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.1 * nrows + 0.8), sharex=True, sharey=True,
+    # Each panel its own y axis: a shared one clipped to the study's bulk hid rows far above it (Q1 at 591)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.1 * nrows + 0.8), sharex=True, sharey=False,
                              squeeze=False)
-    all_y = []
     for ax, letter in zip(axes.flat, letters):
         handles = []
+        panel_y: list[float] = []
+        must: list[float] = []
         for warmup in (True, False):
             cell = next((c for c in recs if c["row_match"] == letter and bool(c["schedule.warmup"]) == warmup), None)
             if cell is None:
                 continue
             s = stats_of(cell, "")
-            all_y += _draw_cell(ax, runs, curves, cell, WARMUP_COLORS[warmup], None)
+            panel_y += _draw_cell(ax, runs, curves, cell, WARMUP_COLORS[warmup], None, must=must)
             handles.append(Line2D([], [], color=WARMUP_COLORS[warmup], lw=2,
                                   label=f"{'warmup' if warmup else 'no warmup'}: {R.format_stats(s)}"))
         ax.legend(handles=handles, loc="best", fontsize=7.5, framealpha=0.85, handlelength=1.2)
         ax.set_title(_short_row(letter), fontsize=9.5, loc="left")
         ax.grid(True, alpha=0.3, which="both")
+        _log_if_wide(ax, panel_y)
+        _clip_ylim(ax, panel_y, must)
+        _say_if_no_curve(ax, panel_y)
     _hide_unused(axes, n)
-    _log_if_wide(axes.flat[0], all_y)
-    _clip_ylim(axes.flat[0], all_y)
     for ax in axes[:, 0]:
         ax.set_ylabel("validation perplexity")
     handles = [Line2D([], [], color=WARMUP_COLORS[True], lw=2, label="warmup"),
@@ -169,14 +177,28 @@ def _hide_unused(axes, n: int, xlabel: str = "step") -> None:
             ax.set_xlabel(xlabel)
 
 
-def _clip_ylim(ax, ys: list[float]) -> None:
-    """Keep the first evaluations (perplexity ≈ vocabulary size) from flattening the interesting part."""
+def _say_if_no_curve(ax, ys: list[float]) -> None:
+    """A panel whose cells logged no point (every seed diverged before its first evaluation) says so, instead of
+    an empty axis with meaningless ticks."""
+    if ys:
+        return
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, "no point logged:\nevery seed diverged (× at its step)", transform=ax.transAxes, ha="center",
+            va="center", fontsize=8.5, color="0.35")
+
+
+def _clip_ylim(ax, ys: list[float], must: list[float] = ()) -> None:
+    """Keep the first evaluations (perplexity ≈ vocabulary size) from flattening the interesting part, but never
+    below what ``must`` be seen (each curve past its first fifth, and its end): no curve leaves its panel."""
     ys = sorted(y for y in ys if math.isfinite(y) and y > 0)
     if len(ys) < 4:
         return
     lo, hi = ys[0], ys[-1]
     cap = ys[int(0.9 * (len(ys) - 1))] * 1.5  # the 90th percentile, with room
     top = min(hi * 1.05, max(cap, lo * 1.2))
+    seen = [y for y in must if math.isfinite(y) and y > 0]
+    if seen:
+        top = max(top, min(hi, max(seen)) * 1.05)
     if ax.get_yscale() == "log":
         ax.set_ylim(lo / 1.05, top)
     else:
@@ -219,28 +241,31 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
     ncols = 1 if outside else min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     width = 5.6 * ncols + (5.0 if outside else 0.0)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 4.0 * nrows + 0.6), sharex=True, sharey=True, squeeze=False)
-    all_y = []
+    # Each panel its own y axis: a shared one, clipped to the bulk of the study, left panels empty
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 4.0 * nrows + 0.6), sharex=True, sharey=False, squeeze=False)
+    train = key == "train/loss"
     for ax, panel in zip(axes.flat, panels):
+        panel_y: list[float] = []
+        must: list[float] = []
         for ln in lines:
             for c in recs:
                 if panel_of(c) == panel and line_of(c) == ln:
                     lab = ", ".join(x[1] for x in ln)
-                    all_y += _draw_cell(ax, runs, curves, c, colors[ln], f"{lab}: {R.format_stats(stats_of(c, ''))}",
-                                        key=key)
+                    panel_y += _draw_cell(ax, runs, curves, c, colors[ln], f"{lab}: {R.format_stats(stats_of(c, ''))}",
+                                          key=key, must=must)
         ax.set_title(", ".join(f"{f.header}={x[1]}" if f.header.count(".") else x[1] for f, x in zip(panel_fields, panel))
                      if panel else title, fontsize=10, loc="left")
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=7.5, title=", ".join(f.header for f in line_fields), title_fontsize=8, framealpha=0.85,
                   **(dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0) if outside else dict(loc="best")))
+        if not train:
+            _log_if_wide(ax, panel_y)
+        _clip_ylim(ax, panel_y, must)
+        _say_if_no_curve(ax, panel_y)
     _hide_unused(axes, len(panels))
-    train = key == "train/loss"
-    if train:  # from the first logged step: a no-warmup failure shows early
+    if train:  # from the first logged step: a no-warmup failure shows early (the x axis is shared)
         axes.flat[0].set_xscale("log")
         axes.flat[0].xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    else:
-        _log_if_wide(axes.flat[0], all_y)
-    _clip_ylim(axes.flat[0], all_y)
     what = "training loss (nats)" if train else "validation perplexity"
     for ax in axes[:, 0]:
         ax.set_ylabel(what)
