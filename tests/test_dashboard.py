@@ -322,7 +322,7 @@ def test_new_claim_columns_verdicts_and_figures_appear_without_code_changes(tmp_
     verdicts = next(t for t in texts if t.startswith("| claim |"))
     header = verdicts.splitlines()[0]
     assert "| mean difference % | 90% CI | seeds compared |" in header
-    assert "| estimate_pct | ci_low_pct | ci_high_pct | n | paired | method |" in header  # the report's own interval columns
+    assert "| estimate_pct | ci_low_pct | ci_high_pct | n | n_x | n_ref | paired | method |" in header  # the report's own interval columns
     first = claims.iloc[0].to_dict()
     assert DB.claim_title(first).endswith("— untestable here")
     assert DB.claim_title(first) in [b.text for b in report.blocks if isinstance(b, wr.H3)]
