@@ -828,3 +828,19 @@ def test_no_plotted_cell_is_hidden_by_its_panels_limits(monkeypatch):
     assert len(figs) == 2
     for fig in figs:
         assert _hidden_lines(fig) == []
+
+
+def test_a_sweep_verdicts_interval_is_in_nats_not_a_percentage():
+    """A learning-rate sweep's S difference is a loss difference in nats: claims.csv gives it as such
+    (estimate_nats, ci_*_nats) and leaves the percentage columns empty (exp(x) − 1 of nats means nothing)."""
+    from factorial.table import _interval_columns
+
+    row = R.SweepRow("A, no warmup", {k: {1.0: 5.0 + 0.1 * k, 10.0: 6.0 + 0.05 * k} for k in range(3)}, l0=8.3)
+    ref = R.SweepRow("A, warmup", {k: {1.0: 5.0 + 0.1 * k, 10.0: 5.2 + 0.02 * k} for k in range(3)}, l0=8.3)
+    j = R.sweep_fails(row, ref)
+    cols = _interval_columns(j)
+    assert cols["estimate_pct"] is None and cols["ci_low_pct"] is None
+    assert cols["estimate_nats"] == round(j.diff.estimate, 4) and cols["ci_low_nats"] < cols["estimate_nats"]
+    ppl = _interval_columns(R.approx(R.cell_stats("x", {0: 101.0, 1: 102.0, 2: 99.0}),
+                                     R.cell_stats("r", {0: 100.0, 1: 100.0, 2: 100.0})))
+    assert ppl["estimate_pct"] is not None and ppl["estimate_nats"] is None

@@ -145,14 +145,19 @@ def _interval_columns(j) -> dict:
     d = getattr(j, "diff", None)
     sides = getattr(j, "sides", None) or ()
     n_sides = {"n_x": sides[0] if len(sides) > 0 else None, "n_ref": sides[1] if len(sides) > 1 else None}
+    empty = {"estimate_pct": None, "ci_low_pct": None, "ci_high_pct": None}
     if d is None:
-        return {"estimate_pct": None, "ci_low_pct": None, "ci_high_pct": None, "n": None, **n_sides, "paired": None,
-                "method": None}
+        return {**empty, "n": None, **n_sides, "paired": None, "method": None, "estimate_nats": None,
+                "ci_low_nats": None, "ci_high_nats": None}
+    if d.unit == "nats":  # a learning-rate sweep's sensitivity difference: a loss difference, not a ratio
+        return {**empty, "n": d.n, **n_sides, "paired": d.paired, "method": d.method,
+                "estimate_nats": round(d.estimate, 4), "ci_low_nats": round(d.lo, 4) if d.lo is not None else None,
+                "ci_high_nats": round(d.hi, 4) if d.hi is not None else None}
     from .report.rules import pct
 
     return {"estimate_pct": round(pct(d.estimate), 3), "ci_low_pct": round(pct(d.lo), 3) if d.lo is not None else None,
             "ci_high_pct": round(pct(d.hi), 3) if d.hi is not None else None, "n": d.n, **n_sides, "paired": d.paired,
-            "method": d.method}
+            "method": d.method, "estimate_nats": None, "ci_low_nats": None, "ci_high_nats": None}
 
 
 def claims_frame(results: list[CL.ClaimResult], skipped) -> pd.DataFrame:

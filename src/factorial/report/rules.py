@@ -520,6 +520,7 @@ class Diff:
     n: int  # pairs (paired) or n_x + n_ref (unpaired)
     paired: bool
     method: str
+    unit: str = "log"  # "log": a log ratio, shown as a percentage; "nats": a loss difference (the sweeps)
 
     @property
     def has_interval(self) -> bool:
@@ -919,11 +920,11 @@ def sweep_fails(nw: SweepRow, w: SweepRow) -> Judgement:
         ci = sps.ttest_1samp(d, 0.0).confidence_interval(CONFIDENCE)
         lo, hi = float(ci.low), float(ci.high)
         txt += f"; {CONFIDENCE:.0%} CI [{lo:+.3f}, {hi:+.3f}]"
-        diff = Diff(est, lo, hi, len(d), True, f"paired t, df {len(d) - 1}")
+        diff = Diff(est, lo, hi, len(d), True, f"paired t, df {len(d) - 1}", unit="nats")
     else:
         lo = hi = None
         txt += "; one seed, no interval"
-        diff = Diff(est, None, None, 1, True, "one seed")
+        diff = Diff(est, None, None, 1, True, "one seed", unit="nats")
     txt += f"); {lt}"
     if smaller or (lo is not None and lo > SWEEP_MARGIN):
         return Judgement(True, f"{txt}: fails", diff)
