@@ -194,15 +194,16 @@ def finished_runs(frame: pd.DataFrame) -> set[str]:
     return {str(r) for r in done.get("run_id", [])}
 
 
-def planned_runs(exp: str) -> int | None:
-    """How many (cell, seed) runs the study file plans (None for a study without a file here)."""
+def planned_runs(exp: str, seeds=None) -> int | None:
+    """How many (cell, seed) runs the study file plans, on ``seeds`` only when given (None for a study
+    without a file here)."""
     from .sweep import SweepError, load_study
 
     try:
         study = load_study(exp)
     except (SweepError, OSError):
         return None
-    return sum(len(c.seeds) for c in study.cells)
+    return sum(len([k for k in c.seeds if seeds is None or k in seeds]) for c in study.cells)
 
 
 class WouldLoseResults(D.ReportError):
@@ -249,14 +250,7 @@ def judge(runs: pd.DataFrame, report, exp: str) -> tuple[list[CL.ClaimResult], l
     rules' confirmatory seeds, its exploration on the others), each pass with its own cells and seed noise;
     every verdict labelled confirmatory, exploratory or incomplete, with the reason."""
     rules = study_rules(exp)
-    planned = None
-    if rules is not None:
-        from .sweep import SweepError, load_study
-
-        try:
-            planned = sum(len([k for k in c.seeds if k in rules.confirmatory_seeds]) for c in load_study(exp).cells)
-        except SweepError:
-            planned = None
+    planned = planned_runs(exp, rules.confirmatory_seeds) if rules is not None else None
     results, skipped, signatures = [], None, []
     for p in EV.passes(runs, rules, planned):
         cells = D.aggregate(p.runs)
