@@ -12,8 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-SMALL = ("config.yaml", "meta.json", "metrics.jsonl", "summary.json", "train.log")
-FINISHED = ("completed", "diverged")
+from factorial.runfiles import FINISHED, KEPT as SMALL
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from factorial import config as C
+from factorial import study as ST
 from factorial import sweep as S
 from factorial import train as T
 from factorial.report import data as D
@@ -53,9 +54,9 @@ def test_name_resume_sweep_and_report_agree_on_every_key(tmp_path):
         resumed = key in semantic
         grouped = key in identity
         try:
-            S.check_key(key, "grid")
+            ST.check_key(key, "grid")
             reserved = False
-        except S.SweepError:
+        except ST.StudyError:
             reserved = True
         got = dict(named=named, resumed=resumed, grouped=grouped, reserved=reserved)
         want = dict(C.KIND_RULES[role.kind])

@@ -385,3 +385,15 @@ def test_a_process_finds_the_cached_corpus_without_parsing_the_plays(cache_dir: 
     with pytest.raises(RuntimeError, match="a new corpus is built"):
         new_process()
     assert len(calls) == 2
+
+
+def test_the_unigram_baseline_is_the_entropy_of_the_token_frequencies():
+    """By hand on a 3-token vocabulary: train 0 0 1 2 -> p = (1/2, 1/4, 1/4), H = 1.5 ln 2; validation 0 1 1
+    under add-one counts (3, 2, 2)/7 -> -(ln 3/7 + 2 ln 2/7)/3."""
+    import math
+
+    corpus = Corpus(train=np.array([0, 0, 1, 2]), validation=np.array([0, 1, 1]), test=np.array([0]), vocab_size=3,
+                    tokenizer_path=Path("unused"), hashes={}, source="text")
+    stats = corpus.unigram_stats()
+    assert stats["train_unigram_entropy"] == pytest.approx(1.5 * math.log(2))
+    assert stats["validation_unigram_xent"] == pytest.approx(-(math.log(3 / 7) + 2 * math.log(2 / 7)) / 3)

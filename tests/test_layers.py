@@ -8,12 +8,13 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "factorial"
 LAYERS = [
-    {"layout"},
+    {"layout", "runfiles", "schema"},
     {"optim", "model", "data", "schedule", "rows"},
     {"config"},
-    {"runio", "runlog"},
+    {"runio", "runlog", "cli"},
     {"train"},
     {"report"},
+    {"study"},
     {"sweep", "slurm", "table", "bench", "dashboard"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -223,3 +223,24 @@ def test_a_declared_positive_control_is_judged_in_the_report(tmp_path):
     assert result["passes"] is True and result["diverged"].split("/")[0] == result["diverged"].split("/")[1]
     [result] = SC.control_results(cells[~g], S.report_of(str(path)).controls)
     assert result["passes"] is None and "not run yet" in SC.control_markdown([result])
+
+
+def test_the_training_loss_figure_marks_the_unigram_entropy_when_the_runs_recorded_it(tmp_path):
+    """Runs that recorded the corpus's unigram baseline (meta.json data) get it as a cells.csv column and as a
+    line in the training-loss figure; runs without it (every run trained before it was recorded) get neither."""
+    import json
+
+    path, runs = my_study(tmp_path, "report:\n  plots: [train_loss]\n")
+    assert build(tmp_path, path, runs, "before") == 0
+    before = tmp_path / "before" / "mine" / "tiny"
+    assert "train_unigram_entropy" not in pd.read_csv(before / "cells.csv").columns
+    assert "unigram" not in (before / "REPORT.md").read_text()
+    for meta_path in (runs / "mine" / "tiny").glob("*/*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        meta["data"].update(train_unigram_entropy=5.4321, validation_unigram_xent=5.61)
+        meta_path.write_text(json.dumps(meta))
+    assert build(tmp_path, path, runs, "after") == 0
+    after = tmp_path / "after" / "mine" / "tiny"
+    cells = pd.read_csv(after / "cells.csv")
+    assert set(cells["train_unigram_entropy"]) == {5.4321} and set(cells["validation_unigram_xent"]) == {5.61}
+    assert "unigram entropy of the training split (5.432 nats per token)" in (after / "REPORT.md").read_text()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from factorial import cli as CLI
+from factorial import runfiles as RF
 from factorial import train as T
 from factorial.config import REPO_ROOT
 from factorial.runlog import read_metrics
@@ -42,6 +44,12 @@ def test_cell_writes_its_run_directory(tmp_path, cache_dir):
     logged = {k for r in records for k in r}
     assert {"train/loss", "train/lr", "train/grad_norm", "opt/beta2_t", "opt/clip_frac", "val/ppl", "test/ppl"} <= logged
     assert {"rms_u/tok_emb", "rms_u/attn_proj.0", "rms_u/ff1.0", "perf/tokens_per_s"} <= logged
+    # the run-file schema (factorial.runfiles) names every file, metric and summary key a run writes
+    metric_names = {v for k, v in vars(RF).items() if k.isupper() and isinstance(v, str) and "/" in v}
+    assert logged == {RF.STEP} | metric_names | set(RF.RMS_KEYS)
+    assert tuple(summary) == RF.SUMMARY_KEYS and summary["status"] in RF.STATUSES
+    assert sorted(p.name for p in d.iterdir()) == sorted([*RF.KEPT, RF.LOCK, RF.CHECKPOINTS])
+    assert set(T.Transformer(T.C.PRESETS["tiny"]).figure1_matrices()) == set(RF.FIG1_MATRICES)
     # one record per logged step (docs/METRICS.md): the test split is in the last step's record
     steps = [r["step"] for r in records]
     assert len(steps) == len(set(steps)) and steps == sorted(steps)
@@ -422,7 +430,7 @@ def test_a_single_cell_writes_its_train_log_and_a_swept_one_is_not_logged_twice(
 
 def test_a_multirun_command_line_becomes_a_study(tmp_path, monkeypatch):
     monkeypatch.setenv("FACTORIAL_RUNS", str(tmp_path))
-    plan = T.plan_multirun(["model=tiny", "scale=smoke", "logger=none", "row=A,B", "schedule.warmup=true,false",
+    plan = CLI.plan_multirun(["model=tiny", "scale=smoke", "logger=none", "row=A,B", "schedule.warmup=true,false",
                             "train.seed=range(2)", "optim.lr_scale=choice(0.1,1)", "hydra/launcher=submitit_slurm",
                             "hydra.launcher.partition=debug", "hydra.launcher.array_parallelism=4", "study=mine"])
     assert plan["name"] == "mine" and plan["scale"] == "smoke" and plan["runs_root"] == tmp_path.resolve()
@@ -431,9 +439,9 @@ def test_a_multirun_command_line_becomes_a_study(tmp_path, monkeypatch):
                              "optim.lr_scale": ["0.1", "1"]}
     assert study["seeds"] == [0, 1] and study["fixed"] == ["logger=none"]
     assert plan["sweep_args"] == ["--launcher", "slurm", "--partition", "debug", "--jobs", "4"]
-    assert T.plan_multirun(["scale=smoke", "hydra.sweep.dir=" + str(tmp_path / "elsewhere")])["runs_root"] == \
+    assert CLI.plan_multirun(["scale=smoke", "hydra.sweep.dir=" + str(tmp_path / "elsewhere")])["runs_root"] == \
         (tmp_path / "elsewhere").resolve()
-    assert T.plan_multirun(["scale=smoke"])["study"]["cells"] == [{}]  # one cell, "default", as a single run names it
+    assert CLI.plan_multirun(["scale=smoke"])["study"]["cells"] == [{}]  # one cell, "default", as a single run names it
 
 
 @pytest.mark.parametrize("overrides,expected", [
@@ -498,9 +506,9 @@ def test_multirun_trains_the_grid_through_the_sweep_and_make_table_builds_it(tmp
 
 
 def test_shell_completion_as_hydra_offers_groups_options_and_keys(monkeypatch, capsys):
-    assert "row=" in T.completion_choices("python -m factorial.train scale=smoke ro")
-    assert {"row=H", "row=Q300"} <= set(T.completion_choices(".venv/bin/python -m factorial.train row="))
-    assert T.completion_choices("python -m factorial.train -m optim.clip_t") == ["optim.clip_threshold="]
+    assert "row=" in CLI.completion_choices("python -m factorial.train scale=smoke ro")
+    assert {"row=H", "row=Q300"} <= set(CLI.completion_choices(".venv/bin/python -m factorial.train row="))
+    assert CLI.completion_choices("python -m factorial.train -m optim.clip_t") == ["optim.clip_threshold="]
     monkeypatch.setenv("COMP_LINE", "python -m factorial.train sched")
     assert T.main(["-sc", "query=bash"]) == 0 and capsys.readouterr().out.split() == ["schedule."]
     assert T.main(["--shell-completion", "install=bash"]) == 0

@@ -48,7 +48,8 @@ from typing import Any
 
 import torch
 
-from .config import REPO_ROOT
+from . import runfiles as RF
+from .layout import REPO_ROOT
 from .model import PRESETS, Transformer
 from .optim import Adafactor
 
@@ -473,7 +474,7 @@ def trainer_overhead(scale: str, *, steps: int, rounds: int, threads: int, check
         finally:
             T.evaluate = evaluate
         train_wall = summary["wall_time_s"] - eval_seconds[0]
-        window_losses = [r["train/loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in r]
+        window_losses = [r[RF.TRAIN_LOSS] for r in read_metrics(run_dir / RF.METRICS) if RF.TRAIN_LOSS in r]
         return summary["tokens"] / train_wall, {"wall_time_s": summary["wall_time_s"], "eval_s": eval_seconds[0],
                                                 "status": summary["status"]}, window_losses
 
@@ -535,7 +536,7 @@ def cuda_mfu(steps: int, cache_dir: str | None, log: Callable[[str], None] = pri
         cfg = T.compose([*overrides, f"run_dir={tmp}/cell"])
         cfg.cell = "mfu"
         summary = T.run_cell(cfg)
-        rates = [r["perf/tokens_per_s"] for r in read_metrics(Path(tmp) / "cell" / "metrics.jsonl") if "perf/tokens_per_s" in r]
+        rates = [r[RF.TOKENS_PER_S] for r in read_metrics(Path(tmp) / "cell" / RF.METRICS) if RF.TOKENS_PER_S in r]
     tps = statistics.median(rates[1:] or rates)  # the first window holds the warm-up steps
     vocab = cfg.model.vocab_size
     flops = model_flops_per_token("base", vocab) * tps

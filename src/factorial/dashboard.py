@@ -35,10 +35,7 @@ Runs log their config flat (``optim.beta1`` is one key, see ``runlog.flatten``),
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
-import math
 import os
 import re
 import subprocess
@@ -49,23 +46,22 @@ from typing import Any
 
 import pandas as pd
 
-from .config import REPO_ROOT
-from .layout import runs_root, runs_root_help
+from .layout import REPO_ROOT, available_scales, is_path, runs_root, runs_root_help
+from . import runfiles as RF
 from .report import claims as CL
 from .report import data as D
-from .report import rules as R
 from .report import spec as S
 from .report import tables as TB
 
 log = logging.getLogger("factorial.dashboard")
 
 # What the runs log (train.py through runlog.RunLogger), spelled exactly so; tests check each against a real run.
-STEP = "step"  # our optimizer step, every metric's x-axis (runlog: define_metric("*", step_metric="step"))
-VAL_PPL = "val/ppl"
-TRAIN_METRICS = ("train/loss", "train/lr", "train/grad_norm", "opt/beta2_t")
-RMS_METRICS = tuple(f"rms_u/{m}" for m in R.FIG1_MATRICES)  # the Figure 1 matrices, every train.rms_every steps
-RMS_MEAN = "opt/rms_u_mean"
-CLIP_FRAC = "opt/clip_frac"  # logged by Adafactor cells with update clipping
+STEP = RF.STEP  # our optimizer step, every metric's x-axis (runlog: define_metric("*", step_metric="step"))
+VAL_PPL = RF.VAL_PPL
+TRAIN_METRICS = (RF.TRAIN_LOSS, RF.TRAIN_LR, RF.GRAD_NORM, RF.BETA2_T)
+RMS_METRICS = RF.RMS_KEYS  # the Figure 1 matrices, every train.rms_every steps
+RMS_MEAN = RF.RMS_U_MEAN
+CLIP_FRAC = RF.CLIP_FRAC  # logged by Adafactor cells with update clipping
 FINAL_PPL = "val_ppl"  # summary: final validation perplexity (summary.json, also in the W&B run summary)
 CELL = "cell"  # config: the cell's name; the seeds of a cell share it
 ROW = "row"  # config: the Table 2 row, when the cell is one
@@ -148,15 +144,15 @@ def table_command(exp: str, scale: str, runs: Path | None = None) -> str:
 
 def load_study(exp: str, scale: str, results: Path, runs: Path | None = None) -> Study:
     """The study as ``make table`` left it in ``<results>/<exp>/<scale>/``; reads only."""
-    from .sweep import SweepError, available_scales
-    from .sweep import load_study as load_study_file
+    from .study import StudyError
+    from .study import load_study as load_study_file
 
-    if "/" in exp or exp.endswith((".yaml", ".yml")):
+    if is_path(exp):
         raise DashboardError(f"invalid --exp={exp!r}; allowed: a study name (experiments/<name>.yaml), whose "
                              "results are in <results>/<name>/<scale>/")
     try:
         description = load_study_file(exp).description
-    except SweepError as err:
+    except StudyError as err:
         raise DashboardError(str(err)) from None
     if scale not in available_scales():
         raise DashboardError(f"invalid --scale={scale!r}; allowed: {' | '.join(available_scales())}")
@@ -440,7 +436,7 @@ def build_workspace(study: Study, entity: str, project: str):
                           y=wr.SummaryMetric(FINAL_PPL), log_y=True) for k in swept_numbers(study)],
     ]))
     sections.append(ws.Section(name="Training", is_open=False, panels=[
-        _curve(m, m, log_y=m in ("train/loss", "train/grad_norm")) for m in TRAIN_METRICS
+        _curve(m, m, log_y=m in (RF.TRAIN_LOSS, RF.GRAD_NORM)) for m in TRAIN_METRICS
     ]))
     colors = cell_colors(study)
     filters = _all_of(run_set_filters(study))

@@ -488,6 +488,19 @@ class Corpus:
     hashes: dict[str, str]  # corpus_sha256, tokenizer_sha256, tokens_sha256
     source: str
 
+    def unigram_stats(self) -> dict[str, float]:
+        """What a model that knows only token frequencies achieves, in nats per token: the entropy of the
+        training split's unigram distribution (the training loss of the best such model) and the
+        cross-entropy of the validation split under it, add-one smoothed so that a token unseen in training
+        costs a finite amount. A training loss stuck near the first is a collapse to unigram statistics."""
+        counts = np.bincount(np.asarray(self.train, dtype=np.int64), minlength=self.vocab_size).astype(np.float64)
+        p = counts / counts.sum()
+        entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+        smoothed = (counts + 1.0) / (counts.sum() + len(counts))
+        val = np.bincount(np.asarray(self.validation, dtype=np.int64), minlength=len(counts)).astype(np.float64)
+        xent = float(-(val * np.log(smoothed[: len(val)])).sum() / val.sum())
+        return {"train_unigram_entropy": entropy, "validation_unigram_xent": xent}
+
     @cached_property
     def _processor(self) -> spm.SentencePieceProcessor:
         return spm.SentencePieceProcessor(model_file=str(self.tokenizer_path))

@@ -23,6 +23,21 @@ def available_scales() -> list[str]:
     return sorted(p.stem for p in SCALES_DIR.glob("*.yaml"))
 
 
+def is_path(exp: str) -> bool:
+    """Whether ``--exp`` names a study file by its path (else it is a study's name: experiments/<name>.yaml)."""
+    return exp.endswith((".yaml", ".yml")) or "/" in exp
+
+
+def study_name(exp: str) -> str:
+    """A study's name: ``--exp`` itself, or the stem of a study file given as a path."""
+    return Path(exp).stem if is_path(exp) else exp
+
+
+def study_file(exp: str) -> Path:
+    """The study file ``--exp`` means (it may not exist): the path it names, or experiments/<name>.yaml."""
+    return Path(exp) if is_path(exp) else EXPERIMENTS_DIR / f"{exp}.yaml"
+
+
 def runs_root(given: str | os.PathLike | None = None) -> Path:
     """The runs root: ``--runs-root`` when given, else ``$FACTORIAL_RUNS``, else runs/ of the repository."""
     return Path(given or os.environ.get(RUNS_ENV) or REPO_ROOT / "runs")

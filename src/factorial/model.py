@@ -14,11 +14,12 @@ Shapes: B = batch, T = sequence length, C = d_model, V = vocab_size.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .schema import NORMS, PRESETS, ModelConfig, validate_model_config  # noqa: F401 (defined without torch)
 
 __all__ = [
     "ModelConfig",
@@ -34,86 +35,6 @@ __all__ = [
 # --------------------------------------------------------------------------- #
 # Configuration
 # --------------------------------------------------------------------------- #
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int = 4096
-    d_model: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    d_ff: int = 512
-    context_length: int = 64
-    dropout: float = 0.0
-    norm: str = "pre"  # "pre" | "post" LayerNorm placement
-    tie_embeddings: bool = True  # token embedding shared with the softmax (the paper's setting)
-    # Table 3 of the paper ablates both of these: std 1/sqrt(d) or 1, multiplier sqrt(d) or 1.
-    embedding_init_std: float | None = None  # None -> 1/sqrt(d_model)
-    embedding_multiplier: float | None = None  # None -> sqrt(d_model); scales the input embeddings
-    bias: bool = False  # biases in Linear layers
-
-    @property
-    def resolved_embedding_init_std(self) -> float:
-        return self.embedding_init_std if self.embedding_init_std is not None else self.d_model**-0.5
-
-    @property
-    def resolved_embedding_multiplier(self) -> float:
-        return self.embedding_multiplier if self.embedding_multiplier is not None else self.d_model**0.5
-
-
-NORMS = ("pre", "post")
-
-# vocab_size is set from the tokenizer at run time, so presets keep the default.
-PRESETS: dict[str, ModelConfig] = {
-    # Unit tests only: small enough that a forward+backward takes milliseconds.
-    "tiny": ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, context_length=32),
-    # What a CPU sweep can afford.
-    "cpu": ModelConfig(d_model=128, n_layers=2, n_heads=4, d_ff=512, context_length=64),
-    # The paper's Transformer base shape (Vaswani et al. 2017), decoder only.
-    "base": ModelConfig(d_model=512, n_layers=6, n_heads=8, d_ff=2048, context_length=256),
-}
-
-
-def _bad(field: str, value: object, allowed: str) -> ValueError:
-    # One message shape everywhere, so a config error points straight at the YAML key.
-    return ValueError(f"model.{field}={value!r} is invalid: {allowed}")
-
-
-def _is_int(x: object) -> bool:
-    # bool is an int subclass; `n_layers: true` in a YAML file is a typo, not 1.
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def validate_model_config(cfg: ModelConfig) -> None:
-    """Raise ValueError naming the offending ``model.<field>`` if ``cfg`` is unusable."""
-    for field in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "context_length"):
-        value = getattr(cfg, field)
-        if not _is_int(value) or value <= 0:
-            raise _bad(field, value, "must be a positive integer")
-    if cfg.d_model % cfg.n_heads != 0:
-        raise _bad(
-            "n_heads",
-            cfg.n_heads,
-            f"must divide model.d_model={cfg.d_model} (head size = d_model / n_heads)",
-        )
-    if not _is_real(cfg.dropout) or not (0.0 <= cfg.dropout < 1.0):
-        raise _bad("dropout", cfg.dropout, "must be a number in [0, 1)")
-    if cfg.norm not in NORMS:
-        raise _bad("norm", cfg.norm, f"must be one of {', '.join(repr(n) for n in NORMS)}")
-    for field in ("tie_embeddings", "bias"):
-        value = getattr(cfg, field)
-        if not isinstance(value, bool):
-            raise _bad(field, value, "must be true or false")
-    for field in ("embedding_init_std", "embedding_multiplier"):
-        value = getattr(cfg, field)
-        if value is None:
-            continue
-        if not _is_real(value) or not math.isfinite(value) or value <= 0:
-            raise _bad(field, value, "must be a positive finite number, or null for the default")
 
 
 def check_context(T: int, cfg: ModelConfig) -> None:

@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from filelock import FileLock, Timeout
+
+from .runfiles import CHECKPOINTS, LOCK
 
 log = logging.getLogger("factorial.runio")
 
@@ -80,7 +81,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return Path(run_dir) / CHECKPOINTS
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
@@ -92,6 +93,8 @@ def save_checkpoint(run_dir: Path, step: int, state: dict) -> Path:
     """Write ``state`` atomically as checkpoints/step-<step>.pt and keep the newest KEEP_CHECKPOINTS."""
     d = checkpoint_dir(run_dir)
     d.mkdir(parents=True, exist_ok=True)
+    import torch  # here, so that reading a run's files (make table) never imports torch
+
     buf = io.BytesIO()
     torch.save(state, buf)
     path = d / f"step-{step:09d}.pt"
@@ -103,6 +106,8 @@ def save_checkpoint(run_dir: Path, step: int, state: dict) -> Path:
 
 def load_latest_checkpoint(run_dir: Path, map_location=None) -> dict | None:
     """The newest checkpoint that loads; unreadable ones are renamed *.corrupt with a warning."""
+    import torch
+
     for path in _checkpoints(run_dir):
         try:
             return torch.load(path, map_location=map_location, weights_only=False)
@@ -132,7 +137,7 @@ class CellLock:
     """
 
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
+        self.path = Path(run_dir) / LOCK
         # No soft fallback (a lock file's mere existence) where the filesystem has no flock: a file
         # left by a killed trainer would lock the cell for ever; the OSError says what is wrong.
         self._lock = FileLock(self.path, blocking=False, fallback_to_soft=False, on_acquired=_write_pid)

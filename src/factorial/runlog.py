@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .runfiles import METRICS
 from .runio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ __all__ = [
     "METRICS_FILE",
 ]
 
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = METRICS  # factorial.runfiles
 MODES = ("auto", "online", "offline", "disabled")
 # W&B's own aliases for WANDB_MODE (wandb.Settings accepts them too).
 _ENV_MODE_ALIASES = {"dryrun": "offline", "run": "online"}

@@ -104,11 +104,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import os
 import queue
-import re
 import shlex
 import shutil
 import signal
@@ -123,22 +121,21 @@ from typing import Any, Callable
 import yaml
 from filelock import FileLock, Timeout
 
-from .layout import EXPERIMENTS_DIR, KEY_RE, REPO_ROOT, SCALES_DIR, available_scales, available_studies  # noqa: F401 (re-exported)
+from .layout import EXPERIMENTS_DIR, SCALES_DIR, available_scales, available_studies  # noqa: F401 (re-exported)
 from .layout import runs_root as layout_runs_root
 from .layout import runs_root_help
+from . import runfiles as RF
+from .runfiles import FINISHED
+from .schema import key_is
+from .study import Cell, Study, StudyError, load_study  # noqa: F401 (Cell, Study: re-exported)
 
-FINISHED = ("completed", "diverged")  # = factorial.train.FINISHED (not imported: job processes stay light)
+SweepError = StudyError  # bad input to the sweep (a study, an option, the launcher): exit 2, the key, value, allowed
+
 EXIT_BUSY = 75  # = factorial.train.EXIT_BUSY: another process trains the cell right now
 LAUNCHERS = ("local", "submitit_local", "slurm")
-STUDY_KEYS = ("description", "grid", "seeds", "more_seeds", "fixed", "cells", "report", "rules")
 RULES_ENV = "FACTORIAL_RULES"  # "<rules name> <fingerprint>": the pre-registered rules a cell is trained under
-PLAIN_STRING_RE = re.compile(r"[A-Za-z0-9_.+\-/:@]+")
 DEFAULT_SLURM_CPUS = 8
 DEFAULT_TIME_MIN = 240
-
-
-class SweepError(Exception):
-    """Bad input to the sweep: the message names the key, the value and what is allowed (exit 2)."""
 
 
 class Interrupted(BaseException):
@@ -149,15 +146,7 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-# --- study files ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Cell:
-    name: str
-    overrides: list[str]  # the study's overrides and the extra ones: they name the cell
-    values: dict[str, str]  # key -> value as the override spells it (for more_seeds)
-    seeds: list[int]
+# --- runs ----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -173,7 +162,7 @@ class Run:
     env: dict | None = None  # environment of the cell's process (the study's rules: RULES_ENV)
 
 
-SHARED_FILES = ("metrics.jsonl", "summary.json", "train.log")  # with config.yaml and meta.json, rewritten
+SHARED_FILES = (RF.METRICS, RF.SUMMARY, RF.LOG)  # with config.yaml and meta.json, rewritten
 
 
 def shared_key(cfg_dict: dict, seed: int, threads: Any, device: Any) -> str:
@@ -217,8 +206,8 @@ def shared_runs(runs_root: Path, scale: str, exclude: str) -> dict[str, list[tup
         if run_dir.parts[-4] == exclude or run_status(run_dir) not in FINISHED:
             continue
         try:
-            old = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
-            meta = json.loads((run_dir / "meta.json").read_text())
+            old = OmegaConf.to_container(OmegaConf.load(run_dir / RF.CONFIG))
+            meta = json.loads((run_dir / RF.META).read_text())
             key = shared_key(old, int(old["train"]["seed"]), meta["torch_threads"], meta["device"])
         except Exception:  # noqa: BLE001 — a run without a readable config and meta is simply not shared
             continue
@@ -257,257 +246,15 @@ def adopt_shared(run: Run) -> None:
 
     src = run.shared
     run.run_dir.mkdir(parents=True, exist_ok=False)
-    cfg = OmegaConf.to_container(OmegaConf.load(src / "config.yaml"))
+    cfg = OmegaConf.to_container(OmegaConf.load(src / RF.CONFIG))
     cfg.update({**(run.names or {}), "run_dir": str(run.run_dir)})
-    meta = json.loads((src / "meta.json").read_text()) if (src / "meta.json").is_file() else {}
+    meta = json.loads((src / RF.META).read_text()) if (src / RF.META).is_file() else {}
     meta["shared_from"] = "/".join(src.parts[-4:])
     for name in SHARED_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, run.run_dir / name)
-    atomic_write_json(run.run_dir / "meta.json", meta)
-    atomic_write_text(run.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
-
-
-@dataclass
-class Study:
-    name: str
-    path: Path
-    description: str
-    cells: list[Cell]
-    fixed: list[str]
-    rules: Any = None  # the pre-registered rules (factorial.report.rules.RuleSet) that judge it, if it names any
-
-    def registration(self) -> str | None:
-        """``"<rules name> <fingerprint>"``, recorded in meta.json by every run this study trains."""
-        if self.rules is None:
-            return None
-        from .report.prereg import fingerprint
-
-        return f"{self.rules.name} {fingerprint(self.rules)}"
-
-
-def study_path(exp: str) -> Path:
-    """``--exp`` is a study name (experiments/<name>.yaml) or a path to a study file."""
-    if exp.endswith((".yaml", ".yml")) or "/" in exp:
-        path = Path(exp)
-        if not path.is_file():
-            raise SweepError(f"invalid --exp={exp!r}; allowed: an existing study file, or one of: {', '.join(available_studies())}")
-        return path
-    path = EXPERIMENTS_DIR / f"{exp}.yaml"
-    if not path.is_file():
-        raise SweepError(f"invalid --exp={exp!r}; allowed: {' | '.join(available_studies())} (files in {EXPERIMENTS_DIR}) or a path to a study file")
-    return path
-
-
-def format_value(value: Any, where: str) -> str:
-    """A YAML value as a Hydra override value: null, true/false, numbers, plain or quoted strings."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        if PLAIN_STRING_RE.fullmatch(value):
-            return value
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    raise SweepError(f"invalid {where}={value!r}; allowed: null, a boolean, a number or a string")
-
-
-def check_key(key: Any, where: str) -> str:
-    if not isinstance(key, str) or not KEY_RE.fullmatch(key):
-        raise SweepError(f"invalid key {key!r} in {where}; allowed: a config key such as row or optim.beta1")
-    bare = key.lstrip("+~")
-    if _key_is(bare, "reserved") or bare.startswith("hydra"):
-        raise SweepError(
-            f"invalid key {key!r} in {where}; allowed: any config key except {', '.join(_reserved())} and hydra.* "
-            "(the sweep sets them: use --exp, --scale, --seeds, --runs-root)"
-        )
-    return key
-
-
-def _key_is(key: str, rule: str) -> bool:
-    from .config import key_is
-
-    return key_is(key, rule)
-
-
-def _reserved() -> tuple[str, ...]:
-    from .config import KEYS, key_is
-
-    return tuple(k for k in KEYS if key_is(k, "reserved"))
-
-
-def split_override(text: Any, where: str) -> tuple[str, str]:
-    if not isinstance(text, str) or "=" not in text:
-        raise SweepError(f"invalid {where} entry {text!r}; allowed: key=value")
-    key, value = text.split("=", 1)
-    return check_key(key, where), value
-
-
-def _seed_list(value: Any, where: str) -> list[int]:
-    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
-        raise SweepError(f"invalid {where}={value!r}; allowed: a non-empty list of integers >= 0")
-    return sorted(set(value))
-
-
-def _mapping(value: Any, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise SweepError(f"invalid {where}={value!r}; allowed: a mapping of key: value")
-    return value
-
-
-def _grid_cells(grid: Any, where: str) -> list[dict[str, str]]:
-    """The combinations of one grid: [{key: formatted value}] in file order."""
-    axes = []
-    for axis, values in _mapping(grid, where).items():
-        values = values if isinstance(values, list) else [values]
-        if not values:
-            raise SweepError(f"invalid {where}.{axis}=[]; allowed: a non-empty list of values")
-        if all(isinstance(v, dict) for v in values):  # linked keys; the axis name is a label
-            options = []
-            for i, v in enumerate(values):
-                options.append({check_key(k, f"{where}.{axis}[{i}]"): format_value(x, f"{where}.{axis}[{i}].{k}") for k, x in v.items()})
-        elif any(isinstance(v, dict) for v in values):
-            raise SweepError(f"invalid {where}.{axis}: mixes mappings and values; allowed: all values, or all mappings")
-        else:
-            check_key(axis, where)
-            options = [{axis: format_value(v, f"{where}.{axis}")} for v in values]
-        axes.append(options)
-    cells = []
-    for combo in itertools.product(*axes):
-        merged: dict[str, str] = {}
-        for part in combo:
-            for k, v in part.items():
-                if k in merged:
-                    raise SweepError(f"invalid {where}: key {k!r} is set by two axes; allowed: each key on one axis")
-                merged[k] = v
-        cells.append(merged)
-    return cells
-
-
-def _check_report(raw: Any, path: Path, names: list[str] | None = None) -> None:
-    """The study's ``report:`` section (factorial.report.spec), checked before any cell runs; with the study's
-    cell names, its controls must name cells of the study."""
-    from .report.spec import ReportSpecError, parse_report
-
-    try:
-        spec = parse_report(raw)
-    except ReportSpecError as err:
-        raise SweepError(f"study file {path}: {err}") from None
-    for i, pair in enumerate(spec.controls if names is not None else ()):
-        for key, value in zip(("cell", "reference"), pair):
-            if value not in names:
-                raise SweepError(f"study file {path}: invalid report.controls[{i}].{key}={value!r}; allowed: a cell of "
-                                 f"the study ({', '.join(names[:6])}{', …' if len(names) > 6 else ''})")
-
-
-def load_study(
-    exp: str,
-    extra: list[str] | None = None,
-    seeds: list[int] | None = None,
-) -> Study:
-    """Read a study file and expand it into cells (names, overrides, seeds); no composing yet."""
-    from .train import cell_name
-
-    path = study_path(exp)
-    name = path.stem
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise SweepError(f"study file {path} is not valid YAML: {err}") from None
-    raw = _mapping(raw, f"study file {path}")
-    unknown = sorted(set(raw) - set(STUDY_KEYS))
-    if unknown:
-        raise SweepError(f"invalid key {unknown[0]!r} in study file {path}; allowed: {', '.join(STUDY_KEYS)}")
-
-    base_seeds = _seed_list(raw.get("seeds") if raw.get("seeds") is not None else [0], "seeds")
-    _check_report(raw.get("report"), path)
-    rules = None
-    if raw.get("rules") is not None:
-        from .report.rules import RulesError, load_rules
-
-        if not isinstance(raw["rules"], str):
-            raise SweepError(f"invalid rules={raw['rules']!r} in study file {path}; allowed: the name of a file in "
-                             "experiments/rules/ (e.g. paper) or a path to a rules file")
-        try:
-            rules = load_rules(raw["rules"])
-        except RulesError as err:
-            raise SweepError(str(err)) from None
-        base_seeds = sorted(set(base_seeds) | set(rules.confirmatory_seeds))  # every cell runs on the confirmatory seeds
-
-    # Extra overrides from the command line: named unless they do not change the result.
-    extra_named, extra_unnamed = [], []
-    for text in extra or []:
-        key, _ = split_override(text, "extra overrides")
-        (extra_named if _key_is(key, "named") else extra_unnamed).append(text)
-    extra_keys = {o.split("=", 1)[0].lstrip("+~") for o in extra or []}
-
-    fixed_raw = raw.get("fixed") or []
-    if isinstance(fixed_raw, dict):
-        fixed = [f"{check_key(k, 'fixed')}={format_value(v, f'fixed.{k}')}" for k, v in fixed_raw.items()]
-    elif isinstance(fixed_raw, list):
-        fixed = [f"{k}={v}" for k, v in (split_override(o, "fixed") for o in fixed_raw)]
-    else:
-        raise SweepError(f"invalid fixed={fixed_raw!r}; allowed: a list of key=value strings or a mapping")
-    fixed_keys = {o.split("=", 1)[0].lstrip("+~") for o in fixed}
-
-    # The cells: grid combinations, then explicit cells.
-    specs: list[tuple[dict[str, str], list[int]]] = []
-    grids = raw.get("grid")
-    if grids is not None:
-        for i, grid in enumerate(grids if isinstance(grids, list) else [grids]):
-            where = f"grid[{i}]" if isinstance(grids, list) else "grid"
-            specs += [(values, []) for values in _grid_cells(grid, where)]
-    for i, entry in enumerate(raw.get("cells") or []):
-        entry = dict(_mapping(entry, f"cells[{i}]"))
-        own = _seed_list(entry.pop("seeds"), f"cells[{i}].seeds") if "seeds" in entry else []
-        specs.append(({check_key(k, f"cells[{i}]"): format_value(v, f"cells[{i}].{k}") for k, v in entry.items()}, own))
-    if not specs:
-        raise SweepError(f"study file {path} defines no cells; allowed: a grid and/or a list of cells")
-
-    cells: dict[str, Cell] = {}
-    for values, own in specs:
-        for key in values:
-            bare = key.lstrip("+~")
-            if bare in extra_keys or bare in fixed_keys:
-                what = "extra override" if bare in extra_keys else "fixed override"
-                raise SweepError(f"invalid {what} of {bare}: the study sets {bare} for its cells; allowed: keys the study does not set")
-        overrides = [f"{k}={v}" for k, v in values.items()] + extra_named
-        cname = cell_name(overrides)
-        cell = cells.get(cname)
-        if cell is None:
-            cells[cname] = Cell(cname, overrides, dict(values), sorted(set(base_seeds) | set(own)))
-        elif sorted(cell.overrides) != sorted(overrides):
-            raise SweepError(f"cells {cell.overrides} and {overrides} get the same name {cname!r}; allowed: distinct cells")
-        else:
-            cell.seeds = sorted(set(cell.seeds) | set(own))
-
-    for i, rule in enumerate(raw.get("more_seeds") or []):
-        rule = _mapping(rule, f"more_seeds[{i}]")
-        if set(rule) != {"when", "seeds"}:
-            raise SweepError(f"invalid more_seeds[{i}] keys {sorted(rule)}; allowed: when, seeds")
-        more = _seed_list(rule["seeds"], f"more_seeds[{i}].seeds")
-        when = {
-            check_key(k, f"more_seeds[{i}].when"): {format_value(x, f"more_seeds[{i}].when.{k}") for x in (v if isinstance(v, list) else [v])}
-            for k, v in _mapping(rule["when"], f"more_seeds[{i}].when").items()
-        }
-        matched = [c for c in cells.values() if all(c.values.get(k) in allowed for k, allowed in when.items())]
-        if not matched:
-            raise SweepError(f"invalid more_seeds[{i}].when={rule['when']!r}: it matches no cell of the study; allowed: keys and values of the study's cells")
-        for c in matched:
-            c.seeds = sorted(set(c.seeds) | set(more))
-
-    if seeds is not None:
-        for c in cells.values():
-            c.seeds = list(seeds)
-    if not extra_named:  # extra named overrides rename every cell; the controls name the study's own cells
-        _check_report(raw.get("report"), path, [c.name for c in cells.values()])
-    study = Study(name, path, str(raw.get("description") or ""), list(cells.values()), fixed + extra_unnamed, rules)
-    return study
-
-
-# --- runs ----------------------------------------------------------------------------------------
+    atomic_write_json(run.run_dir / RF.META, meta)
+    atomic_write_text(run.run_dir / RF.CONFIG, OmegaConf.to_yaml(OmegaConf.create(cfg)))
 
 
 def quote(value: str) -> str:
@@ -517,7 +264,7 @@ def quote(value: str) -> str:
 
 def read_summary(run_dir: Path) -> dict | None:
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = json.loads((run_dir / RF.SUMMARY).read_text())
     except (OSError, ValueError):
         return None
     return summary if isinstance(summary, dict) else None
@@ -525,7 +272,7 @@ def read_summary(run_dir: Path) -> dict | None:
 
 def run_status(run_dir: Path) -> str:
     summary = read_summary(run_dir)
-    return (summary or {}).get("status") or "pending"
+    return (summary or {}).get("status") or RF.PENDING
 
 
 def plan_runs(
@@ -586,9 +333,9 @@ def plan_runs(
                 run_threads = cfg.train.threads or threads or torch_threads()
                 r.shared = find_shared(index, shared_key(cfg_dict, r.seed, run_threads, planned_device(cfg.train.device)), cfg_dict)
                 r.names = {"exp": cfg_dict.get("exp"), "cell": cfg_dict.get("cell"), "row": cfg_dict.get("row")}
-            if (r.run_dir / "config.yaml").exists():
+            if (r.run_dir / RF.CONFIG).exists():
                 try:
-                    old = OmegaConf.to_container(OmegaConf.load(r.run_dir / "config.yaml"))
+                    old = OmegaConf.to_container(OmegaConf.load(r.run_dir / RF.CONFIG))
                 except Exception as err:
                     errors.append(f"run {r.run_dir}: its config.yaml does not load ({err}); allowed: a run directory of this cell")
                     continue
@@ -633,7 +380,7 @@ def prepare_data(runs: list[Run]) -> list[str]:
 def cell_locked(run_dir: Path) -> bool:
     """Whether a live process holds the run's lock (factorial.runio.CellLock, not imported: job
     processes stay light); False when there is no lock file."""
-    lock = Path(run_dir) / ".lock"
+    lock = Path(run_dir) / RF.LOCK
     if not lock.exists():
         return False
     probe = FileLock(lock, blocking=False, fallback_to_soft=False)  # as CellLock
@@ -679,7 +426,7 @@ def execute_run(
 def _run_trainer(command, run_dir: Path, env, start) -> int | None:
     argv = [sys.executable, "-m", "factorial.train", *command]
     full_env = {**os.environ, **(env or {})}
-    with open(run_dir / "train.log", "ab") as log:
+    with open(run_dir / RF.LOG, "ab") as log:
         log.write(f"\n=== factorial.sweep {time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}: {shlex.join(argv)}\n".encode())
         log.flush()
         popen = start or subprocess.Popen
@@ -705,14 +452,14 @@ def outcome(run: Run, rc: int | None, error: str | None = None) -> dict:
     if summary and summary.get("status") in FINISHED:  # written atomically at the very end: trust it
         return summary
     if error is None:
-        error = (summary or {}).get("error") if summary and summary.get("status") == "failed" else None
+        error = (summary or {}).get("error") if summary and summary.get("status") == RF.FAILED else None
     if error is None:
         tail = ""
         with contextlib.suppress(OSError):
-            lines = [x for x in (run.run_dir / "train.log").read_text(errors="replace").splitlines() if x.strip() and not x.startswith("===")]
+            lines = [x for x in (run.run_dir / RF.LOG).read_text(errors="replace").splitlines() if x.strip() and not x.startswith("===")]
             tail = lines[-1].strip() if lines else ""
         error = f"exit status {rc}" + (f": {tail}" if tail else "")
-    return {"status": "failed", "error": error}
+    return {"status": RF.FAILED, "error": error}
 
 
 class CellJob:
@@ -747,7 +494,7 @@ class CellJob:
 def latest_progress(run: Run) -> str | None:
     """'<cell>/seed<k> step s/N loss x' from the newest training record of a running cell's metrics.jsonl."""
     try:
-        with open(run.run_dir / "metrics.jsonl", "rb") as f:
+        with open(run.run_dir / RF.METRICS, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 16384))
             lines = f.read().splitlines()
@@ -758,9 +505,9 @@ def latest_progress(run: Run) -> str | None:
             rec = json.loads(raw)
         except ValueError:
             continue
-        if isinstance(rec, dict) and isinstance(rec.get("train/loss"), (int, float)):
+        if isinstance(rec, dict) and isinstance(rec.get(RF.TRAIN_LOSS), (int, float)):
             total = f"/{run.steps}" if run.steps else ""
-            return f"{run.cell.name}/seed{run.seed} step {rec['step']}{total} loss {rec['train/loss']:.3f}"
+            return f"{run.cell.name}/seed{run.seed} step {rec['step']}{total} loss {rec[RF.TRAIN_LOSS]:.3f}"
     return f"{run.cell.name}/seed{run.seed} starting"
 
 
@@ -1186,7 +933,7 @@ def main(argv: list[str] | None = None) -> int:
 
     n_runs = sum(len(c.seeds) for c in study.cells)
     print(f"study {study.name}: {len(study.cells)} cells, {n_runs} runs, scale {args.scale} — {study.description}", flush=True)
-    named = [o for o in args.overrides if _key_is(o.split("=", 1)[0], "named")]
+    named = [o for o in args.overrides if key_is(o.split("=", 1)[0], "named")]
     if named:
         print(f"extra overrides {' '.join(named)} change what every cell computes: these are other cells than the "
               "study's (their names end in them); make table marks them and leaves them out of the study's verdicts",
@@ -1256,21 +1003,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if slurm_request is not None and pending:
         print(f"SLURM: {slurm_request.describe()}", flush=True)
-    counts = {"completed": 0, "diverged": 0, "failed": 0}
+    counts = dict.fromkeys(RF.STATUSES, 0)
     bar = tqdm(total=len(runs), initial=skipped, unit="run", desc=f"{study.name}/{args.scale}", dynamic_ncols=True,
                file=sys.stderr, smoothing=0.1)
     bar.set_postfix(diverged=0, failed=0)
 
     def report(run: Run, summary: dict, seconds: float) -> None:
-        s = summary.get("status", "failed")
-        counts[s if s in counts else "failed"] += 1
-        extra = f"val_ppl {_fmt_ppl(summary)}" if s != "failed" else f"error: {summary.get('error')}"
-        if s == "diverged":
+        s = summary.get("status", RF.FAILED)
+        counts[s if s in counts else RF.FAILED] += 1
+        extra = f"val_ppl {_fmt_ppl(summary)}" if s != RF.FAILED else f"error: {summary.get('error')}"
+        if s == RF.DIVERGED:
             extra += f" (diverged at step {summary.get('diverged_at')})"
         tqdm.write(f"{s:9s} {run.cell.name}/seed{run.seed}  {extra}  [{seconds:.0f}s]", file=sys.stdout)
         sys.stdout.flush()
         bar.update(1)
-        bar.set_postfix(diverged=counts["diverged"], failed=counts["failed"])
+        bar.set_postfix(diverged=counts[RF.DIVERGED], failed=counts[RF.FAILED])
 
     def show_progress(in_flight: list[Run]) -> None:
         # while cells run: each one's step and training loss, from its metrics.jsonl
@@ -1319,7 +1066,7 @@ def main(argv: list[str] | None = None) -> int:
     # the table finds the runs where the sweep put them: $FACTORIAL_RUNS it reads itself, --runs-root it is told
     told = f' TABLE_ARGS="--runs-root {runs_root}"' if runs_root != layout_runs_root().resolve() else ""
     print(f"tables: make table EXP={args.exp} SCALE={args.scale}{told}")
-    return 1 if counts["failed"] else 0
+    return 1 if counts[RF.FAILED] else 0
 
 
 if __name__ == "__main__":

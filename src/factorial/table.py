@@ -50,8 +50,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import REPO_ROOT
-from .layout import EXPERIMENTS_DIR, runs_root, runs_root_help
+from .layout import REPO_ROOT, is_path, runs_root, runs_root_help, study_file, study_name
+from . import runfiles as RF
 from .report import claims as CL
 from .report import data as D
 from .report import document, output, plots, screen, summary, sweeps
@@ -60,6 +60,7 @@ from .report import rules as R
 from .report import signature as SG
 from .report import spec as S
 from .report import tables as TB
+from .study import StudyError, load_study
 
 log = logging.getLogger("factorial.table")
 ENV_WANDB = "FACTORIAL_TABLE_WANDB"
@@ -96,7 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load(args) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    name = S.study_name(args.exp)
+    name = study_name(args.exp)
     if args.from_csv is not None:
         runs, curves = D.load_csv(args.from_csv)
         return runs, curves, f"`{args.from_csv}`"
@@ -120,19 +121,19 @@ def check_study_known(exp: str, runs_root: Path, scale: str) -> None:
 
     from .layout import available_scales, available_studies
 
-    if D.study_dir(runs_root, S.study_name(exp), scale).is_dir():
+    if D.study_dir(runs_root, study_name(exp), scale).is_dir():
         return
     if scale not in available_scales():  # `make sweep ... SCALE=<typo>` would fail too
         close = difflib.get_close_matches(scale, available_scales(), n=1, cutoff=0.6)
-        raise D.ReportError(f"invalid --scale={scale!r}: no runs in {D.study_dir(runs_root, S.study_name(exp), scale)}; "
+        raise D.ReportError(f"invalid --scale={scale!r}: no runs in {D.study_dir(runs_root, study_name(exp), scale)}; "
                             + (f"did you mean {close[0]}? " if close else "")
                             + f"allowed: {' | '.join(available_scales())} (files in conf/scale/)")
-    if S.is_path(exp) or (EXPERIMENTS_DIR / f"{exp}.yaml").is_file():
+    if is_path(exp) or study_file(exp).is_file():
         return
     names = available_studies()
     close = difflib.get_close_matches(exp, names, n=1, cutoff=0.6)
     raise D.ReportError(
-        f"invalid --exp={exp!r}: no study file {EXPERIMENTS_DIR / (exp + '.yaml')} and no runs in "
+        f"invalid --exp={exp!r}: no study file {study_file(exp)} and no runs in "
         f"{D.study_dir(runs_root, exp, scale)}; " + (f"did you mean {close[0]}? " if close else "")
         + f"allowed: a study ({', '.join(names)}), a path to a study file, or a name with runs under {runs_root}")
 
@@ -181,14 +182,11 @@ def claims_frame(results: list[CL.ClaimResult], skipped) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-FINISHED = ("completed", "diverged")
-
-
 def finished_runs(frame: pd.DataFrame) -> set[str]:
     """The runs of a cells.csv-like frame that completed or diverged, as '<cell>/seed<k>'."""
     if frame is None or frame.empty or "status" not in frame.columns:
         return set()
-    done = frame[frame["status"].isin(FINISHED)]
+    done = frame[frame["status"].isin(RF.FINISHED)]
     if {"cell", "seed"} <= set(done.columns):
         return {f"{c}/seed{str(s).removesuffix('.0')}" for c, s in zip(done["cell"], done["seed"])}
     return {str(r) for r in done.get("run_id", [])}
@@ -197,11 +195,9 @@ def finished_runs(frame: pd.DataFrame) -> set[str]:
 def planned_runs(exp: str, seeds=None) -> int | None:
     """How many (cell, seed) runs the study file plans, on ``seeds`` only when given (None for a study
     without a file here)."""
-    from .sweep import SweepError, load_study
-
     try:
         study = load_study(exp)
-    except (SweepError, OSError):
+    except (StudyError, OSError):
         return None
     return sum(len([k for k in c.seeds if seeds is None or k in seeds]) for c in study.cells)
 
@@ -242,7 +238,7 @@ def check_not_losing(final: Path, runs: pd.DataFrame, args, own: pd.DataFrame | 
 
 def study_rules(exp: str):
     """The pre-registered rules the study file names (None: none; the default rules judge it)."""
-    return EV.study_rules(Path(exp) if S.is_path(exp) else EXPERIMENTS_DIR / f"{exp}.yaml")
+    return EV.study_rules(study_file(exp))
 
 
 def judge(runs: pd.DataFrame, report, exp: str) -> tuple[list[CL.ClaimResult], list, list]:
@@ -266,11 +262,9 @@ def judge(runs: pd.DataFrame, report, exp: str) -> tuple[list[CL.ClaimResult], l
 def build(args, command: str) -> Path:
     report = S.report_of(args.exp)  # what the study file declares (checked before anything is read)
     if report.controls:  # the controls name cells of the study: checked against its grid
-        from .sweep import SweepError, load_study
-
         try:
             load_study(args.exp)
-        except SweepError as err:
+        except StudyError as err:
             raise S.ReportSpecError(str(err)) from None
     with R.using(study_rules(args.exp)):  # the study's rules judge it and print in its report
         return _build(args, command, report)
@@ -278,13 +272,11 @@ def build(args, command: str) -> Path:
 
 def study_cell_names(exp: str) -> set[str] | None:
     """The names of the cells the study file defines (None without a study file: every run is the study's)."""
-    from .sweep import SweepError, load_study
-
-    if not (S.is_path(exp) or (EXPERIMENTS_DIR / f"{exp}.yaml").is_file()):
+    if not study_file(exp).is_file():
         return None
     try:
         return {c.name for c in load_study(exp).cells}
-    except (SweepError, OSError):
+    except (StudyError, OSError):
         return None
 
 
@@ -313,7 +305,7 @@ def extra_note(runs: pd.DataFrame, exp: str, judged_all: bool) -> str:
 
 
 def _build(args, command: str, report) -> Path:
-    name = S.study_name(args.exp)
+    name = study_name(args.exp)
     runs, curves, source = load(args)
     runs = mark_extra(runs, args.exp)
     own = runs if "in_study" not in runs.columns or args.all_cells else runs[runs["in_study"].astype(bool)]

@@ -434,7 +434,7 @@ CLAIMS: list[Claim] = [
     Claim("C15", "§3, §4", "The optimizer state of factored Adafactor with β1 = 0 is sublinear in the parameter count.",
           [], ()),
 ]
-CLAIM_IDS = [c.id for c in CLAIMS]
+CLAIM_IDS = list(R.CLAIM_IDS)  # = [c.id for c in CLAIMS] (tests/test_study_report.py)
 
 
 # --- evaluation --------------------------------------------------------------------------------------

@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import KEYS, Config, DataSchema, LoggerSchema, OptimSchema, ScheduleSchema, TrainSchema, key_is, knob_applies
-from ..model import ModelConfig
+from ..schema import (KEYS, Config, DataSchema, LoggerSchema, ModelConfig, OptimSchema, ScheduleSchema, TrainSchema,
+                      default_warmup_steps, key_is, knob_applies)
 from ..rows import TABLE2
+from .. import runfiles as RF
 from ..runlog import flatten, read_metrics
 from . import rules as R
 
@@ -55,10 +56,13 @@ RESULT_COLUMNS = [
 ]
 META_COLUMNS = ["git_commit", "git_dirty", "device_name", "torch_threads", "torch_version", "warmup_steps_resolved",
                 "train_tokens", "rules"]
+# The corpus's unigram baseline (nats per token; factorial.data.Corpus.unigram_stats), a column only when some
+# run recorded it (runs trained before it was recorded lack it, and their cells.csv stays as it was).
+UNIGRAM_COLUMNS = ("train_unigram_entropy", "validation_unigram_xent")
 # Columns that are text whatever they look like (a commit hash can be all digits).
 STR_COLUMNS = ("run_id", "cell", "exp", "scale", "row", "row_match", "opt", "embedding", "status", "outcome", "error",
                "git_commit", "device_name", "torch_version")
-CURVE_KEYS = ("train/loss", "val/ppl", *(f"rms_u/{m}" for m in R.FIG1_MATRICES), "opt/clip_frac", "opt/rms_u_mean")
+CURVE_KEYS = (RF.TRAIN_LOSS, RF.VAL_PPL, *RF.RMS_KEYS, RF.CLIP_FRAC, RF.RMS_U_MEAN)
 
 
 def _schema_defaults() -> tuple[dict[str, Any], dict[str, str]]:
@@ -182,11 +186,11 @@ def _finite(x: Any) -> float | None:
 
 def outcome_of(status: Any, val_ppl: Any) -> str:
     """ok | diverged | failed | incomplete — what a run counts as (a completed non-finite run diverged)."""
-    if status == "completed":
+    if status == RF.COMPLETED:
         return "ok" if _finite(val_ppl) is not None else "diverged"
-    if status == "diverged":
+    if status == RF.DIVERGED:
         return "diverged"
-    if status == "failed":
+    if status == RF.FAILED:
         return "failed"
     return "incomplete"
 
@@ -198,7 +202,7 @@ def rms_stats(curve: pd.DataFrame) -> dict[str, Any]:
     have = curve is not None and not curve.empty
     all_steps = pd.to_numeric(curve["step"], errors="coerce").to_numpy(float) if have else np.empty(0)
     for m in R.FIG1_MATRICES:
-        key = f"rms_u/{m}"
+        key = RF.rms_key(m)
         steps, v = np.empty(0), np.empty(0)
         if have and key in curve:  # numpy, not pandas, per matrix: a study's report reads hundreds of runs
             vals = pd.to_numeric(curve[key], errors="coerce").to_numpy(float)
@@ -214,10 +218,10 @@ def rms_stats(curve: pd.DataFrame) -> dict[str, Any]:
         for level in R.RMS_LEVELS:
             out[f"{key}.frac_gt{level:g}"] = fr[f"gt{level:g}"]
     clip = None
-    if curve is not None and not curve.empty and "opt/clip_frac" in curve:
-        c = pd.to_numeric(curve["opt/clip_frac"], errors="coerce").dropna()
+    if curve is not None and not curve.empty and RF.CLIP_FRAC in curve:
+        c = pd.to_numeric(curve[RF.CLIP_FRAC], errors="coerce").dropna()
         clip = float(c.mean()) if len(c) else None
-    out["opt/clip_frac.mean"] = clip  # the mean over logged steps of the fraction of tensors clipped
+    out[f"{RF.CLIP_FRAC}.mean"] = clip  # the mean over logged steps of the fraction of tensors clipped
     return out
 
 
@@ -269,7 +273,7 @@ def run_record(run_id: str, config: dict, summary: dict | None, meta: dict | Non
     rec["rules"] = meta.get("rules") if starts == {meta.get("rules")} else ("mixed" if meta.get("rules") or starts - {None} else None)
     rec["torch_version"] = (meta.get("packages") or {}).get("torch")
     rec["warmup_steps_resolved"] = meta.get("warmup_steps") or knobs.get("schedule.warmup_steps") or (
-        max(1, int(knobs["train.steps"]) // 10) if knobs.get("train.steps") else None)
+        default_warmup_steps(int(knobs["train.steps"])) if knobs.get("train.steps") else None)
     rec["train_tokens"] = (meta.get("data") or {}).get("train_tokens")
     if rec["params"] is None and meta.get("params") is not None:
         rec["params"] = _finite(meta["params"])
@@ -288,22 +292,23 @@ def load_local(runs_root: Path, exp: str, scale: str) -> tuple[pd.DataFrame, pd.
     import yaml
 
     root = study_dir(runs_root, exp, scale)
-    pattern = f"{root}/<cell>/seed<k>/config.yaml"
+    pattern = f"{root}/<cell>/seed<k>/{RF.CONFIG}"
     if not root.is_dir():
         raise ReportError(f"no runs directory {root} (looked for {pattern}); run `make sweep EXP={exp} SCALE={scale}` first")
     records, curves = [], []
-    for cfg_path in sorted(root.glob("*/*/config.yaml")):
+    for cfg_path in sorted(root.glob(f"*/*/{RF.CONFIG}")):
         run_dir = cfg_path.parent
         run_id = f"{run_dir.parent.name}/{run_dir.name}"
         try:
             config = flatten(yaml.safe_load(cfg_path.read_text()) or {})
-            summary = _read_json(run_dir / "summary.json")
-            meta = _read_json(run_dir / "meta.json")
-            curve = _curve_frame(read_metrics(run_dir / "metrics.jsonl"), run_id)
+            summary = _read_json(run_dir / RF.SUMMARY)
+            meta = _read_json(run_dir / RF.META)
+            curve = _curve_frame(read_metrics(run_dir / RF.METRICS), run_id)
         except (OSError, ValueError, yaml.YAMLError) as err:
             log.warning("skipping unreadable run %s: %s", run_dir, err)
             continue
         rec = run_record(run_id, config, summary, meta)
+        rec.update({k: v for k, v in ((meta or {}).get("data") or {}).items() if k in UNIGRAM_COLUMNS})
         rec.update(rms_stats(curve))
         records.append(rec)
         curves.append(curve)
@@ -367,14 +372,14 @@ def load_wandb(exp: str, scale: str, project: str = "factorial", entity: str | N
         summary = dict(run.summary) if run.summary is not None else {}
         summ = {
             "status": summary.get("status"),
-            "val_ppl": _summary_value(summary, "val_ppl", "val/ppl", "last"),
-            "best_val_ppl": _summary_value(summary, "best_val_ppl", "val/ppl", "min"),
-            "test_ppl": _summary_value(summary, "test_ppl", "test/ppl"),
+            "val_ppl": _summary_value(summary, "val_ppl", RF.VAL_PPL, "last"),
+            "best_val_ppl": _summary_value(summary, "best_val_ppl", RF.VAL_PPL, "min"),
+            "test_ppl": _summary_value(summary, "test_ppl", RF.TEST_PPL),
             **{k: summary.get(k) for k in ("val_loss", "step", "steps", "tokens", "wall_time_s", "state_bytes",
                                           "params", "diverged_at", "error")},
         }
         if summ["status"] is None and getattr(run, "state", None) in ("running", "crashed", "failed", "killed"):
-            summ["status"] = "failed" if run.state != "running" else None
+            summ["status"] = RF.FAILED if run.state != "running" else None
         meta = {}
         with _quiet():
             md = getattr(run, "metadata", None)
@@ -525,8 +530,9 @@ def finish_runs(runs: pd.DataFrame) -> pd.DataFrame:
     for col, values in derived.items():
         runs[col] = pd.Series(values, index=runs.index, dtype=object)
     runs["seed"] = pd.Series([int(v) if v is not None else None for v in runs["seed"]], index=runs.index, dtype=object)
-    first = ["run_id", "cell", "seed", "exp", "scale", "row", "row_match", "opt", "embedding", *RESULT_COLUMNS, *META_COLUMNS]
-    rms = sorted(c for c in runs.columns if c.startswith("rms_u/"))
+    first = ["run_id", "cell", "seed", "exp", "scale", "row", "row_match", "opt", "embedding", *RESULT_COLUMNS, *META_COLUMNS,
+             *UNIGRAM_COLUMNS]
+    rms = sorted(c for c in runs.columns if c.startswith(RF.rms_key("")))
     knobs = sorted(c for c in runs.columns if c not in first and c not in rms and c != "cell_key")
     order = [c for c in first if c in runs.columns] + knobs + rms + ["cell_key"]
     runs = runs[order].sort_values(["run_id"], kind="stable").reset_index(drop=True)
@@ -592,17 +598,17 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         rec["rms_every"] = first.get("train.rms_every")
         for m in R.FIG1_MATRICES:
             for stat, name in (("excursion", "rms"), ("min", "rmsmin"), ("max", "rmsmax")):
-                col = f"rms_u/{m}.{stat}"
+                col = f"{RF.rms_key(m)}.{stat}"
                 rec[f"{name}_{m}"] = [_finite(v) for v in finished[col]] if col in finished else []
-            col = f"rms_u/{m}.frac_out"
+            col = f"{RF.rms_key(m)}.frac_out"
             rec[f"rmsout_{m}"] = [_finite(v) for v in finished[col]] if col in finished else []
         # per finished seed: the fraction of (matrix, logged step) pairs outside the band, over every logged matrix
         rec["rms_frac_out"] = _pooled_fraction(finished)
         for m in R.FIG1_MATRICES:
             for level in R.RMS_LEVELS:
-                col = f"rms_u/{m}.frac_gt{level:g}"
+                col = f"{RF.rms_key(m)}.frac_gt{level:g}"
                 rec[f"rmsgt{level:g}_{m}"] = [_finite(v) for v in finished[col]] if col in finished else []
-        col = "opt/clip_frac.mean"
+        col = f"{RF.CLIP_FRAC}.mean"
         rec["clip_frac"] = [_finite(v) for v in finished[col]] if col in finished else []
         out.append(rec)
     cells = pd.DataFrame(out, dtype=object)
@@ -614,7 +620,7 @@ def _pooled_fraction(finished: pd.DataFrame) -> list[float | None]:
     for rec in finished.to_dict("records"):
         num = den = 0.0
         for m in R.FIG1_MATRICES:
-            f, n = _finite(rec.get(f"rms_u/{m}.frac_out")), _finite(rec.get(f"rms_u/{m}.n"))
+            f, n = _finite(rec.get(f"{RF.rms_key(m)}.frac_out")), _finite(rec.get(f"{RF.rms_key(m)}.n"))
             if f is not None and n:
                 num += f * n
                 den += n

@@ -22,6 +22,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.transforms import blended_transform_factory, offset_copy  # noqa: E402
 
 from ..rows import TABLE2  # noqa: E402
+from .. import runfiles as RF  # noqa: E402
 from . import rules as R  # noqa: E402
 from .data import ROW_ORDER, stats_of  # noqa: E402
 from . import spec as S  # noqa: E402
@@ -73,7 +74,7 @@ def _log_if_wide(ax, values: list[float], axis: str = "y") -> None:
     target.set_minor_formatter(mticker.NullFormatter())
 
 
-def _draw_cell(ax, runs, curves, cell: dict, color, label: str, linestyle="-", key: str = "val/ppl",
+def _draw_cell(ax, runs, curves, cell: dict, color, label: str, linestyle="-", key: str = RF.VAL_PPL,
                must: list[float] | None = None) -> list[float]:
     """A cell as the mean of its seeds over their common steps with a min–max band (one seed: its line);
     a diverged seed as × on the top edge of the axes, at the step it diverged. Returns every value drawn; adds
@@ -209,7 +210,7 @@ MAX_LINES_PER_PANEL = 8
 
 
 def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out: Path, name: str,
-                   title: str, key: str = "val/ppl") -> list[tuple[str, str]]:
+                   title: str, key: str = RF.VAL_PPL) -> list[tuple[str, str]]:
     """One panel per column group of the layout (or one panel), one colour per table row."""
     recs = cells.to_dict("records")
     if not recs:
@@ -243,7 +244,7 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
     width = 5.6 * ncols + (5.0 if outside else 0.0)
     # Each panel its own y axis: a shared one, clipped to the bulk of the study, left panels empty
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, 4.0 * nrows + 0.6), sharex=True, sharey=False, squeeze=False)
-    train = key == "train/loss"
+    train = key == RF.TRAIN_LOSS
     for ax, panel in zip(axes.flat, panels):
         panel_y: list[float] = []
         must: list[float] = []
@@ -262,6 +263,15 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
             _log_if_wide(ax, panel_y)
         _clip_ylim(ax, panel_y, must)
         _say_if_no_curve(ax, panel_y)
+    unigram = _unigram_entropy(runs) if train else None
+    if unigram is not None:  # a loss at this line is what token frequencies alone achieve
+        for ax in axes.flat[:len(panels)]:
+            lo, hi = ax.get_ylim()
+            pad = 0.03 * (hi - lo)
+            ax.set_ylim(min(lo, unigram - pad), max(hi, unigram + pad))  # the line stays in view
+            ax.axhline(unigram, color="0.35", lw=1.0, ls=":", zorder=0)
+            ax.annotate(f"unigram entropy {unigram:.2f}", (1.0, unigram), xycoords=("axes fraction", "data"),
+                        xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom", fontsize=7.5, color="0.3")
     _hide_unused(axes, len(panels))
     if train:  # from the first logged step: a no-warmup failure shows early (the x axis is shared)
         axes.flat[0].set_xscale("log")
@@ -275,7 +285,17 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
     _save(fig, out / name)
     return [(name, f"{what[0].upper() + what[1:]} against step{', on a log axis from the first logged step' if train else ''}; "
                    "each cell the mean of its seeds with a min–max band, × on the top edge where a seed diverged; the "
-                   "legend gives final validation perplexity (mean ± std, n seeds).")]
+                   "legend gives final validation perplexity (mean ± std, n seeds)."
+                   + (f" The dotted line is the unigram entropy of the training split ({unigram:.3f} nats per token): "
+                      "the training loss of a model that knows only token frequencies." if unigram is not None else ""))]
+
+
+def _unigram_entropy(runs) -> float | None:
+    """The training split's unigram entropy the runs recorded (one corpus: one value), or None."""
+    if runs is None or "train_unigram_entropy" not in getattr(runs, "columns", ()):
+        return None
+    values = {round(float(v), 9) for v in runs["train_unigram_entropy"] if v is not None and v == v}
+    return values.pop() if len(values) == 1 else None
 
 
 # --- Figure 1 -----------------------------------------------------------------------------------------
@@ -318,11 +338,11 @@ def figure1(runs, cells: pd.DataFrame, curves, every: bool, out: Path, name: str
         ax.axvspan(0, R.RMS_SKIP_STEPS + 0.5, color="0.5", alpha=0.12, lw=0)
         for c in recs:
             first = True
-            for _, cur in _curves_of(curves, c["run_ids"], f"rms_u/{m}"):
-                cur = cur[cur[f"rms_u/{m}"] > 0]
-                ax.plot(cur["step"], cur[f"rms_u/{m}"], color=colors[id(c)], lw=1.1, alpha=0.9,
+            for _, cur in _curves_of(curves, c["run_ids"], RF.rms_key(m)):
+                cur = cur[cur[RF.rms_key(m)] > 0]
+                ax.plot(cur["step"], cur[RF.rms_key(m)], color=colors[id(c)], lw=1.1, alpha=0.9,
                         label=_beta2_label(c) if first else None)
-                ys += [float(v) for v in cur[f"rms_u/{m}"]]
+                ys += [float(v) for v in cur[RF.rms_key(m)]]
                 first = False
         ax.set_yscale("log")
         ax.set_title(f"RMS(U) — {titles.get(m, m)}", fontsize=10, loc="left")
@@ -576,8 +596,8 @@ def make_plots(study: str | S.ReportSpec, runs: pd.DataFrame, cells: pd.DataFram
     made: list[tuple[str, str]] = []
     if cells.empty:
         return made
-    has_curves = curves is not None and "val/ppl" in curves and curves["val/ppl"].notna().any()
-    has_loss = curves is not None and "train/loss" in curves and curves["train/loss"].notna().any()
+    has_curves = curves is not None and RF.VAL_PPL in curves and curves[RF.VAL_PPL].notna().any()
+    has_loss = curves is not None and RF.TRAIN_LOSS in curves and curves[RF.TRAIN_LOSS].notna().any()
     layout = layout_of(report, cells.columns)
     for plot in report.plots:
         if plot == "curves" and has_curves:
@@ -586,7 +606,7 @@ def make_plots(study: str | S.ReportSpec, runs: pd.DataFrame, cells: pd.DataFram
             for suffix, sec, sub in _table2_sections(cells):
                 made += table2_curves(runs, sub, curves, out, f"curves{suffix}.png", section_title(sec))
         elif plot == "train_loss" and has_loss:
-            made += generic_curves(runs, cells, curves, layout, out, "train_loss.png", title, key="train/loss")
+            made += generic_curves(runs, cells, curves, layout, out, "train_loss.png", title, key=RF.TRAIN_LOSS)
         elif plot == "sgd_lr":
             made += _sgd_lr(cells, out)
         elif plot in ("fig1", "fig1_ag"):

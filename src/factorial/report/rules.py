@@ -100,12 +100,12 @@ import yaml
 from scipy import stats as sps
 
 from ..layout import EXPERIMENTS_DIR
+from ..runfiles import FIG1_MATRICES as LOGGED_MATRICES  # what the trainer logs as rms_u/<name>
 
 # --- thresholds: data, from the study's rules file (the report prints these) --------------------------
 
 RULES_DIR = EXPERIMENTS_DIR / "rules"
 DEFAULT_RULES = "paper"  # experiments/rules/paper.yaml: the rules of every committed study that judges C1–C15
-LOGGED_MATRICES = ("tok_emb", "attn_proj.0", "ff1.0")  # what train.py logs as rms_u/<name> (model.figure1_matrices)
 DIVERGENCE_RULES = ("majority",)
 
 
@@ -140,13 +140,13 @@ def _matrices(value: Any) -> str | None:
     return f"a non-empty list of distinct names from {', '.join(LOGGED_MATRICES)} (what the trainer logs)"
 
 
-_CLAIM_IDS = tuple(f"C{i}" for i in range(1, 16))
+CLAIM_IDS = tuple(f"C{i}" for i in range(1, 16))  # the paper's claims (factorial.report.claims: one Claim each)
 
 
 def _claim_list(value: Any) -> str | None:
-    if isinstance(value, list) and all(v in _CLAIM_IDS for v in value) and len(set(value)) == len(value):
+    if isinstance(value, list) and all(v in CLAIM_IDS for v in value) and len(set(value)) == len(value):
         return None
-    return f"a list of distinct claim ids ({_CLAIM_IDS[0]} … {_CLAIM_IDS[-1]})"
+    return f"a list of distinct claim ids ({CLAIM_IDS[0]} … {CLAIM_IDS[-1]})"
 
 
 # key → (check, ...) of a rules file; nested mappings are dicts of the same

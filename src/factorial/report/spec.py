@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from ..layout import is_path, study_file, study_name  # noqa: F401 (study_name: re-exported)
 from .data import ReportError
 
 REPORT_KEYS = ("table", "plots", "claims", "backup_claims", "controls")
@@ -167,7 +168,7 @@ def _pivot(raw: dict, where: str) -> Pivot:
 
 def parse_report(raw: Any, where: str = "report") -> ReportSpec:
     """The ``report:`` section of a study file (None: the defaults)."""
-    from .claims import CLAIM_IDS
+    from .rules import CLAIM_IDS
 
     if raw is None:
         return ReportSpec()
@@ -251,21 +252,10 @@ def read_report(path: Path) -> ReportSpec:
         raise ReportSpecError(f"study file {path}: {err}") from None
 
 
-def is_path(exp: str) -> bool:
-    return exp.endswith((".yaml", ".yml")) or "/" in exp
-
-
-def study_name(exp: str) -> str:
-    """A study's name: ``--exp`` itself, or the stem of a study file given as a path."""
-    return Path(exp).stem if is_path(exp) else exp
-
-
 def report_of(exp: str) -> ReportSpec:
     """The report a study declares: its study file's ``report:`` section (experiments/<exp>.yaml or the file
     ``exp`` names); the defaults for a study without a file (results rebuilt from a cells.csv)."""
-    from ..layout import EXPERIMENTS_DIR
-
-    path = Path(exp) if is_path(exp) else EXPERIMENTS_DIR / f"{exp}.yaml"
+    path = study_file(exp)
     if not path.is_file():
         if is_path(exp):
             raise ReportSpecError(f"invalid --exp={exp!r}; allowed: an existing study file, or a study name")

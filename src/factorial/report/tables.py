@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ..rows import DIVERGED, TABLE2, TABLE3
+from .. import runfiles as RF
 from . import rules as R
 from . import spec as S
 from .data import ROW_ORDER, embedding_labels, identity_keys, stats_of
@@ -310,10 +311,10 @@ def _fig1(cells: pd.DataFrame) -> list[Table]:
             d_row[f"{m}: exp(max|ln|)"] = f"{math.exp(max(ex)):.2f}" if ex else "—"
             out = [x for x in c.get(f"rmsout_{m}") or [] if x is not None]
             d_row[f"{m}: outside band"] = f"{sum(out) / len(out):.1%}" if out else "—"
-            n_row[f"rms_u/{m} frac_out"] = sum(out) / len(out) if out else None
-            n_row[f"rms_u/{m} min"] = min(lo) if lo else None
-            n_row[f"rms_u/{m} max"] = max(hi) if hi else None
-            n_row[f"rms_u/{m} excursion"] = max(ex) if ex else None
+            n_row[f"{RF.rms_key(m)} frac_out"] = sum(out) / len(out) if out else None
+            n_row[f"{RF.rms_key(m)} min"] = min(lo) if lo else None
+            n_row[f"{RF.rms_key(m)} max"] = max(hi) if hi else None
+            n_row[f"{RF.rms_key(m)} excursion"] = max(ex) if ex else None
         disp.append(d_row)
         data.append(n_row)
     every = sorted({str(c.get("rms_every")) for c in recs})
