@@ -58,6 +58,8 @@ from .optim import Adafactor
 VOCAB = {"tiny": 512, "cpu": 4096, "base": 8192}
 ALG6 = dict(lr=1e-2, beta1=0.0, beta2_exponent=0.8, second_moment="factored", clip_threshold=1.0, relative_step=True)
 TARGETS = {"alg6_over_transformers": 0.5, "alg6_over_adam_fused": 2.0, "state_over_adam": 0.005, "overhead": 0.05}
+# The compiled path against the reference (compiled_parity): largest relative difference allowed in float32.
+PARITY_TOLERANCE = 1e-6
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 
@@ -274,6 +276,149 @@ def variant_agrees(a: list[torch.Tensor], b: list[torch.Tensor], rtol: float = 1
     """Whether a measured variant computed what our optimizer did: the parameters of both, after the same
     number of steps on the same gradients, agree to float32 rounding."""
     return all(torch.allclose(x.detach().float(), y.detach().float(), rtol=rtol, atol=atol) for x, y in zip(a, b))
+
+
+# --- the compiled path against the reference ---------------------------------------------------------------
+
+# A matrix, a vector that starts at zero (so ε2 acts in the relative step), a rank-3 tensor (the last two
+# dimensions factored), a tall matrix, a 0-d tensor and a narrow matrix.
+PARITY_SHAPES = [(9, 7), (7,), (2, 3, 4), (37, 5), (), (6, 2)]
+
+
+EVERY_NUMBER = "row P, d = 0.1, weight decay 0.01, ε1 = 0.1"
+
+
+def parity_cases() -> dict[str, dict]:
+    """name -> Adafactor's knobs and the parameters' dtype: every Adafactor row of Table 2 (factorial.rows, with
+    α = 0.005 for the absolute rows and ρ = 0.05 for the relative ones), then the knobs no row sets: momentum on
+    the update, weight decay, bf16 parameters, and a setting in which every number of the step acts (P's
+    momentum keeps RMS(U) under d = 1 here: d = 0.1 clips at every step, and ε1 = 0.1 moves the accumulators)."""
+    from .rows import TABLE2
+
+    cases = {}
+    for letter, row in TABLE2.items():
+        if row.is_sgd:
+            continue
+        knobs = {k: v for k, v in row.optim.items() if k not in ("name", "lr_scale")}
+        cases[f"row {letter}"] = dict(knobs={**knobs, "lr": 0.05 * row.optim["lr_scale"]}, dtype="float32")
+    o, p = cases["row O"]["knobs"], cases["row P"]["knobs"]
+    cases["row P, momentum on the update"] = dict(knobs={**p, "momentum": "update"}, dtype="float32")
+    cases["row O, weight decay 0.01"] = dict(knobs={**o, "weight_decay": 0.01}, dtype="float32")
+    cases["row O, bf16, weight decay 0.01"] = dict(knobs={**o, "weight_decay": 0.01}, dtype="bfloat16")
+    cases["row B, bf16"] = dict(knobs=dict(cases["row B"]["knobs"]), dtype="bfloat16")
+    cases[EVERY_NUMBER] = dict(knobs={**p, "clip_threshold": 0.1, "weight_decay": 0.01, "eps1": 0.1}, dtype="float32")
+    return cases
+
+
+def parity_run(knobs: dict, dtype: str, device: torch.device, path: dict, *, steps: int = 6,
+               seed: int = 0) -> tuple[list[torch.Tensor], dict, list[torch.Tensor]]:
+    """``steps`` steps of Adafactor(**knobs, **path) on PARITY_SHAPES with the same parameters and gradients for
+    every path (drawn on the CPU), ``lr`` scaled by 1/√t through a LambdaLR, the last gradients 30× larger so
+    that clipping acts. Returns the parameters, the state of each and each step's RMS(U) (steps × tensors)."""
+    g = torch.Generator().manual_seed(seed)
+    dt = getattr(torch, dtype)
+    params = []
+    for i, shape in enumerate(PARITY_SHAPES):
+        x = torch.zeros(shape) if i == 1 else torch.randn(shape, generator=g)
+        params.append(torch.nn.Parameter(x.to(device=device, dtype=dt)))
+    opt = Adafactor(params, **knobs, **path)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / math.sqrt(s + 1))
+    rms = []
+    for step in range(steps):
+        scale = 30.0 if step == steps - 1 else 1.0
+        for p in params:
+            p.grad = (torch.randn(p.shape, generator=g) * scale).to(device=device, dtype=dt)
+        opt.step()
+        sched.step()
+        rms.append(torch.stack([opt.state[p]["update_rms"] for p in params]))
+    return params, {i: opt.state[p] for i, p in enumerate(params)}, rms
+
+
+def relative_difference(new: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |new − ref| / max |ref| over one tensor, in float64 (0 when both are 0): the difference relative to
+    the tensor's scale, which an entry near zero cannot inflate."""
+    a, b = new.detach().double().cpu(), ref.detach().double().cpu()
+    scale = b.abs().max().item() if b.numel() else 0.0
+    diff = (a - b).abs().max().item() if b.numel() else 0.0
+    return diff / scale if scale > 0 else diff
+
+
+def parity(knobs: dict, dtype: str, device: torch.device, *, steps: int = 6) -> dict:
+    """The compiled path (``compile=True``; CUDA graphs on CUDA) against the reference path (``foreach=False``)
+    on ``device``: the largest relative difference of the parameters, the state tensors and every step's RMS(U),
+    and whether clipping acted at some step (None without clipping)."""
+    ref_params, ref_state, ref_rms = parity_run(knobs, dtype, device, dict(foreach=False), steps=steps)
+    new_params, new_state, new_rms = parity_run(knobs, dtype, device, dict(compile=True), steps=steps)
+    states = [relative_difference(new_state[i][k], v) for i, s in ref_state.items() for k, v in s.items()
+              if torch.is_tensor(v) and k != "update_rms"]
+    out = {"params": max(relative_difference(q, p) for p, q in zip(ref_params, new_params)),
+           "states": max(states), "update_rms": max(relative_difference(b, a) for a, b in zip(ref_rms, new_rms)),
+           "clipped": None if knobs.get("clip_threshold") is None else bool(
+               any((r > knobs["clip_threshold"]).any().item() for r in ref_rms))}
+    if dtype == "float32":
+        out["max"] = max(out["params"], out["states"], out["update_rms"])
+    else:  # a bf16 parameter may round the other way from a last-bit difference of its float32 update
+        out["max"] = max(out["states"], out["update_rms"])
+        out["params_bf16_ulps"] = max(_bf16_ulps(q, p) for p, q in zip(ref_params, new_params))
+    return out
+
+
+def _bf16_ulps(new: torch.Tensor, ref: torch.Tensor) -> float:
+    """The largest difference of two bf16 tensors in units of the reference entry's last place."""
+    a, b = new.detach().float().cpu(), ref.detach().float().cpu()
+    ulp = torch.ldexp(torch.ones_like(b), torch.frexp(b).exponent - 8)  # bf16 keeps 8 significant bits
+    return ((a - b).abs() / ulp).max().item() if b.numel() else 0.0
+
+
+def large_matrix_accuracy(device: torch.device, shape: tuple[int, int] = (8192, 512)) -> dict[str, dict[str, float]]:
+    """One step of the factored mode with a relative step on a large matrix (the base preset's embedding), the
+    reference path and the compiled path on ``device``: the relative errors against float64 of R, C, RMS(U) and
+    the step's scale ρ·RMS(X) (its least-squares fit to the parameter's change). Sums of thousands of float32
+    terms lose digits unless they are summed in blocks or pairs, as PyTorch's eager CPU reductions and
+    Triton's block reductions do."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g) * 3 + 1
+    grad = torch.randn(shape, generator=g) * (torch.rand(shape[0], 1, generator=g) + 0.1) * (
+        torch.rand(shape[1], generator=g) + 0.1)
+    g2 = grad.double().square()
+    row, col = g2.mean(-1), g2.mean(-2)
+    vhat = row[:, None] * col[None, :] / row.mean()
+    u = grad.double() / vhat.sqrt()
+    rho = 1e-2
+    scale = rho * x.double().square().mean().sqrt().item()
+    out = {}
+    for name, path in (("reference", dict(foreach=False)), ("compiled", dict(compile=True))):
+        p = torch.nn.Parameter(x.to(device, copy=True))
+        p.grad = grad.to(device, copy=True)
+        opt = Adafactor([p], lr=rho, relative_step=True, clip_threshold=None, eps1=0.0, eps2=0.0, **path)
+        opt.step()
+        st = opt.state[p]
+        moved = x.double() - p.detach().double().cpu()
+        out[name] = {
+            "row": ((st["exp_avg_sq_row"].double().cpu() - row).abs() / row).max().item(),
+            "col": ((st["exp_avg_sq_col"].double().cpu() - col).abs() / col).max().item(),
+            "update_rms": abs(float(st["update_rms"]) / (g2 / vhat).mean().sqrt().item() - 1.0),
+            "step_scale": abs((moved * u).sum().item() / u.square().sum().item() / scale - 1.0),
+        }
+        del opt, p
+    return out
+
+
+def compiled_parity(device: torch.device, cases: list[str] | None = None, *, steps: int = 6,
+                    log: Callable[[str], None] = print) -> dict:
+    """``parity`` of every case of ``parity_cases`` (or the named ones) on ``device``."""
+    all_cases = parity_cases()
+    out = {}
+    for name in cases or list(all_cases):
+        case = all_cases[name]
+        t0 = time.perf_counter()
+        out[name] = {**parity(case["knobs"], case["dtype"], device, steps=steps), "dtype": case["dtype"],
+                     "seconds": round(time.perf_counter() - t0, 1)}
+        r = out[name]
+        log(f"  {name:34s} params {r['params']:.1e}  states {r['states']:.1e}  RMS(U) {r['update_rms']:.1e}"
+            + (f"  bf16 ulps {r['params_bf16_ulps']:.0f}" if "params_bf16_ulps" in r else "")
+            + f"  ({r['seconds']:.0f} s)")
+    return out
 
 
 # --- timing ----------------------------------------------------------------------------------------------
