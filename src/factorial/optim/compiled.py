@@ -32,8 +32,9 @@ exact), so it adds no graph. RMS(U) of every tensor comes back as one new (tenso
 CUDA graphs (``CudaGraphs``). A captured graph is bound to the addresses of the tensors it read and
 wrote. So graphs are kept by those addresses (with shapes, strides, dtypes and the knobs); the first step
 of a new set of shapes runs the compiled function directly (it compiles, autotunes and loads the kernels,
-which a capture cannot do), a later step with new addresses captures a graph (``torch.cuda.graph``:
-one host-device synchronisation per capture), and a step with known addresses replays it. Gradients that a
+which a capture cannot do), a later step whose addresses have no graph yet captures one
+(``torch.cuda.graph``: one host-device synchronisation per capture), and a step with known addresses
+replays it. Gradients that a
 training loop frees (``zero_grad(set_to_none=True)``) usually come back at the same addresses from
 PyTorch's caching allocator; if they keep moving, after ``max_captures`` captures that set of shapes runs
 without graphs, with one warning. ``stats()`` counts direct runs, captures and replays.
