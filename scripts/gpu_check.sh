@@ -14,7 +14,7 @@
 #
 # BENCH_ARGS replaces the default measurement list below (--compiled --parity are always added);
 # BENCH_TIMEOUT (seconds, default 420) stops the benchmark with SIGINT, after which it writes what it has
-# measured (marked "Interrupted"), so the whole script stays within 8 minutes.
+# measured (marked "Interrupted") and the script exits 124, so the whole script stays within 8 minutes.
 #
 # A local dry run of the plumbing, on the CPU (a few minutes: the compiled path compiles each case):
 #   PYTHON=.venv/bin/python DEVICE=cpu BENCH_ARGS=--quick bash scripts/gpu_check.sh /tmp/gpu-check

@@ -34,10 +34,10 @@ wrote. So graphs are kept by those addresses (with shapes, strides, dtypes and t
 of a new set of shapes runs the compiled function directly (it compiles, autotunes and loads the kernels,
 which a capture cannot do), a later step whose addresses have no graph yet captures one
 (``torch.cuda.graph``: one host-device synchronisation per capture), and a step with known addresses
-replays it. Gradients that a
-training loop frees (``zero_grad(set_to_none=True)``) usually come back at the same addresses from
-PyTorch's caching allocator; if they keep moving, after ``max_captures`` captures that set of shapes runs
-without graphs, with one warning. ``stats()`` counts direct runs, captures and replays.
+replays it. Gradients that a training loop frees (``zero_grad(set_to_none=True)``) usually come back at
+the same addresses from PyTorch's caching allocator; if they keep moving, after ``max_captures`` captures
+that set of shapes runs without graphs, with one warning. ``stats()`` counts direct runs, captures and
+replays.
 """
 
 from __future__ import annotations
