@@ -181,9 +181,11 @@ def _device_scalars(rows: list[list[float]], device: torch.device) -> Tensor:
 
 
 def _capture_cuda_graph(run: Callable[[], None]) -> Callable[[], None]:
-    """Capture ``run()`` into a CUDA graph (``torch.cuda.graph``: nothing executes); returns its replay."""
+    """Capture ``run()`` into a CUDA graph (``torch.cuda.graph``: nothing executes); returns its replay. Only
+    this thread's CUDA calls are held to the capture's rules (``thread_local``), so another thread of the
+    training process (a data loader's, say) cannot make it fail."""
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         run()
     return graph.replay
 
