@@ -39,7 +39,8 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
     assert tiny["state_bytes"]["ours full b1=0.9"] == tiny["state_bytes"]["torch Adam fused"]
     assert "ours alg6 / torch Adam fused" in tiny["ratios"]
     assert result["targets"]["preset"] == "tiny" and "alg6_over_adam_fused_reference" in result["targets"]
-    # Only the optimizer's paths are timed (the removed eager fused and compiled paths are not).
+    # Only the optimizer's eager paths are timed: the compiled path (compile=True) only with --compiled, which is
+    # the default on CUDA alone.
     assert {n for n in tiny["time"] if n.startswith("ours alg6")} == {"ours alg6", "ours alg6 reference",
                                                                        "ours alg6 foreach"}
     assert result["machine"]["c_kernel"] == "loaded" or result["machine"]["c_kernel"].startswith("unavailable: ")
@@ -127,3 +128,86 @@ def test_compiled_variant_matches_the_optimizer():
     assert B.variant_agrees(b, a)
     b[0].data.mul_(1.001)  # a 0.1 % error is not agreement
     assert not B.variant_agrees(b, a)
+
+
+def _timing(ms: float) -> dict:
+    return {"median_ms": ms, "p25_ms": ms, "p75_ms": ms, "min_ms": ms, "rounds": 10, "raw_ms": [ms] * 10,
+            "first_step_ms": ms}
+
+
+def _gpu_like_result() -> dict:
+    """A result as a CUDA run with --compiled --parity writes it, with made-up numbers (no timing is asserted)."""
+    machine = dict(device="cuda", device_name="a GPU", cpu="a CPU", cpu_count=16, torch_threads=16, memory_management={},
+                   torch="2.13.0", python="3.12.3", transformers="5.24.0", platform="Linux", host="h",
+                   load_average_start=[0.1, 0.1, 0.1], load_average_end=[0.2, 0.1, 0.1], other_processes_cpu_share=0.0)
+    times = {"ours alg6": _timing(6.0), "ours alg6 reference": _timing(12.0), B.COMPILED: _timing(0.5),
+             B.COMPILED_NO_GRAPHS: _timing(2.0), "transformers Adafactor": _timing(13.0), "torch Adam fused": _timing(0.4)}
+    entry = {"vocab": 8192, "params": 23_080_000, "tensors": 51, "time": times,
+             "state_bytes": {k: 285_000 for k in times} | {"torch Adam fused": 184_656_000},
+             "sync_check": {name: "no sync" for name in times if name.startswith("ours")},
+             "cuda_graphs": {B.COMPILED: {"direct": 1, "captures": 1, "replays": 34, "graphs_kept": 1,
+                                          "without_graphs": []}}}
+    entry["ratios"] = B.ratios(entry)
+    case = {"params": 1e-7, "states": 2e-7, "update_rms": 1e-7, "max": 2e-7, "clipped": True, "dtype": "float32",
+            "seconds": 3.0}
+    result = {"machine": machine, "command": "python -m factorial.bench --compiled --parity", "time_utc": "now",
+              "settings": {}, "presets": {"base": entry}, "under_load": False,
+              "parity": {"row O": case, "row A": {**case, "clipped": None},
+                         "row B, bf16": {**case, "dtype": "bfloat16", "params": 0.0, "params_bf16_ulps": 0.0},
+                         "row P": {**case, "max": 3e-6, "clipped": False}},
+              "large_matrix": {p: {"row": 3e-7, "col": 2e-7, "update_rms": 6e-8, "step_scale": 1e-7}
+                               for p in ("reference", "compiled")},
+              "mfu": {"tokens_per_s": 500_000.0, "model_tflops": 60.0, "peak_bf16_tflops": 989.4, "mfu": 0.06,
+                      "step_ms": 16.0},
+              "mfu_compiled": {"tokens_per_s": 800_000.0, "model_tflops": 96.0, "peak_bf16_tflops": 989.4, "mfu": 0.1,
+                               "step_ms": 10.0, "overrides": ["optim.compile=true"],
+                               "cuda_graphs": {"direct": 1, "captures": 1, "replays": 58, "graphs_kept": 1,
+                                               "without_graphs": []}}}
+    result["targets"] = B.targets(result)
+    return result
+
+
+def test_the_compiled_paths_targets_parity_and_graphs_are_reported():
+    result = _gpu_like_result()
+    tg = result["targets"]
+    assert tg["compiled_over_adam_fused"] == {"value": 1.25, "target": 1.5, "met": True}
+    assert tg["compiled_over_adam_fused_stretch"] == {"value": 1.25, "target": 1.0, "met": False}
+    assert tg["optimizer_share_of_cell"] == {"value": 0.05, "target": 0.05, "met": True}  # 0.5 ms of 10 ms
+    assert tg["optimizer_share_of_cell_default"]["value"] == pytest.approx(6.0 / 16.0)
+    assert result["presets"]["base"]["ratios"][f"{B.COMPILED_NO_GRAPHS} / ours alg6"] == pytest.approx(2.0 / 6.0)
+    md = B.to_markdown(result)
+    assert "| Alg. 6 step time (compile=True) / fused Adam (base shapes) | 1.25× | 1.50× | yes |" in md
+    assert "| Alg. 6 step time (compile=True) / fused Adam, stretch (base shapes) | 1.25× | 1.00× | **no** |" in md
+    assert "with optim.compile=true | 5.00% | 5.00% | yes |" in md
+    assert "## The compiled path against the reference on cuda" in md
+    assert "| row O | float32 | 1.0e-07 | 2.0e-07 | 1.0e-07 | yes | yes |" in md
+    assert "| row A | float32 | 1.0e-07 | 2.0e-07 | 1.0e-07 | – | yes |" in md  # no clipping in row A
+    assert "| row B, bf16 | bfloat16 | 0.0e+00 (0 ulp) |" in md
+    assert "| row P | float32 | 1.0e-07 | 2.0e-07 | 1.0e-07 | no | **no** |" in md  # 3e-6 > 1e-6
+    assert "| compiled | 3.0e-07 | 2.0e-07 | 6.0e-08 | 1.0e-07 |" in md
+    assert "CUDA graphs of `ours alg6 compiled` over its 10 rounds: 1 steps ran the compiled function directly, " \
+           "1 captured a graph, 34 replayed one." in md
+    assert "optim.compile=true: 800,000 tokens/s, 10.00 ms a step" in md and "Interrupted" not in md
+    assert "Its optimizer's CUDA graphs: 1 direct steps, 1 captures, 58 replays." in md
+    assert "Interrupted" in B.to_markdown({**result, "interrupted": True})
+
+
+def test_an_interrupted_run_keeps_what_it_measured(monkeypatch):
+    """scripts/gpu_check.sh stops the benchmark with SIGINT at its time limit: the run still returns (and main
+    writes) what was measured, marked interrupted."""
+    def measure(args, device, vocab, result, log):
+        result["parity"] = {"row O": {"params": 0.0, "states": 0.0, "update_rms": 0.0, "max": 0.0, "clipped": True,
+                                      "dtype": "float32", "seconds": 1.0}}
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(B, "_measure", measure)
+    result = B.run(B.parse_args(["--quick", "--device", "cpu"]), log=lambda _: None)
+    assert result["interrupted"] is True and "row O" in result["parity"] and result["targets"] == {}
+    assert "**Interrupted**" in B.to_markdown(result) and "| row O |" in B.to_markdown(result)
+
+
+def test_parity_cases_are_named_on_the_command_line():
+    args = B.parse_args(["--parity", "--parity-cases", "row O", "row B, bf16"])
+    assert args.parity is True and args.parity_cases == ["row O", "row B, bf16"] and args.compiled is None
+    with pytest.raises(SystemExit):
+        B.parse_args(["--parity-cases", "row Z"])

@@ -65,11 +65,11 @@ def test_name_resume_sweep_and_report_agree_on_every_key(tmp_path):
         assert got == want, (key, role.kind)
 
 
-@pytest.mark.parametrize("key,value", [("optim.compile", "false"), ("optim.foreach", "false"), ("train.compile", "true"),
-                                       ("train.eval_every", "5")])
+@pytest.mark.parametrize("key,value", [("optim.compile", "false"), ("optim.compile", "true"), ("optim.foreach", "false"),
+                                       ("train.compile", "true"), ("train.eval_every", "5")])
 def test_a_speed_or_logging_key_names_no_new_cell_resumes_and_groups_with_the_cell(key, value, tmp_path):
-    """ARGS=optim.compile=… used to name new cells (everything retrained in new directories; only false is
-    accepted since the compiled step was removed), and optim.foreach blocked a resume that the report ignored."""
+    """ARGS=optim.compile=… used to name new cells (everything retrained in new directories), and optim.foreach
+    blocked a resume that the report ignored."""
     study = S.load_study("smoke", [f"{key}={value}"])
     assert [c.name for c in study.cells] == [c.name for c in S.load_study("smoke").cells]
     assert f"{key}={value}" in study.fixed

@@ -750,15 +750,17 @@ def test_step_never_reads_a_tensor_on_the_host(kw, monkeypatch):
         (dict(foreach="yes"), r"foreach='yes'; allowed: None, True or False"),
         (dict(fused=1.0), r"fused=1\.0; allowed: None, True or False"),
         (dict(fused=True, foreach=True), r"fused=True; allowed: fused=True only with foreach=None or False"),
-        (dict(compile=True), r"compile=True; allowed: False \(the torch.compile step was removed"),
-        (dict(compile="yes"), r"compile='yes'; allowed: False"),
-        (dict(native=True), r"native=True; allowed: None \(the C kernel is now chosen by fused"),
-        (dict(native=False), r"native=False; allowed: None"),
+        (dict(compile="yes"), r"compile='yes'; allowed: False \(the eager paths\) or True \(the whole step in one"),
+        (dict(compile=None), r"compile=None; allowed: False"),
+        (dict(compile=True, fused=True), r"fused=True; allowed: None or False with compile=True"),
+        (dict(compile=True, foreach=True), r"foreach=True; allowed: None with compile=True"),
+        (dict(compile=True, foreach=False), r"foreach=False; allowed: None with compile=True"),
+        (dict(compile=True, cuda_graphs="no"), r"cuda_graphs='no'; allowed: True or False"),
     ],
 )
-def test_removed_and_incompatible_implementation_flags_are_refused_by_name(kw, expected, monkeypatch, fresh_kernel):
-    """foreach / fused are checked together, and the flags of removed paths (compile, native) refused, by the
-    optimizer and (prefixed) by the config, before any work: no parameter changes, no kernel is built."""
+def test_incompatible_implementation_flags_are_refused_by_name(kw, expected, monkeypatch, fresh_kernel):
+    """foreach / fused / compile are checked together, by the optimizer and (prefixed) by the config, before any
+    work: no parameter changes, no kernel is built."""
     from factorial.optim import validate_paths
 
     monkeypatch.setattr(native_kernel, "_load", lambda: pytest.fail("the kernel was looked up"))
@@ -767,10 +769,19 @@ def test_removed_and_incompatible_implementation_flags_are_refused_by_name(kw, e
     with pytest.raises(ValueError, match=expected):
         Adafactor([p], **kw)
     assert torch.equal(p, torch.zeros(2, 2))
-    args = dict(foreach=None, fused=None, compile=False, native=None) | kw
+    args = dict(foreach=None, fused=None, compile=False) | kw
     with pytest.raises(ValueError, match="optim." + expected):
         validate_paths(**args, prefix="optim.")
     validate_paths(foreach=False, fused=True)
+    validate_paths(foreach=None, fused=False, compile=True, cuda_graphs=False)
+
+
+def test_the_removed_native_flag_is_gone_and_a_group_cannot_leave_the_compiled_path():
+    p = torch.nn.Parameter(torch.zeros(2, 2))
+    with pytest.raises(TypeError, match="native"):
+        Adafactor([p], native=None)
+    with pytest.raises(ValueError, match=r"foreach=True; allowed: None with compile=True"):
+        Adafactor([{"params": [p], "foreach": True}], compile=True)
 
 
 @pytest.mark.parametrize("kw", [dict(fused=True), dict(foreach=False), dict(foreach=True)])

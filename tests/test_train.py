@@ -264,14 +264,14 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, c
 @pytest.mark.parametrize(
     "overrides,expected",
     [
-        (["optim.compile=true"], "optim.compile=True; allowed: false (the torch.compile step was removed"),
+        (["optim.compile=true", "optim.foreach=false"], "optim.foreach=False; allowed: null with compile=true"),
         (["optim=adam", "optim.compile=true"], "optim.compile=True"),
         (["optim.compile=maybe"], "optim.compile"),
     ],
 )
 def test_optim_compile_is_checked_before_any_work(tmp_path, capsys, overrides, expected):
-    """optim.compile named Adafactor's torch.compile step, which is gone: only false is accepted (the key
-    stays so that the configs of earlier runs still load)."""
+    """optim.compile selects Adafactor's compiled step (true or false): with a foreach, with another optimizer
+    or with another value it stops before any work."""
     run_dir = tmp_path / "never"
     assert T.main(["scale=smoke", f"run_dir={run_dir}", *overrides]) == 2
     assert expected in capsys.readouterr().err

@@ -19,12 +19,19 @@ What it measures, in one process:
   ``factorial.train.state_bytes`` logs; 0-d step counters and diagnostics are not memory).
 * **Trainer overhead**: tokens/s of a cell (``factorial.train.run_cell``, evaluation time taken
   out) against a bare loop with the same model, data, optimizer and schedule and nothing else.
-* **Variants** (``--variants``): a ``torch.compile``d Alg. 6 step (compile time apart from warm
-  step time) against the default path, with 1 and 2 threads, kept here as a measurement only (the
-  optimizer has no compiled path: it was slower than the C kernel).
+* **Variants** (``--variants``): a ``torch.compile``d Alg. 6 step, one function per tensor
+  (compile time apart from warm step time) against the default path, with 1 and 2 threads, kept
+  here as a measurement (the optimizer's own compiled path is ``compile=True``, below).
+* **The compiled path** (``--compiled``; on by default on CUDA): ``Adafactor(compile=True)`` in the
+  Alg. 6 setting beside the others (on CUDA also without its CUDA graphs), how many graphs it
+  captured and replayed, and (``--parity``; on by default on CUDA) its largest relative difference
+  from the reference path on this device for every Adafactor row of Table 2 and the knobs no row sets
+  (``compiled_parity``; the tests run the same check on CPU).
 * **CUDA** (when a GPU is there): the same tables, a check that ``step()`` of every setting makes
-  no host-device synchronisation (``torch.cuda.set_sync_debug_mode("error")``), and the model FLOP
-  utilisation of a bf16 cell on the ``base`` preset.
+  no host-device synchronisation after its first steps (``torch.cuda.set_sync_debug_mode("error")``),
+  and the model FLOP utilisation of a bf16 cell on the ``base`` preset, once with the default
+  optimizer path and, with ``--compiled``, once with ``optim.compile=true`` (which gives the
+  optimizer's share of a base cell's step).
 
 Timing targets are read from the output (the ``targets`` section), never asserted by tests.
 """
@@ -58,7 +65,11 @@ from .optim import Adafactor
 # (23.1 M parameters); the paper scale's 32768 is `--vocab base=32768`.
 VOCAB = {"tiny": 512, "cpu": 4096, "base": 8192}
 ALG6 = dict(lr=1e-2, beta1=0.0, beta2_exponent=0.8, second_moment="factored", clip_threshold=1.0, relative_step=True)
-TARGETS = {"alg6_over_transformers": 0.5, "alg6_over_adam_fused": 2.0, "state_over_adam": 0.005, "overhead": 0.05}
+TARGETS = {"alg6_over_transformers": 0.5, "alg6_over_adam_fused": 2.0, "state_over_adam": 0.005, "overhead": 0.05,
+           # the compiled path's (GPU issue): <= 1.5x fused Adam (stretch: 1x), the optimizer <= 5% of a base cell's step
+           "compiled_over_adam_fused": 1.5, "compiled_over_adam_fused_stretch": 1.0, "optimizer_share_of_cell": 0.05}
+# The compiled path against the reference (compiled_parity): largest relative difference allowed in float32.
+PARITY_TOLERANCE = 1e-6
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 
@@ -180,8 +191,13 @@ def make_params(shapes: list[tuple[int, ...]], device: torch.device, seed: int =
 Factory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
-def settings(device: torch.device) -> dict[str, dict]:
-    """name -> {"make": params -> optimizer, "ours": bool, "note": str}, in table order."""
+COMPILED = "ours alg6 compiled"
+COMPILED_NO_GRAPHS = "ours alg6 compiled, no CUDA graphs"
+
+
+def settings(device: torch.device, compiled: bool = False) -> dict[str, dict]:
+    """name -> {"make": params -> optimizer, "ours": bool, "note": str}, in table order; ``compiled`` adds
+    the compiled path (and on CUDA the compiled path without its CUDA graphs)."""
     out: dict[str, dict] = {}
 
     def add(name: str, make: Factory, note: str, ours: bool = False) -> None:
@@ -192,6 +208,13 @@ def settings(device: torch.device) -> dict[str, dict]:
     add("ours alg6 reference", lambda ps: Adafactor(ps, **ALG6, foreach=False),
         "single-tensor reference path (foreach=False; what CPU matrices run where no C compiler is found)", True)
     add("ours alg6 foreach", lambda ps: Adafactor(ps, **ALG6, foreach=True), "multi-tensor path", True)
+    if compiled:
+        add(COMPILED, lambda ps: Adafactor(ps, **ALG6, compile=True),
+            "compile=True: the whole step in one torch.compile'd function" +
+            (", replayed from CUDA graphs" if device.type == "cuda" else ""), True)
+        if device.type == "cuda":
+            add(COMPILED_NO_GRAPHS, lambda ps: Adafactor(ps, **ALG6, compile=True, cuda_graphs=False),
+                "compile=True, cuda_graphs=False: the compiled function launched each step", True)
     for mode in ("factored", "row", "col", "full"):
         for beta1 in (0.0, 0.9):
             if mode == "factored" and beta1 == 0.0:
@@ -277,6 +300,149 @@ def variant_agrees(a: list[torch.Tensor], b: list[torch.Tensor], rtol: float = 1
     return all(torch.allclose(x.detach().float(), y.detach().float(), rtol=rtol, atol=atol) for x, y in zip(a, b))
 
 
+# --- the compiled path against the reference ---------------------------------------------------------------
+
+# A matrix, a vector that starts at zero (so ε2 acts in the relative step), a rank-3 tensor (the last two
+# dimensions factored), a tall matrix, a 0-d tensor and a narrow matrix.
+PARITY_SHAPES = [(9, 7), (7,), (2, 3, 4), (37, 5), (), (6, 2)]
+
+
+EVERY_NUMBER = "row P, d = 0.1, weight decay 0.01, ε1 = 0.1"
+
+
+def parity_cases() -> dict[str, dict]:
+    """name -> Adafactor's knobs and the parameters' dtype: every Adafactor row of Table 2 (factorial.rows, with
+    α = 0.005 for the absolute rows and ρ = 0.05 for the relative ones), then the knobs no row sets: momentum on
+    the update, weight decay, bf16 parameters, and a setting in which every number of the step acts (P's
+    momentum keeps RMS(U) under d = 1 here: d = 0.1 clips at every step, and ε1 = 0.1 moves the accumulators)."""
+    from .rows import TABLE2
+
+    cases = {}
+    for letter, row in TABLE2.items():
+        if row.is_sgd:
+            continue
+        knobs = {k: v for k, v in row.optim.items() if k not in ("name", "lr_scale")}
+        cases[f"row {letter}"] = dict(knobs={**knobs, "lr": 0.05 * row.optim["lr_scale"]}, dtype="float32")
+    o, p = cases["row O"]["knobs"], cases["row P"]["knobs"]
+    cases["row P, momentum on the update"] = dict(knobs={**p, "momentum": "update"}, dtype="float32")
+    cases["row O, weight decay 0.01"] = dict(knobs={**o, "weight_decay": 0.01}, dtype="float32")
+    cases["row O, bf16, weight decay 0.01"] = dict(knobs={**o, "weight_decay": 0.01}, dtype="bfloat16")
+    cases["row B, bf16"] = dict(knobs=dict(cases["row B"]["knobs"]), dtype="bfloat16")
+    cases[EVERY_NUMBER] = dict(knobs={**p, "clip_threshold": 0.1, "weight_decay": 0.01, "eps1": 0.1}, dtype="float32")
+    return cases
+
+
+def parity_run(knobs: dict, dtype: str, device: torch.device, path: dict, *, steps: int = 6,
+               seed: int = 0) -> tuple[list[torch.Tensor], dict, list[torch.Tensor]]:
+    """``steps`` steps of Adafactor(**knobs, **path) on PARITY_SHAPES with the same parameters and gradients for
+    every path (drawn on the CPU), ``lr`` scaled by 1/√t through a LambdaLR, the last gradients 30× larger so
+    that clipping acts. Returns the parameters, the state of each and each step's RMS(U) (steps × tensors)."""
+    g = torch.Generator().manual_seed(seed)
+    dt = getattr(torch, dtype)
+    params = []
+    for i, shape in enumerate(PARITY_SHAPES):
+        x = torch.zeros(shape) if i == 1 else torch.randn(shape, generator=g)
+        params.append(torch.nn.Parameter(x.to(device=device, dtype=dt)))
+    opt = Adafactor(params, **knobs, **path)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / math.sqrt(s + 1))
+    rms = []
+    for step in range(steps):
+        scale = 30.0 if step == steps - 1 else 1.0
+        for p in params:
+            p.grad = (torch.randn(p.shape, generator=g) * scale).to(device=device, dtype=dt)
+        opt.step()
+        sched.step()
+        rms.append(torch.stack([opt.state[p]["update_rms"] for p in params]))
+    return params, {i: opt.state[p] for i, p in enumerate(params)}, rms
+
+
+def relative_difference(new: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |new − ref| / max |ref| over one tensor, in float64 (0 when both are 0): the difference relative to
+    the tensor's scale, which an entry near zero cannot inflate."""
+    a, b = new.detach().double().cpu(), ref.detach().double().cpu()
+    scale = b.abs().max().item() if b.numel() else 0.0
+    diff = (a - b).abs().max().item() if b.numel() else 0.0
+    return diff / scale if scale > 0 else diff
+
+
+def parity(knobs: dict, dtype: str, device: torch.device, *, steps: int = 6) -> dict:
+    """The compiled path (``compile=True``; CUDA graphs on CUDA) against the reference path (``foreach=False``)
+    on ``device``: the largest relative difference of the parameters, the state tensors and every step's RMS(U),
+    and whether clipping acted at some step (None without clipping)."""
+    ref_params, ref_state, ref_rms = parity_run(knobs, dtype, device, dict(foreach=False), steps=steps)
+    new_params, new_state, new_rms = parity_run(knobs, dtype, device, dict(compile=True), steps=steps)
+    states = [relative_difference(new_state[i][k], v) for i, s in ref_state.items() for k, v in s.items()
+              if torch.is_tensor(v) and k != "update_rms"]
+    out = {"params": max(relative_difference(q, p) for p, q in zip(ref_params, new_params)),
+           "states": max(states), "update_rms": max(relative_difference(b, a) for a, b in zip(ref_rms, new_rms)),
+           "clipped": None if knobs.get("clip_threshold") is None else bool(
+               any((r > knobs["clip_threshold"]).any().item() for r in ref_rms))}
+    if dtype == "float32":
+        out["max"] = max(out["params"], out["states"], out["update_rms"])
+    else:  # a bf16 parameter may round the other way from a last-bit difference of its float32 update
+        out["max"] = max(out["states"], out["update_rms"])
+        out["params_bf16_ulps"] = max(_bf16_ulps(q, p) for p, q in zip(ref_params, new_params))
+    return out
+
+
+def _bf16_ulps(new: torch.Tensor, ref: torch.Tensor) -> float:
+    """The largest difference of two bf16 tensors in units of the reference entry's last place."""
+    a, b = new.detach().float().cpu(), ref.detach().float().cpu()
+    ulp = torch.ldexp(torch.ones_like(b), torch.frexp(b).exponent - 8)  # bf16 keeps 8 significant bits
+    return ((a - b).abs() / ulp).max().item() if b.numel() else 0.0
+
+
+def large_matrix_accuracy(device: torch.device, shape: tuple[int, int] = (8192, 512)) -> dict[str, dict[str, float]]:
+    """One step of the factored mode with a relative step on a large matrix (the base preset's embedding), the
+    reference path and the compiled path on ``device``: the relative errors against float64 of R, C, RMS(U) and
+    the step's scale ρ·RMS(X) (its least-squares fit to the parameter's change). Sums of thousands of float32
+    terms lose digits unless they are summed in blocks or pairs, as PyTorch's eager CPU reductions and
+    Triton's block reductions do."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g) * 3 + 1
+    grad = torch.randn(shape, generator=g) * (torch.rand(shape[0], 1, generator=g) + 0.1) * (
+        torch.rand(shape[1], generator=g) + 0.1)
+    g2 = grad.double().square()
+    row, col = g2.mean(-1), g2.mean(-2)
+    vhat = row[:, None] * col[None, :] / row.mean()
+    u = grad.double() / vhat.sqrt()
+    rho = 1e-2
+    scale = rho * x.double().square().mean().sqrt().item()
+    out = {}
+    for name, path in (("reference", dict(foreach=False)), ("compiled", dict(compile=True))):
+        p = torch.nn.Parameter(x.to(device, copy=True))
+        p.grad = grad.to(device, copy=True)
+        opt = Adafactor([p], lr=rho, relative_step=True, clip_threshold=None, eps1=0.0, eps2=0.0, **path)
+        opt.step()
+        st = opt.state[p]
+        moved = x.double() - p.detach().double().cpu()
+        out[name] = {
+            "row": ((st["exp_avg_sq_row"].double().cpu() - row).abs() / row).max().item(),
+            "col": ((st["exp_avg_sq_col"].double().cpu() - col).abs() / col).max().item(),
+            "update_rms": abs(float(st["update_rms"]) / (g2 / vhat).mean().sqrt().item() - 1.0),
+            "step_scale": abs((moved * u).sum().item() / u.square().sum().item() / scale - 1.0),
+        }
+        del opt, p
+    return out
+
+
+def compiled_parity(device: torch.device, cases: list[str] | None = None, *, steps: int = 6,
+                    log: Callable[[str], None] = print) -> dict:
+    """``parity`` of every case of ``parity_cases`` (or the named ones) on ``device``."""
+    all_cases = parity_cases()
+    out = {}
+    for name in cases or list(all_cases):
+        case = all_cases[name]
+        t0 = time.perf_counter()
+        out[name] = {**parity(case["knobs"], case["dtype"], device, steps=steps), "dtype": case["dtype"],
+                     "seconds": round(time.perf_counter() - t0, 1)}
+        r = out[name]
+        log(f"  {name:34s} params {r['params']:.1e}  states {r['states']:.1e}  RMS(U) {r['update_rms']:.1e}"
+            + (f"  bf16 ulps {r['params_bf16_ulps']:.0f}" if "params_bf16_ulps" in r else "")
+            + f"  ({r['seconds']:.0f} s)")
+    return out
+
+
 # --- timing ----------------------------------------------------------------------------------------------
 
 
@@ -331,12 +497,15 @@ def time_optimizers(makers: dict[str, Factory], shapes, device, *, rounds: int, 
     return out, opts
 
 
-def check_no_sync(makers: dict[str, Factory], shapes, device) -> dict[str, str]:
-    """CUDA only: run each optimizer's step under set_sync_debug_mode("error")."""
+def check_no_sync(makers: dict[str, Factory], shapes, device, warmup: int = 3) -> dict[str, str]:
+    """CUDA only: run each optimizer's step under set_sync_debug_mode("error") after ``warmup`` steps (the first
+    step creates the state; the compiled path compiles at its first step and captures its CUDA graph at its
+    second, which synchronises once: the check is on steady-state steps)."""
     out = {}
     for name, make in makers.items():
         opt = make(make_params(shapes, device))
-        opt.step()  # state creation may allocate; the check is on steady-state steps
+        for _ in range(warmup):
+            opt.step()
         torch.cuda.synchronize(device)
         try:
             torch.cuda.set_sync_debug_mode("error")
@@ -401,14 +570,13 @@ def trainer_overhead(scale: str, *, steps: int, rounds: int, threads: int, check
                      log: Callable[[str], None] = print) -> dict:
     """tokens/s of a cell (``run_cell``, evaluation excluded) against a bare loop, alternating runs.
 
-    The bare loop builds the model, optimizer and schedule exactly as ``factorial.train`` does and
-    runs forward, backward, ``step()`` and the scheduler: no gradient norm, logging, metrics,
-    checkpoints or evaluation. Its training losses must equal the cell's (same work, checked).
+    The bare loop builds the model, optimizer and schedule with the trainer's ``build_parts`` and runs the
+    trainer's own ``train_step`` (forward, backward, ``step()``, the scheduler) and nothing else: no
+    gradient norm, logging, metrics, checkpoints or evaluation. Its training losses must equal the cell's
+    (same work, checked). The cell's evaluation time is counted by a subclass of the trainer's Hooks.
     """
     from . import train as T
-    from .config import warmup_steps
     from .data import TrainBatches, load_corpus
-    from .schedule import lr_lambda
 
     overrides = [f"scale={scale}", "logger=none", "train.progress=false", f"train.steps={steps}",
                  f"train.threads={threads}", f"train.checkpoint_every={checkpoint_every}",
@@ -425,57 +593,46 @@ def trainer_overhead(scale: str, *, steps: int, rounds: int, threads: int, check
     def bare(n_steps: int = steps) -> tuple[float, list[float]]:
         cfg = T.compose(overrides)
         torch.set_num_threads(threads)
-        cfg.model.vocab_size = corpus.vocab_size
         batches = TrainBatches(corpus.train, cfg.model.context_length, cfg.train.batch_size, cfg.train.seed)
-        torch.manual_seed(cfg.train.seed)
-        model = Transformer(cfg.model)
-        optimizer = T.build_optimizer(cfg, model)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
-            warmup=cfg.schedule.warmup, warmup_steps=warmup_steps(cfg), factor=cfg.schedule.multiplier,
-            peak=cfg.schedule.peak))
-        model.train()
+        parts = T.build_parts(cfg, corpus.vocab_size, torch.device("cpu"), None)
+        parts.model.train()
         losses: list[float] = []
         pending: list[torch.Tensor] = []
         t0 = time.perf_counter()
         for step in range(1, n_steps + 1):
-            x, y = next(batches)
-            _, loss = model(x, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            loss, _, _ = T.train_step(parts, *next(batches))  # the trainer's own step
             # The losses are read to the host as the trainer reads them, at its log steps: holding a
             # whole run's loss tensors until the end slowed this loop by a quarter on CPU (measured).
-            pending.append(loss.detach())
+            pending.append(loss)
             if step % cfg.train.log_every == 0 or step == n_steps:
                 losses += torch.stack(pending).tolist()
                 pending.clear()
         wall = time.perf_counter() - t0
         return n_steps * batches.tokens_per_batch / wall, losses
 
+    class TimedEvaluation(T.Hooks):
+        """The trainer's hooks, with the time spent evaluating counted apart."""
+
+        seconds = 0.0
+
+        def evaluate(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return super().evaluate(*args, **kwargs)
+            finally:
+                TimedEvaluation.seconds += time.perf_counter() - t0
+
     def cell(run_dir: Path) -> tuple[float, dict, list[float]]:
         from .runlog import read_metrics
 
         cfg = T.compose([*overrides, f"run_dir={run_dir}"])
         cfg.cell = "bench"
-        eval_seconds = [0.0]
-        evaluate = T.evaluate
-
-        def timed_evaluate(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return evaluate(*args, **kwargs)
-            finally:
-                eval_seconds[0] += time.perf_counter() - t0
-
-        T.evaluate = timed_evaluate
-        try:
-            summary = T.run_cell(cfg)
-        finally:
-            T.evaluate = evaluate
-        train_wall = summary["wall_time_s"] - eval_seconds[0]
+        TimedEvaluation.seconds = 0.0
+        summary = T.run_cell(cfg, hooks=TimedEvaluation)
+        eval_s = TimedEvaluation.seconds
+        train_wall = summary["wall_time_s"] - eval_s
         window_losses = [r[RF.TRAIN_LOSS] for r in read_metrics(run_dir / RF.METRICS) if RF.TRAIN_LOSS in r]
-        return summary["tokens"] / train_wall, {"wall_time_s": summary["wall_time_s"], "eval_s": eval_seconds[0],
+        return summary["tokens"] / train_wall, {"wall_time_s": summary["wall_time_s"], "eval_s": eval_s,
                                                 "status": summary["status"]}, window_losses
 
     bare_tps, cell_tps, cell_info = [], [], []
@@ -523,19 +680,30 @@ def model_flops_per_token(preset: str, vocab: int) -> float:
     return 6.0 * n + 6.0 * cfg.n_layers * cfg.context_length * cfg.d_model
 
 
-def cuda_mfu(steps: int, cache_dir: str | None, log: Callable[[str], None] = print) -> dict:
+def cuda_mfu(steps: int, cache_dir: str | None, log: Callable[[str], None] = print, extra: list[str] | None = None) -> dict:
+    """tokens/s, model FLOP/s and the step time of a bf16 cell of the base preset (``extra``: more overrides,
+    e.g. ``optim.compile=true``, whose CUDA graphs' counts are kept: did the trainer's gradients stay at their
+    addresses?); the first logging window (warm-up, compilation) is left out."""
     from . import train as T
     from .runlog import read_metrics
 
     overrides = ["model=base", "data=shakespeare", "logger=none", "train.progress=false", f"train.steps={steps}",
                  "train.batch_size=32", "train.precision=bf16", "train.device=cuda", f"train.eval_every={steps}",
-                 f"train.log_every={max(1, steps // 5)}", f"train.checkpoint_every={steps}"]
+                 f"train.log_every={max(1, steps // 5)}", f"train.checkpoint_every={steps}", *(extra or [])]
     if cache_dir:
         overrides.append(f"data.cache_dir={cache_dir}")
+    built = []
+
+    class KeepOptimizer(T.Hooks):
+        """The trainer's hooks, keeping the optimizer it built (for its CUDA-graph counts)."""
+
+        def start(self, parts):
+            built.append(parts.optimizer)
+
     with tempfile.TemporaryDirectory(prefix="factorial-mfu-") as tmp:
         cfg = T.compose([*overrides, f"run_dir={tmp}/cell"])
         cfg.cell = "mfu"
-        summary = T.run_cell(cfg)
+        summary = T.run_cell(cfg, hooks=KeepOptimizer)
         rates = [r[RF.TOKENS_PER_S] for r in read_metrics(Path(tmp) / "cell" / RF.METRICS) if RF.TOKENS_PER_S in r]
     tps = statistics.median(rates[1:] or rates)  # the first window holds the warm-up steps
     vocab = cfg.model.vocab_size
@@ -543,8 +711,13 @@ def cuda_mfu(steps: int, cache_dir: str | None, log: Callable[[str], None] = pri
     name = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     out = {"tokens_per_s": tps, "model_tflops": flops / 1e12, "peak_bf16_tflops": peak,
-           "mfu": flops / (peak * 1e12) if peak else None, "vocab": vocab, "status": summary["status"]}
-    log(f"  base bf16: {tps:,.0f} tokens/s, {flops / 1e12:.1f} TFLOP/s" + (f", MFU {out['mfu']:.1%}" if peak else ""))
+           "mfu": flops / (peak * 1e12) if peak else None, "vocab": vocab, "status": summary["status"],
+           "step_ms": 1e3 * cfg.train.batch_size * cfg.model.context_length / tps, "overrides": list(extra or [])}
+    graphs = getattr(built[-1], "_graphs", None) if built else None
+    if graphs is not None:
+        out["cuda_graphs"] = graphs.stats()
+    log(f"  base bf16{' ' + ' '.join(extra) if extra else ''}: {tps:,.0f} tokens/s, {out['step_ms']:.2f} ms a step, "
+        f"{flops / 1e12:.1f} TFLOP/s" + (f", MFU {out['mfu']:.1%}" if peak else ""))
     return out
 
 
@@ -563,6 +736,22 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     result: dict[str, Any] = {"machine": machine(device), "command": "python -m factorial.bench " + " ".join(args.argv),
                               "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "settings": {}, "presets": {}}
+    try:
+        _measure(args, device, vocab, result, log)
+    except KeyboardInterrupt:  # e.g. scripts/gpu_check.sh's time limit (SIGINT): keep what was measured
+        result["interrupted"] = True
+        log("interrupted: the results below hold what was measured before")
+    result["machine"]["load_average_end"] = _loadavg()
+    result["machine"]["other_processes_cpu_share"] = other_cpu_share(cpu_start, time.perf_counter() - wall_start)
+    result["under_load"] = is_under_load(result["machine"])
+    result["targets"] = targets(result)
+    return result
+
+
+def _measure(args: argparse.Namespace, device: torch.device, vocab: dict, result: dict,
+             log: Callable[[str], None]) -> None:
+    """Every measurement ``args`` asks for, into ``result`` as each finishes."""
+    compiled = args.compiled if args.compiled is not None else device.type == "cuda"
     # First, in a process that has not yet run anything else (no large heap, no compiled kernels).
     if args.overhead:
         log(f"trainer overhead ({args.overhead_scale} scale, {args.overhead_steps} steps, {args.overhead_rounds} rounds):")
@@ -570,7 +759,14 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
             args.overhead_scale, steps=args.overhead_steps, rounds=args.overhead_rounds,
             threads=args.overhead_threads or (1 if device.type == "cpu" else torch.get_num_threads()), checkpoint_every=args.overhead_checkpoint_every,
             cache_dir=args.cache_dir, log=log)
-    catalogue = settings(device)
+    if args.parity if args.parity is not None else device.type == "cuda":
+        log(f"the compiled path against the reference on {device.type} (largest relative differences):")
+        result["parity"] = compiled_parity(device, args.parity_cases, log=log)
+        result["large_matrix"] = large_matrix_accuracy(device)
+        log("  8192×512, relative errors against float64: " + "; ".join(
+            f"{path}: " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
+            for path, errs in result["large_matrix"].items()))
+    catalogue = settings(device, compiled)
     result["settings"] = {name: s["note"] for name, s in catalogue.items()}
     makers = {name: s["make"] for name, s in catalogue.items()}
     for preset in args.presets:
@@ -581,6 +777,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         times, opts = time_optimizers(makers, shapes, device, rounds=args.rounds, steps=args.steps, warmup=args.warmup, log=log)
         entry = {"vocab": vocab[preset], "params": numel, "tensors": len(shapes), "time": times,
                  "state_bytes": {name: state_bytes(o) for name, o in opts.items()}}
+        if device.type == "cuda":  # how often the compiled path ran directly, captured and replayed
+            entry["cuda_graphs"] = {name: o._graphs.stats() for name, o in opts.items()
+                                    if getattr(o, "_graphs", None) is not None}
         del opts
         entry["ratios"] = ratios(entry)
         if device.type == "cuda":
@@ -621,11 +820,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         torch.set_num_threads(threads_before)
     if device.type == "cuda" and args.mfu_steps:
         result["mfu"] = cuda_mfu(args.mfu_steps, args.cache_dir, log=log)
-    result["machine"]["load_average_end"] = _loadavg()
-    result["machine"]["other_processes_cpu_share"] = other_cpu_share(cpu_start, time.perf_counter() - wall_start)
-    result["under_load"] = is_under_load(result["machine"])
-    result["targets"] = targets(result)
-    return result
+        if compiled:
+            result["mfu_compiled"] = cuda_mfu(args.mfu_steps, args.cache_dir, log=log, extra=["optim.compile=true"])
 
 
 def is_under_load(m: dict) -> bool:
@@ -643,11 +839,14 @@ def ratios(entry: dict) -> dict:
     ours = t["ours alg6"]
     out = {f"ours alg6 / {k}": ours / v for k, v in t.items() if not k.startswith("ours") and v > 0}
     raw = {k: v["raw_ms"] for k, v in entry["time"].items()}
-    for path in ("ours alg6", "ours alg6 reference"):
+    for path in ("ours alg6", "ours alg6 reference", COMPILED):
         for peer in ("torch Adam fused", "transformers Adafactor"):
             if path in raw and peer in raw:  # the same rounds: robust to a machine that changes state
                 out[f"paired median {path} / {peer}"] = statistics.median(a / b for a, b in zip(raw[path], raw[peer]))
     out["ours alg6 reference / ours alg6"] = t["ours alg6 reference"] / ours
+    for name in (COMPILED, COMPILED_NO_GRAPHS):
+        if name in t:
+            out[f"{name} / ours alg6"] = t[name] / ours
     adam = entry["state_bytes"].get("torch Adam fused")
     if adam:
         out.update({f"state {k} / torch Adam": v / adam for k, v in entry["state_bytes"].items()})
@@ -670,10 +869,48 @@ def targets(result: dict) -> dict:
         name = "state ours alg6 / torch Adam"
         if name in r:
             out["state_over_adam"] = {"value": r[name], "target": TARGETS["state_over_adam"], "met": r[name] <= TARGETS["state_over_adam"]}
+        if COMPILED in t and "torch Adam fused" in t:
+            v = t[COMPILED] / t["torch Adam fused"]
+            for key in ("compiled_over_adam_fused", "compiled_over_adam_fused_stretch"):
+                out[key] = {"value": v, "target": TARGETS[key], "met": v <= TARGETS[key]}
+        # The optimizer's share of a base cell's step: its step on the base shapes over the cell's step time
+        # (from the bf16 cell run with the same path).
+        if preset == "base":
+            for key, path, cell in (("optimizer_share_of_cell", COMPILED, "mfu_compiled"),
+                                    ("optimizer_share_of_cell_default", "ours alg6", "mfu")):
+                if path in t and result.get(cell, {}).get("step_ms"):
+                    v = t[path] / result[cell]["step_ms"]
+                    out[key] = {"value": v, "target": TARGETS["optimizer_share_of_cell"],
+                                "met": v <= TARGETS["optimizer_share_of_cell"]}
     if "overhead" in result:
         v = result["overhead"]["overhead"]
         out["overhead"] = {"value": v, "target": TARGETS["overhead"], "met": v <= TARGETS["overhead"]}
     return out
+
+
+def parity_markdown(result: dict) -> list[str]:
+    """The compiled path against the reference on the benchmark's device (``compiled_parity``)."""
+    lines = [f"## The compiled path against the reference on {result['machine']['device']}", "",
+             "`Adafactor(compile=True)` (CUDA graphs on CUDA) against the reference path (`foreach=False`), 6 steps "
+             "on the same parameters and gradients with a learning rate that changes every step and gradients 30× "
+             "larger at the last step: the largest relative difference (max |new − ref| / max |ref| per tensor) of "
+             "the parameters, the state tensors and each step's RMS(U). Met: every float32 difference and, for bf16 "
+             f"parameters, the float32 state and RMS(U) within {PARITY_TOLERANCE:g}, the bf16 parameters within one "
+             "unit in their last place.", "",
+             "| case | dtype | parameters | state | RMS(U) | clipping acted | met |", "|---|---|---|---|---|---|---|"]
+    for name, r in result["parity"].items():
+        met = r["max"] <= PARITY_TOLERANCE and r.get("params_bf16_ulps", 0.0) <= 1.0
+        params = f"{r['params']:.1e}" + (f" ({r['params_bf16_ulps']:.0f} ulp)" if "params_bf16_ulps" in r else "")
+        lines.append(f"| {name} | {r['dtype']} | {params} | {r['states']:.1e} | {r['update_rms']:.1e} | "
+                     f"{'–' if r['clipped'] is None else 'yes' if r['clipped'] else 'no'} | {'yes' if met else '**no**'} |")
+    lines.append("")
+    if "large_matrix" in result:
+        lines += ["One step of the factored mode with a relative step on an 8192×512 matrix, relative errors against "
+                  "float64:", "", "| path | R | C | RMS(U) | ρ·RMS(X) |", "|---|---|---|---|---|"]
+        for path, e in result["large_matrix"].items():
+            lines.append(f"| {path} | {e['row']:.1e} | {e['col']:.1e} | {e['update_rms']:.1e} | {e['step_scale']:.1e} |")
+        lines.append("")
+    return lines
 
 
 def to_markdown(result: dict) -> str:
@@ -696,6 +933,8 @@ def to_markdown(result: dict) -> str:
               f"Load average (1, 5, 15 min) {m['load_average_start']} at the start, {m.get('load_average_end')} at the end; "
               + (f"other processes used {m['other_processes_cpu_share']:.1%} of the CPU time during the run."
                  if m.get("other_processes_cpu_share") is not None else "CPU use of other processes unknown."), ""]
+    if result.get("interrupted"):
+        lines += ["**Interrupted** (a time limit): the sections below hold what was measured before.", ""]
     tg = result.get("targets", {})
     if tg:
         lines += ["## Targets", "", "| target | measured | limit | met |", "|---|---|---|---|"]
@@ -705,15 +944,24 @@ def to_markdown(result: dict) -> str:
                                                      "matrices run without a C compiler) / transformers' Adafactor",
                  "alg6_over_adam_fused_reference": "Alg. 6 step time (foreach=False: the reference path, what CPU "
                                                    "matrices run without a C compiler) / fused Adam",
+                 "compiled_over_adam_fused": "Alg. 6 step time (compile=True) / fused Adam",
+                 "compiled_over_adam_fused_stretch": "Alg. 6 step time (compile=True) / fused Adam, stretch",
+                 "optimizer_share_of_cell": "Alg. 6 step (compile=True) / the step of a bf16 base cell with "
+                                            "optim.compile=true",
+                 "optimizer_share_of_cell_default": "Alg. 6 step (default path) / the step of a bf16 base cell "
+                                                    "with the default path",
                  "state_over_adam": "state bytes, factored β1 = 0 / Adam",
                  "overhead": "trainer overhead (1 − cell / bare tokens/s)"}
         for key, label in names.items():
             if key in tg:
                 v = tg[key]
-                fmt = (lambda x: f"{x:.2%}") if key in ("state_over_adam", "overhead") else (lambda x: f"{x:.2f}×")  # noqa: E731
-                where = "" if key == "overhead" else f" ({tg.get('preset')} shapes)"
+                fmt = (lambda x: f"{x:.2%}") if key in ("state_over_adam", "overhead") or key.startswith(  # noqa: E731
+                    "optimizer_share") else (lambda x: f"{x:.2f}×")
+                where = "" if key == "overhead" or key.startswith("optimizer_share") else f" ({tg.get('preset')} shapes)"
                 lines.append(f"| {label}{where} | {fmt(v['value'])} | {fmt(v['target'])} | {'yes' if v['met'] else '**no**'} |")
         lines.append("")
+    if "parity" in result:
+        lines += parity_markdown(result)
     for preset, e in result["presets"].items():
         adam = e["time"].get("torch Adam fused", {}).get("median_ms")
         adam_state = e["state_bytes"].get("torch Adam fused")
@@ -736,12 +984,17 @@ def to_markdown(result: dict) -> str:
             (" Median over rounds of the ratio within a round: " + ", ".join(
                 f"{k.removeprefix('paired median ')} {r[k]:.2f}" for k in paired) + "." if paired else ""), ""]
         if "sync_check" in e:
-            lines += ["Host-device synchronisation in `step()` (`set_sync_debug_mode('error')`): " + ", ".join(
-                f"{k}: {v}" for k, v in e["sync_check"].items()), ""]
+            lines += ["Host-device synchronisation in `step()` after 3 steps (`set_sync_debug_mode('error')`): "
+                      + ", ".join(f"{k}: {v}" for k, v in e["sync_check"].items()), ""]
+        for name, g in e.get("cuda_graphs", {}).items():
+            lines += [f"CUDA graphs of `{name}` over its {e['time'][name]['rounds']} rounds: {g['direct']} steps ran "
+                      f"the compiled function directly, {g['captures']} captured a graph, {g['replays']} replayed one"
+                      + (f"; without graphs: {'; '.join(g['without_graphs'])}" if g["without_graphs"] else "") + ".", ""]
     for preset, by_threads in result.get("variants", {}).items():
         lines += [f"## Variants on `{preset}` (Alg. 6 setting), by torch threads", "",
                   "`whole step compiled` is one torch.compile'd function per tensor for the whole step "
-                  "(`factorial.bench.CompiledAlg6`), measured to compare; the optimizer has no compiled path. "
+                  "(`factorial.bench.CompiledAlg6`), measured to compare (the optimizer's own compiled path, "
+                  "`compile=True`, is in the tables above with `--compiled`). "
                   "First step: state creation plus compilation (inductor's on-disk cache may shorten it). "
                   "This section is timed minutes after the tables above. On the project's 2-core VM the machine "
                   "switches, within a run, between two states that move 2-thread timings in opposite directions: "
@@ -783,10 +1036,18 @@ def to_markdown(result: dict) -> str:
                   f"| cell | {o['cell_median']:,.0f} | {', '.join(f'{x:,.0f}' for x in o['cell_tokens_per_s'])} |", "",
                   f"Overhead: {o['overhead']:.1%} of the bare loop's throughput.", ""]
     if "mfu" in result:
-        u = result["mfu"]
-        lines += ["## Model FLOP utilisation (base preset, bf16)", "",
-                  f"{u['tokens_per_s']:,.0f} tokens/s, {u['model_tflops']:.1f} TFLOP/s of model FLOPs"
-                  + (f", {u['mfu']:.1%} of {u['peak_bf16_tflops']} TFLOP/s" if u.get("mfu") else "") + ".", ""]
+        lines += ["## Model FLOP utilisation (base preset, bf16)", ""]
+        for key, label in (("mfu", "default optimizer path"), ("mfu_compiled", "optim.compile=true")):
+            if key in result:
+                u = result[key]
+                g = u.get("cuda_graphs")
+                lines += [f"{label}: {u['tokens_per_s']:,.0f} tokens/s"
+                          + (f", {u['step_ms']:.2f} ms a step" if u.get("step_ms") else "")
+                          + f", {u['model_tflops']:.1f} TFLOP/s of model FLOPs"
+                          + (f", {u['mfu']:.1%} of {u['peak_bf16_tflops']} TFLOP/s" if u.get("mfu") else "") + "."
+                          + (f" Its optimizer's CUDA graphs: {g['direct']} direct steps, {g['captures']} captures, "
+                             f"{g['replays']} replays" + (f"; without graphs: {'; '.join(g['without_graphs'])}"
+                                                          if g["without_graphs"] else "") + "." if g else ""), ""]
     return "\n".join(lines)
 
 
@@ -821,6 +1082,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "2-thread timings on a 2-core VM swing by half between runs), the benchmark's threads on CUDA")
     p.add_argument("--overhead-checkpoint-every", type=int, default=50)
     p.add_argument("--mfu-steps", type=int, default=60, help="CUDA only: steps of the bf16 base cell (0: skip)")
+    p.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=None,
+                   help="time Adafactor(compile=True) too (and on CUDA a bf16 base cell with optim.compile=true); "
+                        "default: on CUDA only (on CPU each preset compiles for tens of seconds)")
+    p.add_argument("--parity", action=argparse.BooleanOptionalAction, default=None,
+                   help="the compiled path against the reference on this device, every case of parity_cases, and "
+                        "an 8192x512 matrix against float64; default: on CUDA only")
+    p.add_argument("--parity-cases", nargs="+", default=None, choices=list(parity_cases()), metavar="CASE",
+                   help="only these cases (names as in the output, e.g. 'row O')")
     p.add_argument("--cache-dir", default=None, help="data cache (default: the config's, cache/)")
     p.add_argument("--quick", action="store_true", help="tiny preset, 3 rounds, a 6-step smoke-scale overhead check")
     p.add_argument("--out", default=str(REPO_ROOT / "results" / "bench"))

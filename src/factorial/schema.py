@@ -152,8 +152,8 @@ class OptimSchema:
     weight_decay: float = 0.0
     adam_eps: Optional[float] = 1e-9  # torch.optim.Adam only (Tensor2Tensor's default)
     foreach: Optional[bool] = None
-    # Removed (Adafactor's torch.compile step was slower than its C kernel): only false is accepted. The key
-    # stays so that configs saved by earlier runs still load; not part of a cell's identity (KEYS below).
+    # Adafactor's compiled step (compile=True: the whole step in one torch.compile'd function, replayed from CUDA
+    # graphs on CUDA; opt-in, docs/OPTIMIZER.md). A speed key, not part of a cell's identity (KEYS below).
     compile: Optional[bool] = False
 
 
@@ -266,8 +266,9 @@ KEYS: dict[str, KeyRole] = {
     "optim.adam_eps": KeyRole(IDENTITY, "torch.optim.Adam's epsilon", ("adam",)),
     "optim.foreach": KeyRole(RUNTIME, "multi-tensor or per-tensor kernels of the same step: equal to float32 "
                                       "rounding (tests/test_optim.py compares the paths)"),
-    "optim.compile": KeyRole(RUNTIME, "the removed torch.compile step of Adafactor: only false is accepted, kept "
-                                      "so that saved configs load", _ADAFACTOR),
+    "optim.compile": KeyRole(RUNTIME, "Adafactor's step compiled by torch.compile (CUDA graphs on CUDA): the "
+                                      "reference path's numbers to float32 rounding (tests/test_compiled.py)",
+                             _ADAFACTOR),
     "schedule": KeyRole(IDENTITY, "the learning-rate schedule s_t: warmup, peak, multiplier"),
     "train.steps": KeyRole(IDENTITY, "how long the cell trains"),
     "train.batch_size": KeyRole(IDENTITY, "sequences per step"),

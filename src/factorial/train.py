@@ -466,6 +466,9 @@ class Hooks:
     def __init__(self, run_dir: Path, logger: RunLogger):
         self.run_dir, self.logger = run_dir, logger
 
+    def start(self, parts: Parts) -> None:
+        """Before the first step of this start of the run (a resumed run starts again)."""
+
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self.logger.log(metrics, step=step)
 
@@ -521,6 +524,7 @@ def _loop(parts: Parts, batches: TrainBatches, corpus, run_dir: Path, progress: 
     window_time = 0.0  # seconds spent in training steps since the last log (evaluation excluded)
     start_time = time.perf_counter() - progress["elapsed"]
 
+    hooks.start(parts)
     if progress["step"] == 0:
         hooks.log({RF.PARAMS: num_parameters(model), RF.CORPUS_TOKENS: int(len(corpus.train))}, step=0)
 

@@ -15,15 +15,17 @@ Corners of the space (see README):
     Adafactor (Alg. 6): Adafactor(p, lr=rho_t, beta1=0.0, beta2_exponent=0.8,
                                   second_moment="factored", clip_threshold=1.0, relative_step=True)
 
-Three implementations of that step, written as functions over lists of tensors as in
-``torch.optim.adam`` and chosen per tensor by ``adafactor`` (the dispatcher; see ``Adafactor``'s
-``foreach`` and ``fused``):
+Four implementations of that step, written as functions over lists of tensors as in
+``torch.optim.adam`` and chosen by ``adafactor`` (the dispatcher; see ``Adafactor``'s ``foreach``,
+``fused`` and ``compile``):
 
 * ``_single_tensor_adafactor``: the reference, one ``functional`` call per link of the chain above;
 * ``_multi_tensor_adafactor``: the same chain with ``torch._foreach_*`` ops (accelerators, and the
   many small vectors of a model on CPU);
 * ``_fused_adafactor``: the C kernel of ``kernels.c`` for contiguous float32 CPU matrices (the
-  default on CPU).
+  default on CPU);
+* ``compiled.compiled_adafactor`` (``compile=True``, opt-in): the reference's chain traced by
+  ``torch.compile`` for all tensors at once, replayed from CUDA graphs on CUDA (``compiled.py``).
 """
 
 from __future__ import annotations
@@ -53,25 +55,28 @@ def _check_number(name: str, value: Any) -> float:
     return float(value)
 
 
-def validate_paths(*, foreach: bool | None, fused: bool | None, compile: Any = False, native: Any = None,
+def validate_paths(*, foreach: bool | None, fused: bool | None, compile: Any = False, cuda_graphs: Any = True,
                    prefix: str = "") -> None:
-    """Check the implementation flags together: ``fused=True`` excludes ``foreach=True``; ``compile`` and
-    ``native`` name removed paths and accept only their off values. Raise ValueError naming the argument (as
-    ``<prefix><name>``), the value and what is allowed. The trainer's config check calls it too (prefix
-    ``optim.``), so the rule exists once."""
+    """Check the implementation flags together: ``fused=True`` excludes ``foreach=True``; ``compile=True`` (the
+    compiled step takes every tensor) excludes ``fused=True`` and any ``foreach``. Raise ValueError naming the
+    argument (as ``<prefix><name>``), the value and what is allowed. The trainer's config check calls it too
+    (prefix ``optim.``), so the rule exists once."""
     for name, value in (("foreach", foreach), ("fused", fused)):
         if value is not None and not isinstance(value, bool):
             raise _invalid(prefix + name, value, "None, True or False")
     if fused and foreach:
         raise _invalid(prefix + "fused", fused, "fused=True only with foreach=None or False")
-    if compile is not False:
+    if not isinstance(compile, bool):
         raise _invalid(prefix + "compile", compile,
-                       "False (the torch.compile step was removed: it was slower than the C kernel that the default "
-                       "path runs on CPU)")
-    if native is not None:
-        raise _invalid(prefix + "native", native,
-                       "None (the C kernel is now chosen by fused: fused=True requires it, fused=False never uses it, "
-                       "fused=None uses it where it builds)")
+                       "False (the eager paths) or True (the whole step in one torch.compile'd function, replayed "
+                       "from CUDA graphs on CUDA)")
+    if not isinstance(cuda_graphs, bool):
+        raise _invalid(prefix + "cuda_graphs", cuda_graphs, "True or False (whether compile=True replays CUDA graphs)")
+    if compile and fused:
+        raise _invalid(prefix + "fused", fused, "None or False with compile=True (the compiled step takes every tensor)")
+    if compile and foreach is not None:
+        raise _invalid(prefix + "foreach", foreach,
+                       "None with compile=True (the compiled step takes every tensor)")
 
 
 def validate_hyperparameters(
@@ -159,8 +164,15 @@ class Adafactor(Optimizer):
             built, those matrices take the reference path after one warning. True: required
             (RuntimeError here when it cannot be built). False: never. ``FACTORIAL_NATIVE=0`` in the
             environment turns it off too. Not stored in the state dict.
-        compile: removed (the torch.compile step was slower than the C kernel); only False is accepted.
-        native: removed (folded into ``fused``); only None is accepted.
+        compile: True runs every tensor through ``compiled.compiled_adafactor``: the reference's chain
+            traced by ``torch.compile`` as one function for the whole group (inductor: Triton kernels on
+            CUDA, C++ on CPU), its per-step numbers in a device tensor so that no step recompiles or
+            syncs. Opt-in: its CUDA speed is not measured yet, and on CPU the C kernel is the default.
+            Needs ``foreach=None`` and ``fused`` None or False. The first step (and each new set of
+            shapes) compiles, which takes seconds. Not stored in the state dict.
+        cuda_graphs: with ``compile=True`` on CUDA, replay the compiled step from CUDA graphs (see
+            ``compiled.CudaGraphs``); False runs the compiled function each step (to measure what the
+            graphs save). Ignored otherwise.
 
     Every path computes the same numbers up to float32 rounding (tests/test_optim.py checks each against
     the reference in every mode).
@@ -189,7 +201,7 @@ class Adafactor(Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
         compile: bool = False,
-        native: bool | None = None,
+        cuda_graphs: bool = True,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -205,10 +217,13 @@ class Adafactor(Optimizer):
             weight_decay=weight_decay,
         )
         validate_hyperparameters(**defaults)
-        validate_paths(foreach=foreach, fused=fused, compile=compile, native=native)
+        validate_paths(foreach=foreach, fused=fused, compile=compile, cuda_graphs=cuda_graphs)
         if fused and native_kernel.kernel() is None:
             raise RuntimeError(f"fused=True but the C kernel is unavailable: {native_kernel.why_unavailable()}")
         self.fused = fused
+        self.compile = compile
+        self.cuda_graphs = cuda_graphs
+        self._graphs = None  # compiled.CudaGraphs of this optimizer, made at its first compiled CUDA step
         defaults["foreach"] = foreach
         super().__init__(params, defaults)  # validates each group's own values (add_param_group)
 
@@ -226,6 +241,7 @@ class Adafactor(Optimizer):
         group = self.param_groups[-1]
         try:
             validate_hyperparameters(**{k: group[k] for k in self.defaults if k != "foreach"})
+            validate_paths(foreach=group["foreach"], fused=self.fused, compile=self.compile)
         except ValueError:
             self.param_groups.pop()
             raise
@@ -244,7 +260,7 @@ class Adafactor(Optimizer):
             return state
         f32 = dict(dtype=torch.float32, device=param.device)
         state["step"] = 0
-        mode = accumulator_mode(param, group["second_moment"])
+        mode = OF.accumulator_mode(param, group["second_moment"])
         if mode == "full":
             state["exp_avg_sq"] = torch.zeros(param.shape, **f32)
         if mode in ("factored", "row"):
@@ -302,16 +318,26 @@ class Adafactor(Optimizer):
                 continue
             update_rms = adafactor(
                 params, grads, exp_avg_sqs, rows, cols, exp_avgs, steps, foreach=group["foreach"], fused=self.fused,
-                **{k: group[k] for k in _KNOBS})
+                compile=self.compile, graphs=self._cuda_graphs(), **{k: group[k] for k in _KNOBS})
             for p, rms in zip(params, update_rms):
                 self.state[p]["update_rms"] = rms
         return loss
 
+    def _cuda_graphs(self):
+        """This optimizer's CUDA graphs of the compiled step (None unless compile=True and cuda_graphs=True)."""
+        if not (self.compile and self.cuda_graphs):
+            return None
+        if self._graphs is None:
+            from .compiled import CudaGraphs
+
+            self._graphs = CudaGraphs()
+        return self._graphs
+
     def c_kernel_status(self) -> str:
         """Whether this optimizer's CPU matrices may take the C kernel: "off" when no group with CPU
-        parameters would (``fused=False``, or ``foreach`` given with ``fused=None``), otherwise
-        ``native.status()``: "loaded" or "unavailable: <why>". For run metadata."""
-        if not any(_kernel_wanted(g["foreach"], self.fused) and any(not p.is_cuda for p in g["params"])
+        parameters would (``compile=True``, ``fused=False``, or ``foreach`` given with ``fused=None``),
+        otherwise ``native.status()``: "loaded" or "unavailable: <why>". For run metadata."""
+        if self.compile or not any(_kernel_wanted(g["foreach"], self.fused) and any(not p.is_cuda for p in g["params"])
                    for g in self.param_groups):
             return "off"
         return native_kernel.status()
@@ -321,11 +347,6 @@ class Adafactor(Optimizer):
 
 _KNOBS = ("lr", "beta1", "momentum", "beta2", "beta2_exponent", "second_moment", "clip_threshold", "relative_step",
           "eps1", "eps2", "weight_decay")
-
-
-def accumulator_mode(param: Tensor, second_moment: str) -> str:
-    """The second-moment mode a tensor actually uses: vectors and scalars are always full."""
-    return second_moment if param.dim() >= 2 else "full"
 
 
 def _kernel_wanted(foreach: bool | None, fused: bool | None) -> bool:
@@ -351,6 +372,8 @@ def adafactor(
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
+    compile: bool = False,
+    graphs: Any = None,
     lr: float,
     beta1: float,
     momentum: str,
@@ -369,12 +392,18 @@ def adafactor(
     ``second_moment="full"``), R and C (the modes that keep them) and the first moment (β1 > 0), None
     where a tensor does not keep one; ``state_steps`` holds each tensor's t, already advanced. Each
     tensor goes through the C kernel, the multi-tensor or the single-tensor path as ``Adafactor``'s
-    ``fused`` and ``foreach`` say. Returns RMS(U) of each tensor as a new 0-d float32 tensor.
+    ``fused`` and ``foreach`` say, or all of them through the compiled path with ``compile=True``
+    (replayed from ``graphs``, a ``compiled.CudaGraphs``, on CUDA when given). Returns RMS(U) of each
+    tensor as a new 0-d float32 tensor.
     """
     knobs = dict(lr=lr, beta1=beta1, momentum=momentum, beta2=beta2, beta2_exponent=beta2_exponent,
                  second_moment=second_moment, clip_threshold=clip_threshold, relative_step=relative_step, eps1=eps1,
                  eps2=eps2, weight_decay=weight_decay)
     lists = (params, grads, exp_avg_sqs, exp_avg_sq_rows, exp_avg_sq_cols, exp_avgs, state_steps)
+    if compile:
+        from .compiled import compiled_adafactor
+
+        return compiled_adafactor(*lists, graphs=graphs, **knobs)
     paths: dict[Any, list[int]] = {_fused_adafactor: [], _multi_tensor_adafactor: [], _single_tensor_adafactor: []}
     kernel = _kernel_wanted(foreach, fused)
     for i, (p, g) in enumerate(zip(params, grads)):
@@ -401,7 +430,7 @@ def _single_tensor_adafactor(params, grads, exp_avg_sqs, exp_avg_sq_rows, exp_av
     out = []
     for param, grad, exp_avg_sq, row, col, exp_avg, t in zip(params, grads, exp_avg_sqs, exp_avg_sq_rows,
                                                              exp_avg_sq_cols, exp_avgs, state_steps):
-        mode = accumulator_mode(param, second_moment)
+        mode = OF.accumulator_mode(param, second_moment)
         alpha = OF.step_size(param, lr, relative_step, eps2)  # 1. α_t
         rate = OF.second_moment_rate(beta2, beta2_exponent, t)  # 2. β̂2t
         OF.update_second_moment_(exp_avg_sq, row, col, grad, mode, rate, eps1)  # 3. V̂
@@ -416,7 +445,7 @@ def _single_tensor_adafactor(params, grads, exp_avg_sqs, exp_avg_sq_rows, exp_av
             update = OF.update_momentum_(exp_avg, update, beta1)
         if weight_decay:
             param.mul_(1.0 - lr * weight_decay)
-        _subtract_(param, update)  # 6. X ← X − α_t·Û
+        OF.subtract_(param, update)  # 6. X ← X − α_t·Û
         out.append(update_rms)
     return out
 
@@ -432,7 +461,7 @@ def _multi_tensor_adafactor(params, grads, exp_avg_sqs, exp_avg_sq_rows, exp_avg
     """
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i, p in enumerate(params):
-        buckets[(p.device, p.dtype, accumulator_mode(p, second_moment), state_steps[i])].append(i)
+        buckets[(p.device, p.dtype, OF.accumulator_mode(p, second_moment), state_steps[i])].append(i)
     out: list[Tensor | None] = [None] * len(params)
     for (_, dtype, mode, t), idx in buckets.items():
         ps = [params[i] for i in idx]
@@ -485,7 +514,7 @@ def _multi_tensor_adafactor(params, grads, exp_avg_sqs, exp_avg_sq_rows, exp_avg
             torch._foreach_sub_(ps, updates)
         else:
             for p, u in zip(ps, updates):
-                _subtract_(p, u)
+                OF.subtract_(p, u)
     return out
 
 
@@ -501,7 +530,7 @@ def _fused_adafactor(params, grads, exp_avg_sqs, exp_avg_sq_rows, exp_avg_sq_col
         weight = 1.0 - OF.bias_corrected_rate(beta1, t) if beta1 > 0 else 0.0  # m̂ ← lerp(m̂, G, 1 − β̂1t)
         out.append(native_kernel.step(
             param, grad, exp_avg if beta1 > 0 else None, weight, exp_avg_sq, row, col,
-            accumulator_mode(param, second_moment), rate=OF.second_moment_rate(beta2, beta2_exponent, t), eps1=eps1,
+            OF.accumulator_mode(param, second_moment), rate=OF.second_moment_rate(beta2, beta2_exponent, t), eps1=eps1,
             lr=lr, relative=relative_step, eps2=eps2, threshold=clip_threshold, decay=1.0 - lr * weight_decay))
     return out
 
@@ -518,11 +547,3 @@ def _foreach_rms(tensors: list[Tensor]) -> list[Tensor]:
     norms = torch._foreach_norm([x if x.dtype == torch.float32 else x.float() for x in tensors])
     torch._foreach_mul_(norms, [1.0 / math.sqrt(x.numel()) for x in tensors])
     return norms
-
-
-def _subtract_(param: Tensor, update: Tensor) -> None:
-    """X ← X − update, computed in float32 and rounded once into the parameter's dtype."""
-    if param.dtype == torch.float32:
-        param.sub_(update)
-    else:
-        param.copy_(param.float().sub_(update))

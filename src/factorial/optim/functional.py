@@ -166,3 +166,19 @@ def update_momentum_(exp_avg: Tensor, scaled_update: Tensor, beta1: float) -> Te
     """m ← β1·m + (1 − β1)·α_t·Û  (Tensor2Tensor / Hugging Face convention: no bias correction)."""
     exp_avg.lerp_(scaled_update, 1.0 - beta1)
     return exp_avg
+
+
+# --- where the step lands ---------------------------------------------------------------------------
+
+
+def accumulator_mode(param: Tensor, second_moment: str) -> str:
+    """The second-moment mode a tensor actually uses: vectors and scalars are always full."""
+    return second_moment if param.dim() >= 2 else "full"
+
+
+def subtract_(param: Tensor, update: Tensor) -> None:
+    """X ← X − update, computed in float32 and rounded once into the parameter's dtype."""
+    if param.dtype == torch.float32:
+        param.sub_(update)
+    else:
+        param.copy_(param.float().sub_(update))
