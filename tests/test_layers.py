@@ -8,8 +8,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "factorial"
 LAYERS = [
-    {"layout", "runfiles", "schema"},
-    {"optim", "model", "data", "schedule", "rows"},
+    {"layout", "runfiles"},
+    {"optim", "schema", "model", "data", "schedule", "rows"},
     {"config"},
     {"runio", "runlog", "cli"},
     {"train"},

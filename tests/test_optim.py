@@ -226,8 +226,8 @@ def test_adam_corner_matches_torch_adam(foreach):
     """β1 = 0.9, full V, constant β2, no clipping, absolute step = Adam with ε = 0 (our ε1 = 0)."""
     ours_model, adam_model = _small_model(), _small_model()
     ours = Adafactor(
-        ours_model.parameters(), lr=1e-2, beta1=0.9, beta2=0.999, second_moment="full", clip_threshold=None,
-        relative_step=False, eps1=0.0, foreach=foreach,
+        ours_model.parameters(), lr=1e-2, beta1=0.9, beta2=0.999, beta2_exponent=None, second_moment="full",
+        clip_threshold=None, relative_step=False, eps1=0.0, foreach=foreach,
     )
     adam = torch.optim.Adam(adam_model.parameters(), lr=1e-2, betas=(0.9, 0.999), eps=0.0)
     # Embedding rows that get no gradient in a step have g = 0; with ε = 0 both give 0/0 only if a
@@ -293,7 +293,7 @@ def test_clipping_in_the_optimizer_bounds_the_step():
     steps = {}
     for d in (1.0, None):
         p = torch.nn.Parameter(torch.zeros(4, 4))
-        opt = Adafactor([p], lr=0.1, second_moment="full", clip_threshold=d, relative_step=False)
+        opt = Adafactor([p], lr=0.1, beta2_exponent=None, second_moment="full", clip_threshold=d, relative_step=False)
         p.grad = torch.full((4, 4), 0.01)
         opt.step()
         before = p.detach().clone()
@@ -778,7 +778,7 @@ def test_incompatible_implementation_flags_are_refused_by_name(kw, expected, mon
 
 def test_the_removed_native_flag_is_gone_and_a_group_cannot_leave_the_compiled_path():
     p = torch.nn.Parameter(torch.zeros(2, 2))
-    with pytest.raises(TypeError, match="native"):
+    with pytest.raises(ValueError, match="invalid native=None; allowed: a knob of Adafactor"):
         Adafactor([p], native=None)
     with pytest.raises(ValueError, match=r"foreach=True; allowed: None with compile=True"):
         Adafactor([{"params": [p], "foreach": True}], compile=True)
@@ -985,3 +985,29 @@ def test_a_group_added_later_is_checked_like_the_defaults():
     assert len(opt.param_groups) == 1
     opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(3))], "beta2": 0.99})
     assert [g["beta2"] for g in opt.param_groups] == [0.999, 0.99]
+
+
+def test_the_knob_spec_is_the_one_list_of_knobs():
+    """factorial.optim.knobs lists every knob once: the optimizer's defaults (Alg. 6), the config schema's
+    optim.* fields and their KEYS, the trainer, the benchmark's Alg. 6 and Table 2's rows all come from it."""
+    import dataclasses
+
+    from factorial import bench, schema
+    from factorial.optim import knobs as K
+    from factorial.rows import TABLE2
+
+    opt = Adafactor([torch.nn.Parameter(torch.zeros(3, 2))])
+    assert {k: opt.defaults[k] for k in K.NAMES} == K.DEFAULTS
+    assert K.DEFAULTS == dict(beta1=0.0, momentum="gradient", beta2=0.999, beta2_exponent=0.8, second_moment="factored",
+                              clip_threshold=1.0, relative_step=True, eps1=1e-30, eps2=1e-3, weight_decay=0.0)  # Alg. 6
+    fields = {f.name: f.default for f in dataclasses.fields(schema.OptimSchema)}
+    assert {k: fields[k] for k in K.NAMES} == K.DEFAULTS
+    assert all(schema.KEYS[f"optim.{k.name}"].optimizers == k.optimizers for k in K.KNOBS)
+    assert bench.ALG6 == {"lr": 1e-2, **K.DEFAULTS}
+    for row in TABLE2.values():
+        assert set(row.optim) <= {"name", "lr_scale", *K.NAMES}, row.letter
+        K.check({k: v for k, v in row.optim.items() if k in K.NAMES})  # every row's setting is allowed
+    with pytest.raises(ValueError, match=r"invalid beta3=0\.5; allowed: a knob of Adafactor: beta1, momentum"):
+        Adafactor([torch.nn.Parameter(torch.zeros(2))], beta3=0.5)
+    with pytest.raises(ValueError, match=r"invalid optim\.beta1=1\.0; allowed: 0 <= beta1 < 1"):
+        K.check({"beta1": 1.0}, prefix="optim.")

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .layout import REPO_ROOT
 from .optim.adafactor import validate_hyperparameters, validate_paths
+from .optim.knobs import NAMES as KNOB_NAMES
 from .rows import TABLE2
 from .schema import (  # noqa: F401 (the schema's names, re-exported for the trainer and the tests)
     DATA_SOURCES, DEVICES, IDENTITY, KEYS, KIND_RULES, LABEL, LOCATION, OPTIMIZERS, PRECISIONS, PRESETS, RUNTIME,
@@ -124,12 +125,7 @@ def validate(cfg: DictConfig | Config, overrides: list[str] | tuple[str, ...] = 
     k = _own_knobs_only(o, overrides)
     # Every knob is checked, so a typo never hides until it matters (another optimizer's are defaults).
     try:
-        validate_hyperparameters(
-            lr=o.lr_scale, beta1=k["beta1"], momentum=k["momentum"], beta2=k["beta2"],
-            beta2_exponent=k["beta2_exponent"], second_moment=k["second_moment"], clip_threshold=k["clip_threshold"],
-            relative_step=k["relative_step"], eps1=k["eps1"], eps2=k["eps2"], weight_decay=o.weight_decay,
-            prefix="optim.",
-        )
+        validate_hyperparameters(lr=o.lr_scale, prefix="optim.", **{name: k[name] for name in KNOB_NAMES})
     except ValueError as err:
         raise ConfigError(_command_line_words(str(err))) from None
     try:

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .optim.knobs import KNOBS, OPTIMIZERS
+
 MISSING = "???"  # omegaconf.MISSING: a value Hydra must be given (tests check the two are equal)
 PLAIN_STRING_RE = re.compile(r"[A-Za-z0-9_.+\-/:@]+")  # a value an override spells without quotes
 
@@ -104,7 +106,6 @@ def validate_model_config(cfg: ModelConfig) -> None:
 
 # --- the rest of a cell's config ----------------------------------------------------------------
 
-OPTIMIZERS = ("adafactor", "adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -131,30 +132,25 @@ class DataSchema:
     cache_dir: str = "cache"
 
 
-@dataclass
-class OptimSchema:
-    """One optimizer. ``adafactor`` is factorial.optim.Adafactor with every knob of the paper;
-    ``adam`` is torch.optim.Adam (an independent implementation, e.g. Table 3's Adam);
-    ``sgd`` is torch.optim.SGD (row Q). The step of a cell is lr_scale · schedule.multiplier · s_t."""
-
-    name: str = "adafactor"
-    lr_scale: float = 1.0
-    # A knob another optimizer has is None in a validated config (KEYS says whose each knob is).
-    beta1: Optional[float] = 0.0
-    momentum: Optional[str] = "gradient"
-    beta2: Optional[float] = 0.999
-    beta2_exponent: Optional[float] = 0.8
-    second_moment: Optional[str] = "factored"
-    clip_threshold: Optional[float] = 1.0
-    relative_step: Optional[bool] = True
-    eps1: Optional[float] = 1e-30
-    eps2: Optional[float] = 1e-3
-    weight_decay: float = 0.0
-    adam_eps: Optional[float] = 1e-9  # torch.optim.Adam only (Tensor2Tensor's default)
-    foreach: Optional[bool] = None
-    # Adafactor's compiled step (compile=True: the whole step in one torch.compile'd function, replayed from CUDA
-    # graphs on CUDA; opt-in, docs/OPTIMIZER.md). A speed key, not part of a cell's identity (KEYS below).
-    compile: Optional[bool] = False
+OptimSchema = dataclasses.make_dataclass(
+    "OptimSchema",
+    [
+        ("name", str, field(default="adafactor")),
+        ("lr_scale", float, field(default=1.0)),
+        # The knobs of the spec (factorial.optim.knobs), at Alg. 6's values; a knob another optimizer has is
+        # None in a validated config (KEYS says whose each knob is).
+        *[(k.name, k.type, field(default=k.default)) for k in KNOBS],
+        ("adam_eps", Optional[float], field(default=1e-9)),  # torch.optim.Adam only (Tensor2Tensor's default)
+        ("foreach", Optional[bool], field(default=None)),
+        # Adafactor's compiled step (compile=True: the whole step in one torch.compile'd function, replayed from
+        # CUDA graphs on CUDA; opt-in, docs/OPTIMIZER.md). A speed key, not part of a cell's identity (KEYS below).
+        ("compile", Optional[bool], field(default=False)),
+    ],
+)
+OptimSchema.__module__ = __name__
+OptimSchema.__doc__ = """One optimizer. ``adafactor`` is factorial.optim.Adafactor with every knob of the paper;
+``adam`` is torch.optim.Adam (an independent implementation, e.g. Table 3's Adam); ``sgd`` is
+torch.optim.SGD (row Q). The step of a cell is lr_scale · schedule.multiplier · s_t."""
 
 
 @dataclass
@@ -241,7 +237,6 @@ class KeyRole:
 
 
 _ADAFACTOR = ("adafactor",)
-_ADAM_LIKE = ("adafactor", "adam")
 
 # A key not listed takes the role of its nearest listed parent ("model.d_model" -> "model"); a group
 # choice (optim=adam, logger=none) is its section's key. tests/test_train.py checks that every key of
@@ -253,16 +248,7 @@ KEYS: dict[str, KeyRole] = {
     "optim": KeyRole(IDENTITY, "the optimizer (optim=adam picks conf/optim/adam.yaml)"),
     "optim.name": KeyRole(IDENTITY, "which optimizer"),
     "optim.lr_scale": KeyRole(IDENTITY, "the step size's factor"),
-    "optim.beta1": KeyRole(IDENTITY, "first-moment decay (Adam's beta1; Adafactor's momentum)", _ADAM_LIKE),
-    "optim.momentum": KeyRole(IDENTITY, "where Adafactor's beta1 acts: on the gradient or on the update", _ADAFACTOR),
-    "optim.beta2": KeyRole(IDENTITY, "second-moment decay", _ADAM_LIKE),
-    "optim.beta2_exponent": KeyRole(IDENTITY, "Adafactor's increasing decay 1 - t^-c (null: constant beta2)", _ADAFACTOR),
-    "optim.second_moment": KeyRole(IDENTITY, "Adafactor's full, factored, row or column second moment", _ADAFACTOR),
-    "optim.clip_threshold": KeyRole(IDENTITY, "Adafactor's update clipping d (null: off)", _ADAFACTOR),
-    "optim.relative_step": KeyRole(IDENTITY, "Adafactor's step relative to the parameter scale", _ADAFACTOR),
-    "optim.eps1": KeyRole(IDENTITY, "Adafactor's epsilon in the second moment", _ADAFACTOR),
-    "optim.eps2": KeyRole(IDENTITY, "Adafactor's floor of the parameter scale", _ADAFACTOR),
-    "optim.weight_decay": KeyRole(IDENTITY, "decoupled weight decay"),
+    **{f"optim.{k.name}": KeyRole(IDENTITY, k.why, k.optimizers) for k in KNOBS},  # the spec's knobs
     "optim.adam_eps": KeyRole(IDENTITY, "torch.optim.Adam's epsilon", ("adam",)),
     "optim.foreach": KeyRole(RUNTIME, "multi-tensor or per-tensor kernels of the same step: equal to float32 "
                                       "rounding (tests/test_optim.py compares the paths)"),

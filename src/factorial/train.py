@@ -51,6 +51,7 @@ from .layout import runs_root
 from .model import Transformer, num_parameters
 from .optim import Adafactor
 from .optim import functional as OF
+from .optim.knobs import NAMES as KNOB_NAMES
 from .runio import CellBusyError, CellLock, atomic_write_json, atomic_write_text, load_latest_checkpoint, save_checkpoint
 from .runlog import RunLogger, WandbSettings
 from .schedule import lr_lambda
@@ -130,11 +131,8 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
     o = cfg.optim
     params = list(model.parameters())
     if o.name == "adafactor":
-        return Adafactor(
-            params, lr=o.lr_scale, beta1=o.beta1, momentum=o.momentum, beta2=o.beta2, beta2_exponent=o.beta2_exponent,
-            second_moment=o.second_moment, clip_threshold=o.clip_threshold, relative_step=o.relative_step,
-            eps1=o.eps1, eps2=o.eps2, weight_decay=o.weight_decay, foreach=o.foreach, compile=o.compile,
-        )
+        return Adafactor(params, lr=o.lr_scale, foreach=o.foreach, compile=o.compile,
+                         **{name: getattr(o, name) for name in KNOB_NAMES})
     if o.name == "adam":
         return torch.optim.AdamW(
             params, lr=o.lr_scale, betas=(o.beta1, o.beta2), eps=o.adam_eps, weight_decay=o.weight_decay, foreach=o.foreach

@@ -10,9 +10,9 @@ One step, for each parameter X with gradient G at step t (t = 1, 2, ...):
 6. X              ← X − α_t·Û, or X ← X − m with Tensor2Tensor-style momentum on α_t·Û
 
 Corners of the space (see README):
-    Adam (Alg. 1):      Adafactor(p, lr, beta1=0.9, beta2=0.999, second_moment="full",
-                                  clip_threshold=None, relative_step=False)
-    Adafactor (Alg. 6): Adafactor(p, lr=rho_t, beta1=0.0, beta2_exponent=0.8,
+    Adam (Alg. 1):      Adafactor(p, lr, beta1=0.9, beta2=0.999, beta2_exponent=None,
+                                  second_moment="full", clip_threshold=None, relative_step=False)
+    Adafactor (Alg. 6): Adafactor(p, lr=rho_t)   (the defaults: beta1=0.0, beta2_exponent=0.8,
                                   second_moment="factored", clip_threshold=1.0, relative_step=True)
 
 Four implementations of that step, written as functions over lists of tensors as in
@@ -40,6 +40,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import functional as OF
+from . import knobs as K
 from . import native as native_kernel
 
 __all__ = ["Adafactor", "adafactor"]
@@ -47,12 +48,6 @@ __all__ = ["Adafactor", "adafactor"]
 
 def _invalid(name: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"invalid {name}={value!r}; allowed: {allowed}")
-
-
-def _check_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _invalid(name, value, "a finite real number")
-    return float(value)
 
 
 def validate_paths(*, foreach: bool | None, fused: bool | None, compile: Any = False, cuda_graphs: Any = True,
@@ -79,48 +74,10 @@ def validate_paths(*, foreach: bool | None, fused: bool | None, compile: Any = F
                        "None with compile=True (the compiled step takes every tensor)")
 
 
-def validate_hyperparameters(
-    *,
-    lr: float,
-    beta1: float,
-    momentum: str,
-    beta2: float,
-    beta2_exponent: float | None,
-    second_moment: str,
-    clip_threshold: float | None,
-    relative_step: bool,
-    eps1: float,
-    eps2: float,
-    weight_decay: float,
-    prefix: str = "",
-) -> None:
-    """Raise ValueError naming the argument (as ``<prefix><name>``), the value and what is allowed."""
-
-    def number(name: str, value: Any) -> float:
-        return _check_number(prefix + name, value)
-
-    def bad(name: str, value: Any, allowed: str) -> ValueError:
-        return _invalid(prefix + name, value, allowed)
-
-    if number("lr", lr) < 0:
-        raise bad("lr", lr, "lr >= 0")
-    if not 0.0 <= number("beta1", beta1) < 1.0:
-        raise bad("beta1", beta1, "0 <= beta1 < 1")
-    if momentum not in OF.MOMENTUM_KINDS:
-        raise bad("momentum", momentum, " | ".join(repr(m) for m in OF.MOMENTUM_KINDS))
-    if not 0.0 < number("beta2", beta2) < 1.0:
-        raise bad("beta2", beta2, "0 < beta2 < 1")
-    if beta2_exponent is not None and number("beta2_exponent", beta2_exponent) <= 0:
-        raise bad("beta2_exponent", beta2_exponent, "None (constant beta2) or c > 0 (beta2_t = 1 - t^-c)")
-    if second_moment not in OF.SECOND_MOMENTS:
-        raise bad("second_moment", second_moment, " | ".join(repr(m) for m in OF.SECOND_MOMENTS))
-    if clip_threshold is not None and number("clip_threshold", clip_threshold) <= 0:
-        raise bad("clip_threshold", clip_threshold, "None (no clipping) or d > 0")
-    if not isinstance(relative_step, bool):
-        raise bad("relative_step", relative_step, "True or False")
-    for name, value in (("eps1", eps1), ("eps2", eps2), ("weight_decay", weight_decay)):
-        if number(name, value) < 0:
-            raise bad(name, value, f"{name} >= 0")
+def validate_hyperparameters(*, lr: float, prefix: str = "", **knobs: Any) -> None:
+    """Raise ValueError naming the argument (as ``<prefix><name>``), the value and what is allowed: ``lr`` and
+    every knob of the spec (factorial.optim.knobs), a name that is not a knob included."""
+    K.check(knobs, lr=lr, prefix=prefix)
 
 
 def _plain(method):
@@ -130,6 +87,11 @@ def _plain(method):
 
 class Adafactor(Optimizer):
     """Adafactor whose every knob of the paper is an argument.
+
+    The knobs (``beta1`` … ``weight_decay``, keyword arguments) are those of the spec in
+    ``factorial.optim.knobs``, each at Alg. 6's value unless given: β1 = 0, β̂2t = 1 − t^−0.8, factored,
+    d = 1, relative step (Adam's corner: ``beta1=0.9, beta2_exponent=None, second_moment="full",
+    clip_threshold=None, relative_step=False``). A name that is not a knob is refused with the list.
 
     Args:
         params: parameters or parameter groups, as for any ``torch.optim.Optimizer``.
@@ -142,7 +104,7 @@ class Adafactor(Optimizer):
             scaled update α_t·Û, no bias correction (Tensor2Tensor and Hugging Face ``transformers``).
         beta2: constant second-moment decay, bias-corrected as in Adam (Alg. 3). Ignored when
             ``beta2_exponent`` is set.
-        beta2_exponent: None for constant β2; c > 0 for the schedule β̂2t = 1 − t^(−c) (§7).
+        beta2_exponent: None for constant β2; c > 0 for the schedule β̂2t = 1 − t^(−c) (§7); 0.8 by default.
         second_moment: ``"factored"`` (R·Cᵀ/mean R, §3), ``"row"`` (row means only), ``"col"``
             (column means only, §3.2) or ``"full"`` (Adam's V). Tensors of rank < 2 always keep a
             full accumulator; rank > 2 factors the last two dimensions.
@@ -188,34 +150,14 @@ class Adafactor(Optimizer):
         params,
         lr: float = 1e-2,
         *,
-        beta1: float = 0.0,
-        momentum: str = "gradient",
-        beta2: float = 0.999,
-        beta2_exponent: float | None = None,
-        second_moment: str = "factored",
-        clip_threshold: float | None = 1.0,
-        relative_step: bool = True,
-        eps1: float = 1e-30,
-        eps2: float = 1e-3,
-        weight_decay: float = 0.0,
         foreach: bool | None = None,
         fused: bool | None = None,
         compile: bool = False,
         cuda_graphs: bool = True,
+        **knobs: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            beta1=beta1,
-            momentum=momentum,
-            beta2=beta2,
-            beta2_exponent=beta2_exponent,
-            second_moment=second_moment,
-            clip_threshold=clip_threshold,
-            relative_step=relative_step,
-            eps1=eps1,
-            eps2=eps2,
-            weight_decay=weight_decay,
-        )
+        # Every knob of the spec, at Alg. 6's value unless given (an unknown name is refused with the list).
+        defaults = dict(lr=lr, **{**K.DEFAULTS, **knobs})
         validate_hyperparameters(**defaults)
         validate_paths(foreach=foreach, fused=fused, compile=compile, cuda_graphs=cuda_graphs)
         if fused and native_kernel.kernel() is None:
@@ -345,8 +287,7 @@ class Adafactor(Optimizer):
 
 # --- the functional API: one step over lists of tensors (as torch.optim.adam) ---------------------------
 
-_KNOBS = ("lr", "beta1", "momentum", "beta2", "beta2_exponent", "second_moment", "clip_threshold", "relative_step",
-          "eps1", "eps2", "weight_decay")
+_KNOBS = ("lr", *K.NAMES)
 
 
 def _kernel_wanted(foreach: bool | None, fused: bool | None) -> bool:

@@ -29,8 +29,7 @@ import math
 import torch
 from torch import Tensor
 
-SECOND_MOMENTS = ("factored", "row", "col", "full")
-MOMENTUM_KINDS = ("gradient", "update")
+from .knobs import MOMENTUM_KINDS, SECOND_MOMENTS  # noqa: F401 (the knob spec's words, re-exported)
 
 
 # --- decay rates ------------------------------------------------------------------------------
