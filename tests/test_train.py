@@ -522,3 +522,26 @@ def test_help_names_multirun_and_completion(capsys):
     assert T.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "-m, --multirun" in out and "range(" in out and "study=NAME" in out and "-sc install=bash" in out
+
+
+def test_mfu_is_model_flops_per_second_over_the_gpus_bf16_peak(monkeypatch):
+    """summary.json's mfu: 6·N + 6·L·T·d FLOPs per token × tokens/s over the dense bf16 peak, for bf16 runs on
+    a GPU whose peak is known; None on a CPU, in fp32 and on a GPU without a known peak."""
+    import dataclasses
+
+    import torch
+
+    from factorial.model import flops_per_token
+
+    cfg = T.compose(["scale=smoke"])
+    cfg.model.vocab_size = 512
+    parts = T.Parts(cfg, None, None, None, None, torch.device("cuda"), torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert T.model_flop_utilisation(parts, 1e6) == pytest.approx(flops_per_token(cfg.model) * 1e6 / 989.4e12)
+    n = sum(p.numel() for p in T.Transformer(cfg.model).parameters())
+    m = cfg.model
+    assert flops_per_token(m) == 6 * n + 6 * m.n_layers * m.context_length * m.d_model
+    assert T.model_flop_utilisation(dataclasses.replace(parts, device=torch.device("cpu")), 1e6) is None
+    assert T.model_flop_utilisation(dataclasses.replace(parts, amp_dtype=None), 1e6) is None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Other GPU")
+    assert T.model_flop_utilisation(parts, 1e6) is None

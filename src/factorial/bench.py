@@ -57,7 +57,7 @@ import torch
 
 from . import runfiles as RF
 from .layout import REPO_ROOT
-from .model import PRESETS, Transformer
+from .model import PRESETS, Transformer, flops_per_token, peak_bf16_tflops
 from .optim import Adafactor
 from .optim.knobs import DEFAULTS as KNOB_DEFAULTS
 
@@ -71,7 +71,6 @@ TARGETS = {"alg6_over_transformers": 0.5, "alg6_over_adam_fused": 2.0, "state_ov
            "compiled_over_adam_fused": 1.5, "compiled_over_adam_fused_stretch": 1.0, "optimizer_share_of_cell": 0.05}
 # The compiled path against the reference (compiled_parity): largest relative difference allowed in float32.
 PARITY_TOLERANCE = 1e-6
-PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 
 # --- the machine --------------------------------------------------------------------------------
@@ -676,9 +675,7 @@ def trainer_overhead(scale: str, *, steps: int, rounds: int, threads: int, check
 
 def model_flops_per_token(preset: str, vocab: int) -> float:
     """6·N (N with the tied softmax matrix) + 6·L·T·d for the causal attention scores and values."""
-    cfg = dataclasses.replace(PRESETS[preset], vocab_size=vocab)
-    n = sum(math.prod(s) for s in preset_shapes(preset, vocab))
-    return 6.0 * n + 6.0 * cfg.n_layers * cfg.context_length * cfg.d_model
+    return flops_per_token(dataclasses.replace(PRESETS[preset], vocab_size=vocab))  # the trainer's MFU, the same
 
 
 def cuda_mfu(steps: int, cache_dir: str | None, log: Callable[[str], None] = print, extra: list[str] | None = None) -> dict:
@@ -710,7 +707,7 @@ def cuda_mfu(steps: int, cache_dir: str | None, log: Callable[[str], None] = pri
     vocab = cfg.model.vocab_size
     flops = model_flops_per_token("base", vocab) * tps
     name = torch.cuda.get_device_name()
-    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    peak = peak_bf16_tflops(name)
     out = {"tokens_per_s": tps, "model_tflops": flops / 1e12, "peak_bf16_tflops": peak,
            "mfu": flops / (peak * 1e12) if peak else None, "vocab": vocab, "status": summary["status"],
            "step_ms": 1e3 * cfg.train.batch_size * cfg.model.context_length / tps, "overrides": list(extra or [])}

@@ -225,3 +225,20 @@ def num_parameters(model: nn.Module) -> int:
             seen.add(id(p))
             total += p.numel()
     return total
+
+
+# Dense bf16 peak of a GPU (TFLOP/s, without sparsity), by a part of its name: the denominator of MFU.
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def flops_per_token(cfg: ModelConfig) -> float:
+    """Training FLOPs per token: 6·N (N with the tied softmax matrix counted once) + 6·L·T·d for the causal
+    attention scores and values (forward and backward)."""
+    with torch.device("meta"):
+        n = num_parameters(Transformer(cfg))
+    return 6.0 * n + 6.0 * cfg.n_layers * cfg.context_length * cfg.d_model
+
+
+def peak_bf16_tflops(device_name: str) -> float | None:
+    """The dense bf16 peak of a GPU by its name (None for a GPU not in PEAK_BF16_TFLOPS, or a CPU)."""
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)

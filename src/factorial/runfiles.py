@@ -37,7 +37,7 @@ PENDING = "pending"  # the sweep's word for a run without a summary (never writt
 
 SUMMARY_KEYS = (
     "status", "step", "steps", "tokens", "val_loss", "val_ppl", "best_val_loss", "best_val_ppl", "test_loss",
-    "test_ppl", "diverged_at", "wall_time_s", "tokens_per_s", "state_bytes", "params", "error",
+    "test_ppl", "diverged_at", "wall_time_s", "tokens_per_s", "mfu", "state_bytes", "params", "error",
 )
 
 # --- metrics.jsonl ----------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from .cli import COMPLETION_FLAGS, MULTIRUN_FLAGS, describe_error, help_text, mu
 from .config import Config, ConfigError, compose
 from .data import DataError, TrainBatches, eval_batches, load_corpus
 from .layout import runs_root
-from .model import Transformer, num_parameters
+from .model import Transformer, flops_per_token, num_parameters, peak_bf16_tflops
 from .optim import Adafactor
 from .optim import functional as OF
 from .optim.knobs import NAMES as KNOB_NAMES
@@ -134,10 +134,14 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
         return Adafactor(params, lr=o.lr_scale, foreach=o.foreach, compile=o.compile,
                          **{name: getattr(o, name) for name in KNOB_NAMES})
     if o.name == "adam":
+        # torch's fused kernel on CUDA (one launch for every tensor; the same update to float rounding) unless
+        # optim.foreach asks for a path; on CPU torch's default, as every committed Adam run used.
+        fused = True if o.foreach is None and params and params[0].is_cuda else None
         return torch.optim.AdamW(
-            params, lr=o.lr_scale, betas=(o.beta1, o.beta2), eps=o.adam_eps, weight_decay=o.weight_decay, foreach=o.foreach
+            params, lr=o.lr_scale, betas=(o.beta1, o.beta2), eps=o.adam_eps, weight_decay=o.weight_decay,
+            foreach=o.foreach, fused=fused,
         ) if o.weight_decay else torch.optim.Adam(
-            params, lr=o.lr_scale, betas=(o.beta1, o.beta2), eps=o.adam_eps, foreach=o.foreach
+            params, lr=o.lr_scale, betas=(o.beta1, o.beta2), eps=o.adam_eps, foreach=o.foreach, fused=fused,
         )
     return torch.optim.SGD(params, lr=o.lr_scale, weight_decay=o.weight_decay, foreach=o.foreach)
 
@@ -482,6 +486,15 @@ class Hooks:
         })
 
 
+def model_flop_utilisation(parts: Parts, tokens_per_s: float | None) -> float | None:
+    """Model FLOPs per second (model.flops_per_token × tokens/s, evaluation included) over the GPU's dense bf16
+    peak, for a bf16 run on a GPU whose peak is known; None otherwise (CPU, fp32, another GPU)."""
+    if parts.device.type != "cuda" or parts.amp_dtype != torch.bfloat16 or not tokens_per_s:
+        return None
+    peak = peak_bf16_tflops(torch.cuda.get_device_name(parts.device))
+    return flops_per_token(parts.cfg.model) * tokens_per_s / (peak * 1e12) if peak else None
+
+
 def optimizer_metrics(parts: Parts, log_now: bool, rms_now: bool, fig1: dict) -> dict[str, Any]:
     """Adafactor's diagnostics at a logging step: β̂2t, the mean RMS(U_t) and the fraction of tensors clipped
     (log steps), RMS(U_t) of the Figure-1 matrices (rms steps); read from its state, never computed for it."""
@@ -632,6 +645,7 @@ def _loop(parts: Parts, batches: TrainBatches, corpus, run_dir: Path, progress: 
         "diverged_at": diverged_at,
         "wall_time_s": wall,
         "tokens_per_s": progress["tokens"] / wall if wall > 0 else None,
+        "mfu": model_flop_utilisation(parts, progress["tokens"] / wall if wall > 0 else None),
         "state_bytes": state_bytes(optimizer),
         "params": num_parameters(model),
         "error": error,
