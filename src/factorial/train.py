@@ -449,6 +449,8 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor, grad_norm: bool =
     """One step of the cell: forward (under autocast), backward, the optimizer's step and the schedule's.
     Returns the loss and, when asked, the total gradient norm (the gradients stay as they are), both still
     on the device (reading them waits for it), and the learning rate the step used."""
+    if parts.device.type == "cuda":  # page-locked, so that the copies below do not wait for the host
+        x, y = x.pin_memory(), y.pin_memory()
     x, y = x.to(parts.device, non_blocking=True), y.to(parts.device, non_blocking=True)
     with _autocast(parts.device, parts.amp_dtype):
         _, loss = parts.fwd_model(x, y)
