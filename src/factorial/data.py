@@ -498,7 +498,7 @@ class Corpus:
         entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum())
         smoothed = (counts + 1.0) / (counts.sum() + len(counts))
         val = np.bincount(np.asarray(self.validation, dtype=np.int64), minlength=len(counts)).astype(np.float64)
-        xent = float(-(val * np.log(smoothed[: len(val)])).sum() / val.sum())
+        xent = float(-(val * np.log(smoothed)).sum() / val.sum())
         return {"train_unigram_entropy": entropy, "validation_unigram_xent": xent}
 
     @cached_property

@@ -46,10 +46,6 @@ from . import native as native_kernel
 __all__ = ["Adafactor", "adafactor"]
 
 
-def _invalid(name: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"invalid {name}={value!r}; allowed: {allowed}")
-
-
 def validate_paths(*, foreach: bool | None, fused: bool | None, compile: Any = False, cuda_graphs: Any = True,
                    prefix: str = "") -> None:
     """Check the implementation flags together: ``fused=True`` excludes ``foreach=True``; ``compile=True`` (the
@@ -58,19 +54,19 @@ def validate_paths(*, foreach: bool | None, fused: bool | None, compile: Any = F
     (prefix ``optim.``), so the rule exists once."""
     for name, value in (("foreach", foreach), ("fused", fused)):
         if value is not None and not isinstance(value, bool):
-            raise _invalid(prefix + name, value, "None, True or False")
+            raise K.invalid(prefix + name, value, "None, True or False")
     if fused and foreach:
-        raise _invalid(prefix + "fused", fused, "fused=True only with foreach=None or False")
+        raise K.invalid(prefix + "fused", fused, "fused=True only with foreach=None or False")
     if not isinstance(compile, bool):
-        raise _invalid(prefix + "compile", compile,
+        raise K.invalid(prefix + "compile", compile,
                        "False (the eager paths) or True (the whole step in one torch.compile'd function, replayed "
                        "from CUDA graphs on CUDA)")
     if not isinstance(cuda_graphs, bool):
-        raise _invalid(prefix + "cuda_graphs", cuda_graphs, "True or False (whether compile=True replays CUDA graphs)")
+        raise K.invalid(prefix + "cuda_graphs", cuda_graphs, "True or False (whether compile=True replays CUDA graphs)")
     if compile and fused:
-        raise _invalid(prefix + "fused", fused, "None or False with compile=True (the compiled step takes every tensor)")
+        raise K.invalid(prefix + "fused", fused, "None or False with compile=True (the compiled step takes every tensor)")
     if compile and foreach is not None:
-        raise _invalid(prefix + "foreach", foreach,
+        raise K.invalid(prefix + "foreach", foreach,
                        "None with compile=True (the compiled step takes every tensor)")
 
 
