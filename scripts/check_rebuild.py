@@ -16,12 +16,14 @@ import argparse
 import filecmp
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+STORE = "runs.jsonl.gz"  # factorial.runfiles.STORE
 BUILT_BY = re.compile(r"Built by `python -m factorial\.table ([^`]*)`")
 
 
@@ -52,9 +54,12 @@ def main(argv: list[str] | None = None) -> int:
             if command is None:
                 differ.append(f"{folder.relative_to(ROOT)}: its REPORT.md names no build command")
                 continue
+            rel = folder.relative_to(ROOT / "results")
+            if (folder / STORE).is_file():  # the runs it was built from travel with it (factorial.store)
+                (out / rel).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / STORE, out / rel / STORE)
             done = subprocess.run([sys.executable, "-m", "factorial.table", *command, "--out", str(out)], cwd=ROOT,
                                   capture_output=True, text=True)
-            rel = folder.relative_to(ROOT / "results")
             if done.returncode != 0:
                 differ.append(f"{rel}: the build failed ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode})")
                 continue

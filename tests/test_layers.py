@@ -11,7 +11,7 @@ LAYERS = [
     {"layout", "runfiles"},
     {"optim", "schema", "model", "data", "schedule", "rows"},
     {"config"},
-    {"runio", "runlog", "cli"},
+    {"runio", "runlog", "cli", "store"},
     {"train"},
     {"report"},
     {"study"},

@@ -256,6 +256,31 @@ def test_a_run_dir_with_another_config_is_refused_before_anything_runs(tmp_path,
     assert sorted(p.name for p in root.rglob("*")) == before
 
 
+def test_stored_runs_are_finished_and_a_stored_run_with_another_config_is_refused(tmp_path, capsys):
+    """A run the study's results store holds is finished (the sweep plans nothing for it); one stored under
+    another config (the scale or study file changed after it was stored) stops the sweep before anything runs."""
+    from factorial import config as C
+    from factorial import store as ST
+
+    root, results = tmp_path / "runs", tmp_path / "results"
+    study = S.load_study("smoke")
+    runs, _ = S.plan_runs(study, "smoke", root)
+    records = {}
+    for r, steps in zip(runs[:2], (30, 31)):
+        cfg = C.to_dict(T.compose([*r.command, f"train.steps={steps}"]))
+        records[f"{r.cell.name}/seed{r.seed}"] = {"run": f"{r.cell.name}/seed{r.seed}", "config": cfg, "meta": None,
+                                                  "summary": {"status": "completed", "val_ppl": 99.0},
+                                                  "metrics": [{"step": 0}], "log": None}
+    ST.save(ST.store_path(results, "smoke", "smoke"), records)
+    planned, errors = S.plan_runs(study, "smoke", root, results=results)
+    assert [S.status_of(r) for r in planned][:1] == ["completed"] and planned[0].stored is not None
+    assert len(errors) == 1 and "stored in" in errors[0] and "(train.steps: 31 -> 30)" in errors[0], errors
+    assert "a study or scale file changed after its runs were stored" in errors[0]
+    assert S.main(["--exp", "smoke", "--scale", "smoke", "--runs-root", str(root), "--results", str(results)]) == 2
+    assert "holds a run with a different config" in capsys.readouterr().err
+    assert not root.exists()
+
+
 def test_slurm_launcher_without_slurm_fails_clearly(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")  # no sbatch, no srun, whatever this machine has
     root = tmp_path / "runs"
@@ -326,6 +351,26 @@ def test_a_sweep_finishes_and_a_second_run_trains_nothing(tmp_path, cache_dir):
     assert "0 completed, 0 diverged, 0 failed, 2 skipped" in again.stdout
     assert {p: p.read_text() for p in root.rglob("train.log")} == logs  # no process was started
     assert summaries(root) == found
+
+    # A fresh clone has no runs/, only the results store that make table wrote: its sweep trains nothing and
+    # writes the stored runs into the new runs root, file for file as they were trained.
+    results = tmp_path / "results"
+    from factorial import table as TBL
+
+    assert TBL.main(["--exp", study, "--scale", "smoke", "--runs-root", str(root), "--out", str(results)]) == 0
+    assert (results / "pair" / "smoke" / "runs.jsonl.gz").is_file()
+    fresh = tmp_path / "fresh"
+    dry = sweep_here("--exp", study, "--scale", "smoke", "--results", str(results), "--dry-run", root=fresh)
+    assert dry.returncode == 0 and dry.stdout.count("\nstored ") == 2 and "(0 to run" in dry.stdout, dry.stdout
+    assert not fresh.exists()
+    clone = sweep_here("--exp", study, "--scale", "smoke", "--jobs", "2", "--results", str(results), "--", "logger=none",
+                       root=fresh, cache=cache_dir)
+    assert clone.returncode == 0, clone.stderr[-3000:]
+    assert "2 runs finished in" in clone.stdout and "0 completed, 0 diverged, 0 failed, 2 skipped" in clone.stdout
+    for old in (root / "pair" / "smoke").glob("*/seed0"):
+        new = fresh / "pair" / "smoke" / old.parent.name / "seed0"
+        for name in ("config.yaml", "meta.json", "summary.json", "metrics.jsonl", "train.log"):
+            assert (new / name).read_bytes() == (old / name).read_bytes(), name
 
 
 @pytest.mark.slow

@@ -651,20 +651,37 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_a_build_from_fewer_finished_runs_never_replaces_the_results(tmp_path, capsys):
-    """An interrupted sweep's runs must not overwrite results built from more runs: refused with exit 2,
+    """An interrupted sweep's runs must not overwrite results built from more runs. The results store beside
+    the report keeps every finished run a build read, so a later build from fewer run directories still reads
+    them all; results without a store (or a --from-csv build) are guarded by cells.csv: refused with exit 2,
     nothing written (tables, figures, CLAIMS-<scale>.md); --force replaces them, --out writes elsewhere."""
     import shutil
 
     out = tmp_path / "results"
     assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(out)]) == 0
     before = _tree(out)
-    assert "fig1/tiny/fig1_rms_u.png" in before
+    assert "fig1/tiny/fig1_rms_u.png" in before and "fig1/tiny/runs.jsonl.gz" in before
     partial = tmp_path / "runs"
     shutil.copytree(RUNS / "fig1", partial / "fig1")
     gone = next((partial / "fig1" / "tiny").iterdir())
     shutil.rmtree(gone)  # one of the two cells has not run yet
     capsys.readouterr()
 
+    # the store holds the missing run: the build reads it from there, and every file is as before (but the
+    # build command, which names the other runs root)
+    def unbuilt(tree: dict) -> dict:
+        report = tree["fig1/tiny/REPORT.md"].decode().splitlines()
+        return {**tree, "fig1/tiny/REPORT.md": [line for line in report if "python -m factorial.table" not in line]}
+
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(partial), "--out", str(out)]) == 0
+    assert unbuilt(_tree(out)) == unbuilt(before)
+    # so does a build from no run directory at all (a fresh clone)
+    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(tmp_path / "none"), "--out", str(out)]) == 0
+    assert unbuilt(_tree(out)) == unbuilt(before)
+
+    (out / "fig1" / "tiny" / "runs.jsonl.gz").unlink()  # results from before the store
+    before = _tree(out)
+    capsys.readouterr()
     assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(partial), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "refused to overwrite" in err and f"{gone.name}/seed0" in err
@@ -678,10 +695,12 @@ def test_a_build_from_fewer_finished_runs_never_replaces_the_results(tmp_path, c
     assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(partial), "--out", str(out)]) == 2
     assert _tree(out) == before
 
-    # the same runs again rebuild freely; --force replaces with the partial build
-    assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(RUNS), "--out", str(out)]) == 0
+    # --force replaces them with the partial build, whose store holds only its own finished run
     assert CLI.main(["--exp", "fig1", "--scale", "tiny", "--runs-root", str(partial), "--out", str(out), "--force"]) == 0
     assert len(pd.read_csv(out / "fig1" / "tiny" / "cells.csv").query("status == 'completed'")) == 1
+    from factorial import store as ST
+
+    assert len(ST.load(out / "fig1" / "tiny" / "runs.jsonl.gz")) == 1
 
 
 def test_provenance_warns_about_dirty_trees_mixed_commits_devices_and_thread_counts():

@@ -10,7 +10,10 @@ A run directory (``runs/<exp>/<scale>/<cell>/seed<k>/``) holds:
 * ``metrics.jsonl`` one JSON record per logged step (factorial.runlog): the METRICS below;
 * ``summary.json``  written once, atomically, when the run ends: SUMMARY_KEYS, ``status`` one of STATUSES;
 * ``train.log``     the process's output; ``checkpoints/`` the newest checkpoints and ``.lock`` the lock of
-                    the process training it (neither is committed).
+                    the process training it.
+
+runs/ is a local cache that git ignores: the finished runs a study's results rest on are committed as one
+file, ``results/<exp>/<scale>/runs.jsonl.gz`` (STORE; factorial.store), holding the first five files of each.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ SUMMARY = "summary.json"
 LOG = "train.log"
 CHECKPOINTS = "checkpoints"
 LOCK = ".lock"  # held by the process that trains the run (factorial.runio.CellLock)
-KEPT = (CONFIG, META, METRICS, SUMMARY, LOG)  # what a finished run keeps when its results are committed
+KEPT = (CONFIG, META, METRICS, SUMMARY, LOG)  # what the results store keeps of a finished run
+STORE = "runs.jsonl.gz"  # results/<exp>/<scale>/STORE: the study's finished runs, one per line (factorial.store)
 
 # --- summary.json -----------------------------------------------------------------------------------------
 

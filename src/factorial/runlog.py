@@ -41,6 +41,8 @@ __all__ = [
     "RunLogger",
     "resolve_wandb_mode",
     "read_metrics",
+    "parse_metrics",
+    "decode_record",
     "flatten",
     "run_id_for",
     "METRICS_FILE",
@@ -256,9 +258,18 @@ def read_metrics(path: Path) -> list[dict]:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
-    return [
-        {k: _from_json_value(v) for k, v in rec.items()} for _, rec in _parse_lines(data, path)
-    ]
+    return [decode_record(rec) for _, rec in _parse_lines(data, path)]
+
+
+def parse_metrics(data: bytes, where: str | Path) -> list[dict]:
+    """The records of metrics.jsonl bytes as JSON has them (non-finite floats still as their strings): what
+    the results store keeps (factorial.store). ``where`` names the file in an error."""
+    return [rec for _, rec in _parse_lines(data, Path(where))]
+
+
+def decode_record(record: Mapping[str, Any]) -> dict:
+    """A record as metrics.jsonl holds it, with its non-finite floats restored."""
+    return {k: _from_json_value(v) for k, v in record.items()}
 
 
 def _truncate_metrics(path: Path, resume_step: int | None) -> None:

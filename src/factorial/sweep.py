@@ -121,10 +121,11 @@ from typing import Any, Callable
 import yaml
 from filelock import FileLock, Timeout
 
-from .layout import EXPERIMENTS_DIR, SCALES_DIR, available_scales, available_studies  # noqa: F401 (re-exported)
+from .layout import EXPERIMENTS_DIR, REPO_ROOT, SCALES_DIR, available_scales, available_studies  # noqa: F401 (re-exported)
 from .layout import runs_root as layout_runs_root
 from .layout import runs_root_help
 from . import runfiles as RF
+from . import store as ST
 from .runfiles import FINISHED
 from .schema import key_is
 from .study import Cell, Study, StudyError, load_study  # noqa: F401 (Cell, Study: re-exported)
@@ -157,12 +158,11 @@ class Run:
     command: list[str]
     data: Any = None  # the composed data config (DataSchema), to prepare the corpus once for the study
     steps: int | None = None  # train.steps of the composed cell (for the progress line)
-    shared: Path | None = None  # a finished run of another study with the same identity and seed
+    shared: tuple[str, Any] | None = None  # a finished run of another study with the same identity and seed:
+    #                                       ("<exp>/<scale>/<cell>/seed<k>", its run directory or stored record)
+    stored: dict | None = None  # this run, finished, as the study's results store holds it (factorial.store)
     names: dict | None = None  # exp, cell, row of this run's composed config (to adopt a shared run)
     env: dict | None = None  # environment of the cell's process (the study's rules: RULES_ENV)
-
-
-SHARED_FILES = (RF.METRICS, RF.SUMMARY, RF.LOG)  # with config.yaml and meta.json, rewritten
 
 
 def shared_key(cfg_dict: dict, seed: int, threads: Any, device: Any) -> str:
@@ -195,12 +195,24 @@ def logged_enough(old: dict, wanted: dict) -> bool:
     return True
 
 
-def shared_runs(runs_root: Path, scale: str, exclude: str) -> dict[str, list[tuple[Path, dict]]]:
-    """shared_key → [(run directory, its config)], for every finished run at this scale of a study other
-    than ``exclude``."""
+SharedIndex = dict[str, list[tuple[str, dict, Any]]]  # shared_key → [(label, config, run directory or record)]
+
+
+def shared_runs(runs_root: Path, scale: str, exclude: str, results: Path | None = None) -> SharedIndex:
+    """shared_key → [(where, its config, its run directory or stored record)], for every finished run at this
+    scale of a study other than ``exclude``: the run directories first, then the runs of the results stores
+    under ``results`` (factorial.store)."""
     from omegaconf import OmegaConf
 
-    index: dict[str, list[tuple[Path, dict]]] = {}
+    index: SharedIndex = {}
+
+    def add(label: str, config: Any, meta: Any, source: Any) -> None:
+        try:
+            key = shared_key(config, int(config["train"]["seed"]), meta["torch_threads"], meta["device"])
+        except Exception:  # noqa: BLE001 — a run without a readable config and meta is simply not shared
+            return
+        index.setdefault(key, []).append((label, config, source))
+
     for summary in sorted(runs_root.glob(f"*/{scale}/*/seed*/summary.json")):
         run_dir = summary.parent
         if run_dir.parts[-4] == exclude or run_status(run_dir) not in FINISHED:
@@ -208,16 +220,25 @@ def shared_runs(runs_root: Path, scale: str, exclude: str) -> dict[str, list[tup
         try:
             old = OmegaConf.to_container(OmegaConf.load(run_dir / RF.CONFIG))
             meta = json.loads((run_dir / RF.META).read_text())
-            key = shared_key(old, int(old["train"]["seed"]), meta["torch_threads"], meta["device"])
-        except Exception:  # noqa: BLE001 — a run without a readable config and meta is simply not shared
+        except Exception:  # noqa: BLE001 — as above
             continue
-        index.setdefault(key, []).append((run_dir, old))
+        add("/".join(run_dir.parts[-4:]), old, meta, run_dir)
+    for path in sorted(Path(results).glob(f"*/{scale}/{RF.STORE}")) if results is not None else []:
+        exp = path.parent.parent.name
+        if exp == exclude:
+            continue
+        try:
+            stored = ST.load(path)
+        except ST.StoreError:  # a store that does not read shares nothing (its own study's sweep says why)
+            continue
+        for rid, record in stored.items():
+            add(f"{exp}/{scale}/{rid}", record["config"], record.get("meta") or {}, record)
     return index
 
 
-def find_shared(index: dict[str, list[tuple[Path, dict]]], key: str, wanted: dict) -> Path | None:
-    """The first finished run with this identity that logged everything ``wanted`` asks for."""
-    return next((d for d, old in index.get(key, []) if logged_enough(old, wanted)), None)
+def find_shared(index: SharedIndex, key: str, wanted: dict) -> tuple[str, Any] | None:
+    """The first finished run with this identity that logged everything ``wanted`` asks for: (where, source)."""
+    return next(((label, src) for label, old, src in index.get(key, []) if logged_enough(old, wanted)), None)
 
 
 def torch_threads() -> int:
@@ -237,24 +258,14 @@ def planned_device(device: str) -> str:
 
 
 def adopt_shared(run: Run) -> None:
-    """Make ``run`` a view of the finished run it shares: its small files, with config.yaml naming this
-    study's cell and meta.json saying where the numbers were trained. Only into a run directory that
-    does not exist yet, so nothing written is ever replaced."""
-    from omegaconf import OmegaConf
-
-    from .runio import atomic_write_json, atomic_write_text
-
-    src = run.shared
-    run.run_dir.mkdir(parents=True, exist_ok=False)
-    cfg = OmegaConf.to_container(OmegaConf.load(src / RF.CONFIG))
-    cfg.update({**(run.names or {}), "run_dir": str(run.run_dir)})
-    meta = json.loads((src / RF.META).read_text()) if (src / RF.META).is_file() else {}
-    meta["shared_from"] = "/".join(src.parts[-4:])
-    for name in SHARED_FILES:
-        if (src / name).is_file():
-            shutil.copy2(src / name, run.run_dir / name)
-    atomic_write_json(run.run_dir / RF.META, meta)
-    atomic_write_text(run.run_dir / RF.CONFIG, OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    """Make ``run`` a view of the finished run it shares: its files (factorial.store's record of them), with
+    config.yaml naming this study's cell and meta.json saying where the numbers were trained. Only into a
+    run directory that does not exist yet, so nothing written is ever replaced."""
+    label, src = run.shared
+    record = dict(src) if isinstance(src, dict) else ST.read_run(src)
+    record["config"] = {**record["config"], **(run.names or {}), "run_dir": str(run.run_dir)}
+    record["meta"] = {**(record.get("meta") or {}), "shared_from": label}
+    ST.write_run(record, run.run_dir)
 
 
 def quote(value: str) -> str:
@@ -275,14 +286,24 @@ def run_status(run_dir: Path) -> str:
     return (summary or {}).get("status") or RF.PENDING
 
 
+def status_of(run: Run) -> str:
+    """A run's status: its directory's, else the stored run's (a run the results store holds is finished)."""
+    if run.stored is not None and not run.run_dir.exists():
+        return run.stored["summary"]["status"]
+    return run_status(run.run_dir)
+
+
 def plan_runs(
     study: Study,
     scale: str,
     runs_root: Path,
     cache_dir: str | None = None,
     threads: int | None = None,
+    results: Path | None = None,
 ) -> tuple[list[Run], list[str]]:
-    """Every (cell, seed) with its run directory and command; composes and validates each cell.
+    """Every (cell, seed) with its run directory and command; composes and validates each cell. A run that
+    ``results``' store of the study at that scale holds (factorial.store) is finished (``Run.stored``), and
+    one that another study has finished is shared (``Run.shared``), when the run directory does not exist.
 
     Returns the runs and the list of errors (empty when everything can run)."""
     from hydra.errors import HydraException
@@ -293,7 +314,13 @@ def plan_runs(
     from . import train as T
 
     runs, errors = [], []
-    index: dict[str, Path] | None = None  # finished runs of other studies, built on first need
+    index: SharedIndex | None = None  # finished runs of other studies, built on first need
+    stored: dict[str, dict] = {}
+    if results is not None:
+        try:
+            stored = ST.load(ST.store_path(results, study.name, scale))
+        except ST.StoreError as err:
+            errors.append(f"{err}; allowed: a store written by make table (git checkout the file to restore it)")
     registration = study.registration()
     env = {RULES_ENV: registration} if registration else None
     for cell in study.cells:
@@ -327,26 +354,34 @@ def plan_runs(
         cfg_dict = C.to_dict(cfg)
         semantic = T.semantic_config(cfg_dict)
         for r in cell_runs:
-            if not r.run_dir.exists():  # never started: another study may have trained the same run
+            r.stored = stored.get(f"{cell.name}/seed{r.seed}") if not r.run_dir.exists() else None
+            if not r.run_dir.exists() and r.stored is None:  # never run: another study may have trained it
                 if index is None:
-                    index = shared_runs(runs_root, scale, study.name)
+                    index = shared_runs(runs_root, scale, study.name, results)
                 run_threads = cfg.train.threads or threads or torch_threads()
                 r.shared = find_shared(index, shared_key(cfg_dict, r.seed, run_threads, planned_device(cfg.train.device)), cfg_dict)
                 r.names = {"exp": cfg_dict.get("exp"), "cell": cfg_dict.get("cell"), "row": cfg_dict.get("row")}
-            if (r.run_dir / RF.CONFIG).exists():
+            if r.stored is not None:
+                old = json.loads(json.dumps(r.stored["config"]))  # a copy
+                where = f"the run {r.cell.name}/seed{r.seed} stored in {ST.store_path(results, study.name, scale)}"
+            elif (r.run_dir / RF.CONFIG).exists():
                 try:
                     old = OmegaConf.to_container(OmegaConf.load(r.run_dir / RF.CONFIG))
                 except Exception as err:
                     errors.append(f"run {r.run_dir}: its config.yaml does not load ({err}); allowed: a run directory of this cell")
                     continue
-                if isinstance(old.get("train"), dict):
-                    old["train"]["seed"] = cfg.train.seed  # the seeds of a cell differ by design
-                diffs = T.config_differences(T.semantic_config(old), semantic)
-                if diffs:
-                    errors.append(
-                        f"run_dir={str(r.run_dir)!r} holds a run with a different config ({'; '.join(diffs[:5])}); "
-                        "allowed: the same config, or another --exp/--runs-root (remove the directory to redo it)"
-                    )
+                where = f"run_dir={str(r.run_dir)!r}"
+            else:
+                continue
+            if isinstance(old.get("train"), dict):
+                old["train"]["seed"] = cfg.train.seed  # the seeds of a cell differ by design
+            diffs = T.config_differences(T.semantic_config(old), semantic)
+            if diffs:
+                redo = ("remove the directory to redo it" if r.stored is None else
+                        "a study or scale file changed after its runs were stored: restore it, or name the changed "
+                        "study otherwise")
+                errors.append(f"{where} holds a run with a different config ({'; '.join(diffs[:5])}); "
+                              f"allowed: the same config, or another --exp/--runs-root ({redo})")
         runs += cell_runs
     return runs, errors
 
@@ -864,6 +899,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mem-per-cell", type=float, default=None, help="memory of a SLURM job in GB (default: the partition's default)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds for every cell, replacing the study's (e.g. 0,1,2)")
     p.add_argument("--runs-root", default=None, help=runs_root_help())
+    p.add_argument("--results", default=None,
+                   help=f"results root whose stores (<exp>/<scale>/{RF.STORE}) hold finished runs that are not trained "
+                        "again (default: results/ of the repository)")
     p.add_argument("--cache-dir", default=None, help="data cache (data.cache_dir, not part of cell names; default: $FACTORIAL_CACHE_DIR or the config's)")
     p.add_argument("--dry-run", action="store_true", help="compose and list the cells, run nothing")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every cell (after --)")
@@ -938,7 +976,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"extra overrides {' '.join(named)} change what every cell computes: these are other cells than the "
               "study's (their names end in them); make table marks them and leaves them out of the study's verdicts",
               flush=True)
-    runs, errors = plan_runs(study, args.scale, runs_root, cache_dir, cpus)
+    results = Path(args.results).resolve() if args.results else REPO_ROOT / "results"
+    runs, errors = plan_runs(study, args.scale, runs_root, cache_dir, cpus, results)
     if errors:
         print(f"factorial.sweep: error: the study cannot run as it is ({len(errors)} problem(s)); nothing was run:", file=sys.stderr)
         seen: dict[str, int] = {}
@@ -953,13 +992,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     study_dir = runs_root / study.name / args.scale
-    status = {id(r): run_status(r.run_dir) for r in runs}
+    status = {id(r): status_of(r) for r in runs}
+    stored = [r for r in runs if r.stored is not None and not r.run_dir.exists()]
     shared = [r for r in runs if r.shared is not None and status[id(r)] not in FINISHED]
     if args.dry_run:
         for r in runs:
-            state = "shared" if r in shared else status[id(r)]
+            state = "shared" if r in shared else "stored" if r in stored else status[id(r)]
             print(f"{state:9s} {r.cell.name}/seed{r.seed}   python -m factorial.train {shlex.join(r.command)}"
-                  + (f"   (finished in {'/'.join(r.shared.parts[-4:])})" if r in shared else ""))
+                  + (f"   (finished in {r.shared[0]})" if r in shared else ""))
         pending = [r for r in runs if status[id(r)] not in FINISHED and r not in shared]
         share = f"{len(shared)} shared with another study's finished runs, " if shared else ""
         print(f"{len(runs)} runs ({len(pending)} to run, {share}{len(runs) - len(pending) - len(shared)} already "
@@ -968,9 +1008,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in shared:  # trained once: this study's run is a view of the other study's
         adopt_shared(r)
         status[id(r)] = run_status(r.run_dir)
+    for r in stored:  # finished, in the study's results store: written into the runs cache as they were
+        ST.write_run(r.stored, r.run_dir)
+    if stored:
+        print(f"{len(stored)} runs finished in {ST.store_path(results, study.name, args.scale)} (not trained again; "
+              f"their files are now in {study_dir})", flush=True)
     if shared:
         print(f"{len(shared)} runs shared with other studies' finished runs (not trained again; meta.json "
-              "says where): " + ", ".join(sorted({r.shared.parts[-4] for r in shared})), flush=True)
+              "says where): " + ", ".join(sorted({r.shared[0].split("/")[0] for r in shared})), flush=True)
     pending = [r for r in runs if status[id(r)] not in FINISHED]
     skipped = len(runs) - len(pending)
 

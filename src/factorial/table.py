@@ -52,6 +52,7 @@ import pandas as pd
 
 from .layout import REPO_ROOT, is_path, runs_root, runs_root_help, study_file, study_name
 from . import runfiles as RF
+from . import store as ST
 from .report import claims as CL
 from .report import data as D
 from .report import document, output, plots, screen, summary, sweeps
@@ -105,15 +106,21 @@ def load(args) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         runs, curves = D.load_wandb(name, args.scale, project=args.project or "factorial", entity=args.entity)
         where = f"{args.entity + '/' if args.entity else ''}{args.project or 'factorial'}"
         return runs, curves, f"W&B project `{where}`, group `{name}/{args.scale}`"
-    check_study_known(args.exp, args.runs_root, args.scale)
-    runs, curves = D.load_local(args.runs_root, name, args.scale)
-    where = Path(D.study_dir(args.runs_root, name, args.scale)).resolve()
-    with contextlib.suppress(ValueError):  # a committed report names the repository's own paths relatively
-        where = where.relative_to(REPO_ROOT)
-    return runs, curves, f"`{where}`"
+    store_file = ST.store_path(args.out, name, args.scale)
+    check_study_known(args.exp, args.runs_root, args.scale, store_file)
+    args.records = D.local_records(args.runs_root, name, args.scale, store_file)
+    runs, curves = D.frames(args.records)
+    unfinished = sum(not ST.is_finished(r) for r in args.records.values())
+    source = f"[`{RF.STORE}`]({RF.STORE}) (this folder's store of the finished runs)"
+    if unfinished:
+        where = Path(D.study_dir(args.runs_root, name, args.scale)).resolve()
+        with contextlib.suppress(ValueError):  # a committed report names the repository's own paths relatively
+            where = where.relative_to(REPO_ROOT)
+        source += f" and {unfinished} unfinished run{'s' if unfinished > 1 else ''} in `{where}`"
+    return runs, curves, source
 
 
-def check_study_known(exp: str, runs_root: Path, scale: str) -> None:
+def check_study_known(exp: str, runs_root: Path, scale: str, store_file: Path | None = None) -> None:
     """A study or scale with neither a file nor runs is a typo: the error lists the studies or scales (the
     suggestion `make sweep EXP=<typo>` would fail too). Runs without a study file (cells trained with
     exp=NAME) are a study all the same."""
@@ -121,7 +128,7 @@ def check_study_known(exp: str, runs_root: Path, scale: str) -> None:
 
     from .layout import available_scales, available_studies
 
-    if D.study_dir(runs_root, study_name(exp), scale).is_dir():
+    if D.study_dir(runs_root, study_name(exp), scale).is_dir() or (store_file is not None and store_file.is_file()):
         return
     if scale not in available_scales():  # `make sweep ... SCALE=<typo>` would fail too
         close = difflib.get_close_matches(scale, available_scales(), n=1, cutoff=0.6)
@@ -343,6 +350,8 @@ def _build(args, command: str, report) -> Path:
                                                       sweeps.sweep_markdown(sweep_frame), screen.screen_markdown(points),
                                                       control_md, SG.markdown(signatures),
                                                       extra_note(runs, args.exp, args.all_cells)))
+        if getattr(args, "records", None) is not None:  # the store keeps every finished run this report read
+            stage.bytes(RF.STORE, ST.dumps(ST.finished(args.records).values()))
         stage.commit()
     counts = Counter(r.verdict for r in results)
     print(f"wrote {final}: {len(runs)} runs, {len(cells)} cells, {len(made)} figures; claims: "

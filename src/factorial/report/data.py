@@ -33,7 +33,8 @@ from ..schema import (KEYS, Config, DataSchema, LoggerSchema, ModelConfig, Optim
                       default_warmup_steps, key_is, knob_applies)
 from ..rows import TABLE2
 from .. import runfiles as RF
-from ..runlog import flatten, read_metrics
+from .. import store as ST
+from ..runlog import decode_record, flatten
 from . import rules as R
 
 log = logging.getLogger("factorial.report")
@@ -287,41 +288,51 @@ def study_dir(runs_root: Path, exp: str, scale: str) -> Path:
     return Path(runs_root) / exp / scale
 
 
-def load_local(runs_root: Path, exp: str, scale: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every run dir ``<runs_root>/<exp>/<scale>/<cell>/seed<k>/`` that has a config.yaml."""
-    import yaml
+def load_local(runs_root: Path, exp: str, scale: str, store_file: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every run of the study at that scale: those of its results store (``store_file``, factorial.store) and the
+    run dirs ``<runs_root>/<exp>/<scale>/<cell>/seed<k>/`` that have a config.yaml."""
+    return frames(local_records(runs_root, exp, scale, store_file))
 
+
+def local_records(runs_root: Path, exp: str, scale: str, store_file: Path | None = None) -> dict[str, dict]:
+    """run id → record (factorial.store) of every run of the store and the run dirs, sorted; a run dir that
+    finished with other numbers than the stored run of the same cell and seed is an error."""
     root = study_dir(runs_root, exp, scale)
     pattern = f"{root}/<cell>/seed<k>/{RF.CONFIG}"
-    if not root.is_dir():
-        raise ReportError(f"no runs directory {root} (looked for {pattern}); run `make sweep EXP={exp} SCALE={scale}` first")
-    records, curves = [], []
-    for cfg_path in sorted(root.glob(f"*/*/{RF.CONFIG}")):
-        run_dir = cfg_path.parent
-        run_id = f"{run_dir.parent.name}/{run_dir.name}"
-        try:
-            config = flatten(yaml.safe_load(cfg_path.read_text()) or {})
-            summary = _read_json(run_dir / RF.SUMMARY)
-            meta = _read_json(run_dir / RF.META)
-            curve = _curve_frame(read_metrics(run_dir / RF.METRICS), run_id)
-        except (OSError, ValueError, yaml.YAMLError) as err:
-            log.warning("skipping unreadable run %s: %s", run_dir, err)
-            continue
+    try:
+        stored = ST.load(store_file) if store_file is not None else {}
+    except ST.StoreError as err:
+        raise ReportError(str(err)) from None
+    if not root.is_dir() and not stored:
+        where = f" and no store {store_file}" if store_file is not None else ""
+        raise ReportError(f"no runs directory {root} (looked for {pattern}){where}; "
+                          f"run `make sweep EXP={exp} SCALE={scale}` first")
+    records, conflicts, notes = ST.collect(stored, root, store_file or RF.STORE)
+    for note in notes:
+        log.warning("%s", note)
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise ReportError(f"{conflicts[0]}{more}; allowed: one run per cell and seed — move the run directory away "
+                          "to build from the stored run, or build from the run directories alone elsewhere "
+                          "(--out DIR)")
+    if not records:
+        raise ReportError(f"no runs in {root} (looked for {pattern})")
+    return records
+
+
+def frames(records: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs and curves frames of stored-run records (factorial.store)."""
+    rows, curves = [], []
+    for run_id, record in records.items():
+        config = flatten(record.get("config") or {})
+        summary, meta = record.get("summary"), record.get("meta")
+        curve = _curve_frame([decode_record(m) for m in record.get("metrics") or []], run_id)
         rec = run_record(run_id, config, summary, meta)
         rec.update({k: v for k, v in ((meta or {}).get("data") or {}).items() if k in UNIGRAM_COLUMNS})
         rec.update(rms_stats(curve))
-        records.append(rec)
+        rows.append(rec)
         curves.append(curve)
-    if not records:
-        raise ReportError(f"no runs in {root} (looked for {pattern})")
-    return finish_runs(pd.DataFrame(records)), _concat(curves)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
+    return finish_runs(pd.DataFrame(rows)), _concat(curves)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

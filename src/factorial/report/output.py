@@ -38,6 +38,9 @@ class Staging:
     def text(self, name: str, text: str) -> None:
         self.path(name).write_text(text, encoding="utf-8")
 
+    def bytes(self, name: str, data: bytes) -> None:
+        self.path(name).write_bytes(data)
+
     def csv(self, name: str, frame: pd.DataFrame) -> None:
         frame.to_csv(self.path(name), index=False)
 
