@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from factorial import store
 from factorial import sweep as S
 from factorial.report import prereg as P
 from factorial.report import rules as R
@@ -132,6 +133,12 @@ def test_a_threshold_changed_after_the_runs_makes_their_verdicts_exploratory(tmp
     before = _registrations(out, "reg")
     assert "confirmatory" in before["confirmation"] and "exploratory" not in before["confirmation"]
     assert before["exploration"] >= {"exploratory"}  # seed 0: not a confirmatory seed
+    # the table comes per pass, each from its own seeds: no table mixes seeds read before the rules with later ones
+    table = (out / "reg" / "smoke" / "table.md").read_text()
+    titles = [line for line in table.splitlines() if line.startswith("## ")]
+    assert len(titles) == 2 and titles[0].endswith("— confirmation (seeds 1–3)") and titles[1].endswith("— exploration (seed 0)"), titles
+    first, second = table.split(titles[1])
+    assert "(n=3)" in first and "(n=1)" not in first and "(n=1)" in second and "(n=3)" not in second
 
     data = yaml.safe_load(open(rules))
     data["equivalence_margin"] = 1.10  # decided after reading the numbers
@@ -230,12 +237,13 @@ def test_committed_confirmation_runs_were_trained_under_the_rules_as_they_are_no
             continue
         rules = R.load_rules(raw["rules"])
         want = f"{rules.name} {P.fingerprint(rules)}"
-        for meta_path in sorted((REPO_ROOT / "runs" / study_file.stem).glob("*/*/seed*/meta.json")):
-            if int(meta_path.parent.name.removeprefix("seed")) not in rules.confirmatory_seeds:
-                continue
-            meta = json.loads(meta_path.read_text())
-            assert meta.get("rules") == want, meta_path
-            assert all(s.get("rules") == want for s in meta["starts"]), meta_path
-            assert meta["git"]["dirty"] is False, meta_path
-            checked += 1
+        for store_path in sorted((REPO_ROOT / "results" / study_file.stem).glob("*/runs.jsonl.gz")):
+            for rid, record in store.load(store_path).items():
+                if int(rid.rsplit("/seed", 1)[1]) not in rules.confirmatory_seeds:
+                    continue
+                meta = record["meta"]
+                assert meta.get("rules") == want, (store_path, rid)
+                assert all(s.get("rules") == want for s in meta["starts"]), (store_path, rid)
+                assert meta["git"]["dirty"] is False, (store_path, rid)
+                checked += 1
     assert checked >= 12  # the cpu confirmation's runs committed so far (scripts/confirm_cpu.sh)

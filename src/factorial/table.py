@@ -277,6 +277,19 @@ def build(args, command: str) -> Path:
         return _build(args, command, report)
 
 
+def pass_tables(report, runs: pd.DataFrame, exp: str) -> list:
+    """A study that names pre-registered rules gets its tables per pass, each from its own seeds: the
+    confirmation's (the rules' seeds) first, then the exploration's, so that no table mixes seeds read before
+    the rules with those run after them. [] for a study without rules (its one table pools every seed)."""
+    import dataclasses
+
+    rules = study_rules(exp)
+    if rules is None or not len(runs):
+        return []
+    return [dataclasses.replace(t, title=f"{t.title} — {p.label}")
+            for p in EV.passes(runs, rules) for t in TB.build_tables(report, D.aggregate(p.runs))]
+
+
 def study_cell_names(exp: str) -> set[str] | None:
     """The names of the cells the study file defines (None without a study file: every run is the study's)."""
     if not study_file(exp).is_file():
@@ -327,7 +340,7 @@ def _build(args, command: str, report) -> Path:
     warn = document.provenance_warning(runs)
     if warn:
         print(f"factorial.table: warning: {warn}", file=sys.stderr)
-    tables = TB.build_tables(report, cells)
+    tables = pass_tables(report, own, args.exp) or TB.build_tables(report, cells)
     with output.Staging(final) as stage:
         stage.csv("cells.csv", cells_csv(runs))
         stage.csv("curves.csv", curves)
