@@ -13,7 +13,7 @@ help:
 	@echo ""
 	@echo "  make smoke                     a four-cell study at smoke scale: about a minute, plumbing only"
 	@echo "  make sweep [EXP=] [SCALE=] [JOBS=] [ARGS=]   run a study, then build its tables (default EXP=table2 SCALE=cpu)"
-	@echo "  make table [EXP=] [SCALE=] [TABLE_ARGS=]      rebuild results/EXP/SCALE/ from runs/EXP/SCALE/"
+	@echo "  make table [EXP=] [SCALE=] [TABLE_ARGS=]      rebuild results/EXP/SCALE/ from its runs.jsonl.gz and runs/EXP/SCALE/"
 	@echo "  make bench [BENCH_ARGS=--quick]               optimizer speed and memory: results/bench/"
 	@echo "  make test | test-fast [TEST_WORKERS=auto]    the test suite on every core (test-fast skips the slow end-to-end tests)"
 	@echo "  make setup | clean-venv        create (or remove) .venv with the pinned dependencies"

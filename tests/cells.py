@@ -19,14 +19,13 @@ VOLATILE_SUMMARY = ("wall_time_s", "tokens_per_s")
 ENV = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
 
 
-def committed_runs() -> dict[tuple[str, str], set[Path]]:
-    """The run directories committed under runs/, by (study, scale)."""
-    out: dict[tuple[str, str], set[Path]] = {}
-    for cfg_path in sorted((REPO_ROOT / "runs").glob("*/*/*/seed*/config.yaml")):
-        run_dir = cfg_path.parent
-        exp, scale = run_dir.parent.parent.parent.name, run_dir.parent.parent.name
-        out.setdefault((exp, scale), set()).add(run_dir)
-    return out
+def committed_runs() -> dict[tuple[str, str], dict[str, dict]]:
+    """The runs committed in the results stores (results/<exp>/<scale>/runs.jsonl.gz), by (study, scale):
+    run id ('<cell>/seed<k>') → its record (factorial.store)."""
+    from factorial import store
+
+    return {(p.parent.parent.name, p.parent.name): store.load(p)
+            for p in sorted((REPO_ROOT / "results").glob("*/*/runs.jsonl.gz"))}
 
 
 def smoke(run_dir: Path, cache_dir: str, *extra: str) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
 from factorial import config as C
 from factorial import study as ST
@@ -16,7 +15,7 @@ from factorial.runlog import flatten
 
 from cells import committed_runs
 
-RUNS = C.REPO_ROOT / "runs"
+RESULTS = C.REPO_ROOT / "results"
 ADAFACTOR_ONLY = ("optim.momentum", "optim.beta2_exponent", "optim.second_moment", "optim.clip_threshold",
                   "optim.relative_step", "optim.eps1", "optim.eps2", "optim.compile")
 
@@ -162,34 +161,47 @@ COMMITTED = committed_runs()
 
 
 def test_there_are_committed_runs():
-    assert COMMITTED, "no committed runs under runs/"
+    assert COMMITTED, "no results store under results/"
+    assert sum(map(len, COMMITTED.values())) >= 743  # the 743 run directories committed before the store
+
+
+def test_no_run_directory_is_tracked_by_git():
+    """runs/ is a local cache: the finished runs are committed as data, in the results stores."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files", "runs"], cwd=C.REPO_ROOT, capture_output=True, text=True, check=True)
+    assert tracked.stdout == ""
+    probe = subprocess.run(["git", "check-ignore", "-q", "runs/table2/cpu/row=A,schedule.warmup=true/seed0/summary.json"],
+                           cwd=C.REPO_ROOT)
+    assert probe.returncode == 0
 
 
 @pytest.mark.parametrize("exp,scale", sorted(COMMITTED))  # one test a study: the workers share the compositions
-def test_every_committed_run_directory_is_its_cells_and_is_finished_for_the_sweep(exp, scale):
-    """runs/<exp>/<scale>/<cell>/seed<k>/ as committed: the sweep's plan for the study at that scale
-    names each directory (same cell name from the same overrides), its resume check accepts the
-    recorded config (the plan composes each cell and compares), and the run counts as finished, so
-    `make sweep` trains nothing for it."""
-    dirs = COMMITTED[(exp, scale)]
+def test_every_committed_run_is_its_cells_and_is_finished_for_the_sweep(exp, scale, tmp_path):
+    """results/<exp>/<scale>/runs.jsonl.gz as committed: the sweep's plan for the study at that scale (on a
+    fresh clone: no runs/) names each stored run (same cell name from the same overrides), its check
+    accepts the recorded config (the plan composes each cell and compares), and the run counts as
+    finished, so `make sweep` trains nothing for it."""
+    stored = COMMITTED[(exp, scale)]
     study = S.load_study(exp)
-    names = {d.parent.name for d in dirs}
+    names = {rid.rsplit("/", 1)[0] for rid in stored}
     assert names <= {c.name for c in study.cells}, sorted(names - {c.name for c in study.cells})[:3]
     # Only the cells that have committed runs are composed (the plan of the rest of the study is the compose
     # test's, in test_sweep.py, which leaves these cells at this scale to this test).
     study.cells = [c for c in study.cells if c.name in names]
-    runs, errors = S.plan_runs(study, scale, RUNS)
-    planned = {r.run_dir: r for r in runs}
-    assert dirs <= set(planned), sorted(str(d) for d in dirs - set(planned))[:3]
+    runs, errors = S.plan_runs(study, scale, tmp_path / "runs", results=RESULTS)
+    planned = {f"{r.cell.name}/seed{r.seed}": r for r in runs}
+    assert set(stored) <= set(planned), sorted(set(stored) - set(planned))[:3]
     assert errors == [], errors[:3]
-    for d in sorted(dirs):
-        assert S.run_status(d) in S.FINISHED, d
-        recorded = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"))
-        assert d.parent.name == recorded["cell"]
-        run = planned[d]
-        # The name the trainer computes from the recorded cell's own overrides is the directory's.
-        assert T.cell_name(run.cell.overrides) == d.parent.name
-        assert recorded["train"]["seed"] == run.seed  # the plan's resume check compares everything else
+    for rid, record in sorted(stored.items()):
+        run = planned[rid]
+        assert run.stored is record or run.stored == record
+        assert S.status_of(run) in S.FINISHED, rid
+        assert rid.rsplit("/", 1)[0] == record["config"]["cell"]
+        # The name the trainer computes from the recorded cell's own overrides is the run's.
+        assert T.cell_name(run.cell.overrides) == run.cell.name
+        assert record["config"]["train"]["seed"] == run.seed  # the plan's check compares everything else
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_registry_is_the_only_list_of_such_keys():
