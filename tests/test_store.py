@@ -156,3 +156,19 @@ def test_make_table_refuses_a_run_directory_that_differs_from_its_stored_run(tmp
     err = capsys.readouterr().err
     assert "differ (val_ppl" in err and "allowed: one run per cell and seed" in err
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
+
+def test_the_pooled_noise_script_reads_a_committed_store(capsys):
+    """scripts/pooled_noise.py (quoted in results/README.md) reads the committed table2 store: the rules' pooled
+    noise of the confirmation, and the refit without row E."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "pooled_noise.py"
+    spec = importlib.util.spec_from_file_location("pooled_noise", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["table2", "cpu", "--seeds", "3,4,5"]) == 0
+    assert "sigma = 0.0352 in ln ppl (df 68)" in capsys.readouterr().out
+    assert module.main(["table2", "cpu", "--seeds", "3,4,5", "--drop-rows", "E"]) == 0
+    assert "in 34 cells, pooled seed noise sigma = 0.0183 in ln ppl (df 66)" in capsys.readouterr().out
+    assert module.main(["table2", "cpu", "--seeds", "99"]) == 2
