@@ -88,14 +88,18 @@ def test_a_run_is_written_only_where_none_exists(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cell").iterdir()) == ["seed0"]
 
 
+def _gz(data: bytes) -> bytes:
+    return gzip.compress(data, mtime=0)  # no timestamp: the same bytes (and test ids) in every worker
+
+
 @pytest.mark.parametrize("content, expected", [
     (b"not gzip", "is not a gzip-compressed JSON-lines store"),
-    (gzip.compress(b"[1, 2]\n"), "line 1: not a stored run"),
-    (gzip.compress(b'{"run": "c/seed0", "config": {}, "summary": {}, "metrics": [], "extra": 1}\n'), "unknown fields ['extra']"),
-    (gzip.compress(b'{"run": "c/seed0", "config": {}, "summary": null, "metrics": []}\n'), "summary=NoneType; allowed: a JSON object"),
-    (gzip.compress(b'{"run": "c/seed0", "config": {}, "summary": {}, "metrics": []}\n' * 2), "line 2 repeats run 'c/seed0'"),
-    (gzip.compress(b'{"run": "c/seed0", "config": {}\n'), "line 1 is not a stored run"),
-])
+    (_gz(b"[1, 2]\n"), "line 1: not a stored run"),
+    (_gz(b'{"run": "c/seed0", "config": {}, "summary": {}, "metrics": [], "extra": 1}\n'), "unknown fields ['extra']"),
+    (_gz(b'{"run": "c/seed0", "config": {}, "summary": null, "metrics": []}\n'), "summary=NoneType; allowed: a JSON object"),
+    (_gz(b'{"run": "c/seed0", "config": {}, "summary": {}, "metrics": []}\n' * 2), "line 2 repeats run 'c/seed0'"),
+    (_gz(b'{"run": "c/seed0", "config": {}\n'), "line 1 is not a stored run"),
+], ids=["not-gzip", "not-an-object", "unknown-field", "no-summary", "repeated-run", "broken-json"])
 def test_a_store_that_does_not_read_says_where_and_why(tmp_path, content, expected):
     path = tmp_path / RF.STORE
     path.write_bytes(content)
