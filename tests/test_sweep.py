@@ -104,7 +104,7 @@ def test_every_study_composes_at_every_scale(tmp_path, name):
     study = S.load_study(name)
     committed = committed_runs()
     for scale in S.available_scales():
-        done = {d.parent.name for d in committed.get((name, scale), ())}
+        done = {rid.rsplit("/", 1)[0] for rid in committed.get((name, scale), {})}
         cells = [c for c in _multiplier_extremes(study.cells) if c.name not in done]
         runs, errors = S.plan_runs(S.Study(study.name, study.path, study.description, cells, study.fixed), scale, tmp_path)
         assert errors == [], (name, scale, errors[:3])
