@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runfiles as RF
-from .runio import atomic_write_bytes
+from .runio import _umask, atomic_write_bytes
 from .runlog import parse_metrics
 
 FIELDS = ("run", "config", "meta", "summary", "metrics", "log")
@@ -159,12 +159,6 @@ def write_run(record: Mapping[str, Any], run_dir: str | os.PathLike) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return run_dir
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # --- the store file ---------------------------------------------------------------------------------------

@@ -104,6 +104,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import queue
@@ -362,7 +363,7 @@ def plan_runs(
                 r.shared = find_shared(index, shared_key(cfg_dict, r.seed, run_threads, planned_device(cfg.train.device)), cfg_dict)
                 r.names = {"exp": cfg_dict.get("exp"), "cell": cfg_dict.get("cell"), "row": cfg_dict.get("row")}
             if r.stored is not None:
-                old = json.loads(json.dumps(r.stored["config"]))  # a copy
+                old = copy.deepcopy(r.stored["config"])
                 where = f"the run {r.cell.name}/seed{r.seed} stored in {ST.store_path(results, study.name, scale)}"
             elif (r.run_dir / RF.CONFIG).exists():
                 try:
