@@ -244,3 +244,26 @@ def test_the_training_loss_figure_marks_the_unigram_entropy_when_the_runs_record
     cells = pd.read_csv(after / "cells.csv")
     assert set(cells["train_unigram_entropy"]) == {5.4321} and set(cells["validation_unigram_xent"]) == {5.61}
     assert "unigram entropy of the training split (5.432 nats per token)" in (after / "REPORT.md").read_text()
+
+
+def test_a_study_of_table_2_rows_draws_the_training_loss_one_panel_per_row(tmp_path):
+    """With row_curves declared, the training-loss figure is a grid of rows (warmup blue, no warmup red) on a log
+    step axis with the unigram line, as the validation curves are — not one panel holding every cell's line."""
+    import json
+
+    import matplotlib.image as mpimg
+
+    path, runs = my_study(tmp_path, "report:\n  plots: [row_curves, train_loss]\n")
+    for meta_path in (runs / "mine" / "tiny").glob("*/*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        meta["data"].update(train_unigram_entropy=5.4321, validation_unigram_xent=5.61)
+        meta_path.write_text(json.dumps(meta))
+    assert build(tmp_path, path, runs) == 0
+    out = tmp_path / "out" / "mine" / "tiny"
+    report = (out / "REPORT.md").read_text()
+    caption = report.split("![train_loss.png](train_loss.png)", 1)[1].split("\n\n")[1]
+    assert "Training loss (nats) against step, on a log axis from the first logged step, one panel per Table 2 row" in caption
+    assert "unigram entropy of the training split (5.432 nats per token)" in caption
+    # two rows (A, G): two panels side by side, as wide as the validation curves' grid
+    loss, val = mpimg.imread(out / "train_loss.png"), mpimg.imread(out / "curves.png")
+    assert loss.shape[1] == pytest.approx(val.shape[1], rel=0.1)

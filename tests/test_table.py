@@ -125,6 +125,61 @@ def test_rms_and_state_rules():
     assert "±5.0 %" in md and "+25 %" in md and f"{R.RMS_FRAC_FAR:.1%}" in md and "σ̂ = 0.0123" in md and "42 degrees" in md
 
 
+def test_per_matrix_clip_fraction_is_the_share_of_logged_steps_with_rms_u_above_d():
+    """RMS(U) is logged before clipping, so a matrix's update was clipped at a logged step exactly when its RMS(U)
+    exceeded d; steps ≤ RMS_SKIP_STEPS are ignored as for the band; a run that does not clip has no fraction."""
+    steps = [1, 2, 6, 7, 8, 9]
+    curve = pd.DataFrame({"run_id": "r", "step": steps,
+                          **{f"rms_u/{m}": [5.0, 5.0, 1.2, 0.5, 2.2, 1.0] for m in R.FIG1_MATRICES}})
+    curve[f"rms_u/{R.FIG1_MATRICES[1]}"] = [5.0, 5.0, 0.9, 0.8, float("nan"), 1.1]  # a missing point is no step
+    one = D.rms_stats(curve, 1.0)
+    assert one[f"rms_u/{R.FIG1_MATRICES[0]}.frac_clipped"] == pytest.approx(2 / 4)  # 1.2, 2.2 (1.0 is not above 1)
+    assert one[f"rms_u/{R.FIG1_MATRICES[1]}.frac_clipped"] == pytest.approx(1 / 3)
+    assert D.rms_stats(curve, 2.0)[f"rms_u/{R.FIG1_MATRICES[0]}.frac_clipped"] == pytest.approx(1 / 4)
+    none = D.rms_stats(curve, None)
+    assert all(none[f"rms_u/{m}.frac_clipped"] is None for m in R.FIG1_MATRICES)
+    assert D.rms_stats(pd.DataFrame(), 1.0)[f"rms_u/{R.FIG1_MATRICES[0]}.frac_clipped"] is None
+
+
+def test_the_mechanism_table_gives_each_matrix_its_clip_fraction_where_the_cell_clips():
+    from factorial.report.document import mechanism_table
+
+    base = {f"rmsgt{lv:g}_{m}": [0.5, 0.3] for lv in R.RMS_LEVELS for m in R.FIG1_MATRICES}
+    clipping = {"row_match": "H", "schedule.warmup": False, "n": 2, "rms_frac_out": [0.2, 0.1], "clip_frac": [0.5, 0.7],
+                **base, **{f"clipped_{m}": [0.5, 0.3] for m in R.FIG1_MATRICES}}
+    plain = {"row_match": "A", "schedule.warmup": True, "n": 2, "rms_frac_out": [0.2, 0.1], "clip_frac": [],
+             **base, **{f"clipped_{m}": [None, None] for m in R.FIG1_MATRICES}}
+    md = mechanism_table(pd.DataFrame([clipping, plain], dtype=object))
+    head, _, h, a = md.splitlines()
+    assert f"clipped: {' / '.join(R.FIG1_MATRICES)}" in head and "clipped: all tensors (mean)" in head
+    assert h.startswith("| H, no warmup | 2 |") and h.endswith("| 15.0% | 40% / 40% / 40% | 60.0% |")
+    assert a.startswith("| A, warmup | 2 |") and a.endswith("| 15.0% | – | – |")
+
+
+def test_the_unigram_table_sets_each_seeds_validation_loss_against_the_unigram_cross_entropy():
+    from factorial.report.document import unigram_table
+
+    runs = pd.DataFrame([
+        {"run_id": "a0", "outcome": "ok", "val_loss": 6.40, "validation_unigram_xent": 6.35},
+        {"run_id": "a1", "outcome": "ok", "val_loss": 6.30, "validation_unigram_xent": 6.35},
+        {"run_id": "a2", "outcome": "diverged", "val_loss": None, "validation_unigram_xent": 6.35},
+        {"run_id": "h0", "outcome": "ok", "val_loss": 5.10, "validation_unigram_xent": 6.35},
+        {"run_id": "x0", "outcome": "ok", "val_loss": 5.00, "validation_unigram_xent": None},  # recorded before it existed
+    ], dtype=object)
+    cells = pd.DataFrame([
+        {"row_match": "A", "schedule.warmup": False, "run_ids": ["a0", "a1", "a2"], "n_diverged": 1},
+        {"row_match": "H", "schedule.warmup": True, "run_ids": ["h0"], "n_diverged": 0},
+        {"row_match": "B", "schedule.warmup": True, "run_ids": ["x0"], "n_diverged": 0},
+        {"row_match": "G", "schedule.warmup": True, "run_ids": ["h0", "x0"], "n_diverged": 0},
+    ], dtype=object)
+    head, _, a, h, g = unigram_table(runs, cells).splitlines()
+    assert g == "| G, warmup | 1 of 2 | 5.100 | 6.350 | -1.250 |"  # x0 finished without the baseline
+    assert "unigram cross-entropy" in head
+    assert a == f"| A, no warmup | 2 (+1 diverged) | 6.350 ± {0.1 / 2 ** 0.5:.3f} | 6.350 | +0.000 [-0.050, +0.050] |"
+    assert h == "| H, warmup | 1 | 5.100 | 6.350 | -1.250 |"
+    assert unigram_table(runs.drop(columns=["validation_unigram_xent"]), cells) == ""
+
+
 # --- loading and aggregation ------------------------------------------------------------------------
 
 

@@ -196,10 +196,13 @@ def outcome_of(status: Any, val_ppl: Any) -> str:
     return "incomplete"
 
 
-def rms_stats(curve: pd.DataFrame) -> dict[str, Any]:
+def rms_stats(curve: pd.DataFrame, clip: Any = None) -> dict[str, Any]:
     """Per matrix, over the logged steps after RMS_SKIP_STEPS: the excursion max|ln RMS(U)|, min, max, count,
-    and the fractions of steps outside the band [1/RMS_FAR, RMS_FAR] and above 1, 1.5 and 2 (rules.rms_fractions)."""
+    the fractions of steps outside the band [1/RMS_FAR, RMS_FAR] and above 1, 1.5 and 2 (rules.rms_fractions),
+    and — when the run clips at threshold ``clip`` (optim.clip_threshold) — the fraction of those steps on which
+    the matrix's update was clipped (RMS(U) is logged before clipping, so that is RMS(U) > d)."""
     out: dict[str, Any] = {}
+    d = _finite(clip)
     have = curve is not None and not curve.empty
     all_steps = pd.to_numeric(curve["step"], errors="coerce").to_numpy(float) if have else np.empty(0)
     for m in R.FIG1_MATRICES:
@@ -218,6 +221,7 @@ def rms_stats(curve: pd.DataFrame) -> dict[str, Any]:
         out[f"{key}.frac_out"] = fr["out"]
         for level in R.RMS_LEVELS:
             out[f"{key}.frac_gt{level:g}"] = fr[f"gt{level:g}"]
+        out[f"{key}.frac_clipped"] = float((v > d).mean()) if d is not None and len(v) else None
     clip = None
     if curve is not None and not curve.empty and RF.CLIP_FRAC in curve:
         c = pd.to_numeric(curve[RF.CLIP_FRAC], errors="coerce").dropna()
@@ -329,7 +333,7 @@ def frames(records: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
         curve = _curve_frame([decode_record(m) for m in record.get("metrics") or []], run_id)
         rec = run_record(run_id, config, summary, meta)
         rec.update({k: v for k, v in ((meta or {}).get("data") or {}).items() if k in UNIGRAM_COLUMNS})
-        rec.update(rms_stats(curve))
+        rec.update(rms_stats(curve, rec.get("optim.clip_threshold")))
         rows.append(rec)
         curves.append(curve)
     return finish_runs(pd.DataFrame(rows)), _concat(curves)
@@ -414,7 +418,7 @@ def load_wandb(exp: str, scale: str, project: str = "factorial", entity: str | N
             rows.append({k: (float(v) if isinstance(v, str) and v in ("NaN", "Infinity", "-Infinity") else v)
                          for k, v in h.items()})
         curve = _curve_frame(rows, run_id)
-        rec.update(rms_stats(curve))
+        rec.update(rms_stats(curve, rec.get("optim.clip_threshold")))
         records.append(rec)
         curves.append(curve)
     if not records:
@@ -466,10 +470,12 @@ def load_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     curves = pd.read_csv(curves_path) if curves_path.is_file() else _concat([])
     if not curves.empty:
         curves["run_id"] = curves["run_id"].astype(str)
-        stats = {rid: rms_stats(g) for rid, g in curves.groupby("run_id", sort=False)}
+        clips = dict(zip(runs["run_id"], runs["optim.clip_threshold"])) if "optim.clip_threshold" in runs else {}
+        stats = {rid: rms_stats(g, clips.get(rid)) for rid, g in curves.groupby("run_id", sort=False)}
         for i, rid in enumerate(runs["run_id"]):
             for k, v in stats.get(rid, {}).items():
                 runs.at[i, k] = v
+        runs = _ordered(runs)  # a statistic cells.csv lacked (written before it existed) takes its place
     return runs, curves
 
 
@@ -541,13 +547,18 @@ def finish_runs(runs: pd.DataFrame) -> pd.DataFrame:
     for col, values in derived.items():
         runs[col] = pd.Series(values, index=runs.index, dtype=object)
     runs["seed"] = pd.Series([int(v) if v is not None else None for v in runs["seed"]], index=runs.index, dtype=object)
+    runs = _ordered(runs).sort_values(["run_id"], kind="stable").reset_index(drop=True)
+    return runs.astype(object).where(runs.notna(), None)  # Python values throughout: None, bool, int, float, str
+
+
+def _ordered(runs: pd.DataFrame) -> pd.DataFrame:
+    """The columns of ``runs`` in cells.csv's order: identity and results, the knobs, the RMS(U) statistics."""
     first = ["run_id", "cell", "seed", "exp", "scale", "row", "row_match", "opt", "embedding", *RESULT_COLUMNS, *META_COLUMNS,
              *UNIGRAM_COLUMNS]
     rms = sorted(c for c in runs.columns if c.startswith(RF.rms_key("")))
     knobs = sorted(c for c in runs.columns if c not in first and c not in rms and c != "cell_key")
-    order = [c for c in first if c in runs.columns] + knobs + rms + ["cell_key"]
-    runs = runs[order].sort_values(["run_id"], kind="stable").reset_index(drop=True)
-    return runs.astype(object).where(runs.notna(), None)  # Python values throughout: None, bool, int, float, str
+    order = [c for c in first if c in runs.columns] + knobs + rms + (["cell_key"] if "cell_key" in runs.columns else [])
+    return runs[order]
 
 
 # --- cells: runs aggregated over seeds --------------------------------------------------------------
@@ -619,6 +630,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
             for level in R.RMS_LEVELS:
                 col = f"{RF.rms_key(m)}.frac_gt{level:g}"
                 rec[f"rmsgt{level:g}_{m}"] = [_finite(v) for v in finished[col]] if col in finished else []
+            col = f"{RF.rms_key(m)}.frac_clipped"
+            rec[f"clipped_{m}"] = [_finite(v) for v in finished[col]] if col in finished else []
         col = f"{RF.CLIP_FRAC}.mean"
         rec["clip_frac"] = [_finite(v) for v in finished[col]] if col in finished else []
         out.append(rec)

@@ -133,6 +133,55 @@ def claim_section(r: ClaimResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell_label(c: dict, cells: pd.DataFrame) -> str:
+    label = c.get("row_match") or c.get("opt") or "?"
+    label += ", warmup" if c.get("schedule.warmup") else ", no warmup"
+    if c.get("schedule.multiplier") is not None and cells["schedule.multiplier"].nunique() > 1:
+        label += f", ×{c['schedule.multiplier']:g}"
+    return label
+
+
+def _finite(x) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def unigram_table(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """Per cell, when its runs recorded the corpus's unigram baseline: the final validation loss (nats, mean ± std
+    over the seeds that finished without diverging) against the validation cross-entropy of the training split's
+    token frequencies, and the gap per seed. Descriptive: no rule judges it."""
+    if runs is None or runs.empty or "validation_unigram_xent" not in runs or "val_loss" not in runs:
+        return ""
+    by_id = {r["run_id"]: r for r in runs.to_dict("records")}
+    rows = []
+    for c in cells.to_dict("records"):
+        ok = [by_id[i] for i in c.get("run_ids") or [] if i in by_id and by_id[i].get("outcome") == "ok"]
+        pairs = [(_finite(r.get("val_loss")), _finite(r.get("validation_unigram_xent"))) for r in ok]
+        pairs = [(v, u) for v, u in pairs if v is not None and u is not None]
+        if not pairs:
+            continue
+        losses = [v for v, _ in pairs]
+        gaps = sorted(v - u for v, u in pairs)
+        mean = sum(losses) / len(losses)
+        std = (sum((v - mean) ** 2 for v in losses) / (len(losses) - 1)) ** 0.5 if len(losses) > 1 else None
+        xents = {round(u, 6) for _, u in pairs}
+        diverged = int(c.get("n_diverged") or 0)
+        seeds = f"{len(pairs)}" + (f" of {len(ok)}" if len(pairs) < len(ok) else "")  # older runs lack the baseline
+        rows.append([_cell_label(c, cells), seeds + (f" (+{diverged} diverged)" if diverged else ""),
+                     f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else ""),
+                     " / ".join(f"{u:.3f}" for u in sorted(xents)),
+                     f"{sum(gaps) / len(gaps):+.3f}" + (f" [{gaps[0]:+.3f}, {gaps[-1]:+.3f}]" if len(gaps) > 1 else "")])
+    if not rows:
+        return ""
+    head = ["cell", "seeds", "validation loss (nats)", "unigram cross-entropy (nats)", "gap: mean [min, max] over seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def mechanism_table(cells: pd.DataFrame) -> str:
     """Per cell that logged RMS(U): the fraction of logged steps with RMS(U) above 1, 1.5 and 2 per Figure-1
     matrix, and the mean fraction of tensors clipped (mean over seeds)."""
@@ -144,23 +193,23 @@ def mechanism_table(cells: pd.DataFrame) -> str:
     for c in cells.to_dict("records"):
         if not any(x is not None for x in c.get("rms_frac_out") or []):
             continue
-        label = c.get("row_match") or c.get("opt") or "?"
-        label += ", warmup" if c.get("schedule.warmup") else ", no warmup"
-        if c.get("schedule.multiplier") is not None and cells["schedule.multiplier"].nunique() > 1:
-            label += f", ×{c['schedule.multiplier']:g}"
-        cols = [label, str(c.get("n"))]
+        cols = [_cell_label(c, cells), str(c.get("n"))]
         for m in R.FIG1_MATRICES:
             vals = [mean(c.get(f"rmsgt{lv:g}_{m}")) for lv in R.RMS_LEVELS]
             cols.append(" / ".join("–" if v is None else f"{v:.0%}" for v in vals))
         out = mean(c.get("rms_frac_out"))
         cols.append("–" if out is None else f"{out:.1%}")
+        clipped = [mean(c.get(f"clipped_{m}")) for m in R.FIG1_MATRICES]
+        cols.append("–" if all(v is None for v in clipped)
+                    else " / ".join("–" if v is None else f"{v:.0%}" for v in clipped))
         clip = mean(c.get("clip_frac"))
         cols.append("–" if clip is None else f"{clip:.1%}")
         rows.append(cols)
     if not rows:
         return ""
     head = (["cell", "seeds"] + [f"{m}: > 1 / > 1.5 / > 2" for m in R.FIG1_MATRICES]
-            + [f"outside [{1 / R.RMS_FAR:.2f}, {R.RMS_FAR:g}]", "clipped (mean)"])
+            + [f"outside [{1 / R.RMS_FAR:.2f}, {R.RMS_FAR:g}]", f"clipped: {' / '.join(R.FIG1_MATRICES)}",
+               "clipped: all tensors (mean)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -241,8 +290,18 @@ def build_report(exp: str, scale: str, source: str, runs: pd.DataFrame, cells: p
         lines += ["## Mechanism: RMS(U) and clipping", "",
                   "Fraction of logged steps (after step "
                   f"{R.RMS_SKIP_STEPS}) with RMS(U) above 1, 1.5 and 2, per Figure-1 matrix; the fraction outside the "
-                  "band that C13 is judged on (all three matrices pooled); and the mean fraction of tensors clipped "
-                  "(`opt/clip_frac`, where logged). Means over seeds.", "", mech, ""]
+                  "band that C13 is judged on (all three matrices pooled); for cells that clip at d, the fraction of "
+                  "those steps on which each matrix's update was clipped (RMS(U) is logged before clipping: RMS(U) > d), "
+                  "and the mean over logged steps of the fraction of all tensors clipped (`opt/clip_frac`). Means over "
+                  "seeds; – where a cell does not clip.", "", mech, ""]
+    uni = unigram_table(runs, cells)
+    if uni:
+        lines += ["## Against the unigram baseline", "",
+                  "Final validation loss of each cell's seeds that did not diverge, beside the validation cross-entropy of "
+                  "a model that knows only the training split's token frequencies (its best possible unigram model); "
+                  "gap = loss − that cross-entropy, per seed. A gap near 0 is a model that learned token frequencies "
+                  "and little else; negative is better. Descriptive: no pre-registered rule reads this table.", "",
+                  uni, ""]
     if plots:
         lines += ["## Figures", ""]
         for name, caption in plots:

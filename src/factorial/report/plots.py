@@ -119,8 +119,12 @@ def _short_row(letter: str) -> str:
     return f"{letter}: " + ", ".join(bits)
 
 
-def table2_curves(runs, cells: pd.DataFrame, curves, out: Path, name: str, subtitle: str = "") -> list[tuple[str, str]]:
-    """A grid of small panels, one per Table 2 row: warmup (blue) and no warmup (red), all seeds."""
+def table2_curves(runs, cells: pd.DataFrame, curves, out: Path, name: str, subtitle: str = "",
+                  key: str = RF.VAL_PPL) -> list[tuple[str, str]]:
+    """A grid of small panels, one per Table 2 row: warmup (blue) and no warmup (red), the mean of the seeds with a
+    min–max band. ``key`` RF.TRAIN_LOSS: the training loss on a log step axis from the first logged step, with the
+    corpus's unigram entropy as a dotted line (a loss stuck there is a model that learned token frequencies only)."""
+    train = key == RF.TRAIN_LOSS
     recs = [c for c in cells.to_dict("records") if c.get("row_match")]
     letters = [r for r in ROW_ORDER if any(c["row_match"] == r for c in recs)]
     if not letters:
@@ -140,28 +144,61 @@ def table2_curves(runs, cells: pd.DataFrame, curves, out: Path, name: str, subti
             if cell is None:
                 continue
             s = stats_of(cell, "")
-            panel_y += _draw_cell(ax, runs, curves, cell, WARMUP_COLORS[warmup], None, must=must)
+            panel_y += _draw_cell(ax, runs, curves, cell, WARMUP_COLORS[warmup], None, key=key, must=must)
             handles.append(Line2D([], [], color=WARMUP_COLORS[warmup], lw=2,
                                   label=f"{'warmup' if warmup else 'no warmup'}: {R.format_stats(s)}"))
         ax.legend(handles=handles, loc="best", fontsize=7.5, framealpha=0.85, handlelength=1.2)
         ax.set_title(_short_row(letter), fontsize=9.5, loc="left")
         ax.grid(True, alpha=0.3, which="both")
-        _log_if_wide(ax, panel_y)
+        if not train:
+            _log_if_wide(ax, panel_y)
         _clip_ylim(ax, panel_y, must)
         _say_if_no_curve(ax, panel_y)
+    unigram = _unigram_entropy(runs) if train else None
+    _unigram_line(axes.flat[:n], unigram)
     _hide_unused(axes, n)
+    if train:  # from the first logged step: a no-warmup plateau shows early (the x axis is shared)
+        _log_step_axis(axes.flat[0])
+    what = "training loss (nats)" if train else "validation perplexity"
     for ax in axes[:, 0]:
-        ax.set_ylabel("validation perplexity")
+        ax.set_ylabel(what)
     handles = [Line2D([], [], color=WARMUP_COLORS[True], lw=2, label="warmup"),
                Line2D([], [], color=WARMUP_COLORS[False], lw=2, label="no warmup"),
                Line2D([], [], color="k", marker="x", ls="", ms=8, mew=2, label="diverged (at that step)")]
     fig.legend(handles=handles, loc="upper right", ncol=3, fontsize=10, frameon=False, bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle("Table 2 rows: validation perplexity against step" + (f" ({subtitle})" if subtitle else ""),
-                 x=0.01, ha="left", fontsize=13)
+    fig.suptitle(f"Table 2 rows: {what.split(' (')[0]} against step{' (log scale)' if train else ''}"
+                 + (f" ({subtitle})" if subtitle else ""), x=0.01, ha="left", fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 0.97 if nrows > 2 else 0.93))
     _save(fig, out / name)
-    return [(name, "Validation perplexity against step, one panel per Table 2 row; blue: with warmup, red: without; "
-                   "one line per seed, × where a seed diverged; the numbers are final perplexity (mean ± std, n seeds).")]
+    return [(name, f"{what[0].upper() + what[1:]} against step{', on a log axis from the first logged step' if train else ''}, "
+                   "one panel per Table 2 row; blue: with warmup, red: without; each cell the mean of its seeds with a "
+                   "min–max band (one seed: its line), × on the top edge where a seed diverged; the legend gives final "
+                   "validation perplexity (mean ± std, n seeds)." + _unigram_caption(unigram))]
+
+
+def _unigram_line(axes, unigram: float | None) -> None:
+    """The unigram entropy as a dotted line in each of ``axes``, kept in view."""
+    if unigram is None:
+        return
+    for ax in axes:
+        lo, hi = ax.get_ylim()
+        pad = 0.03 * (hi - lo)
+        ax.set_ylim(min(lo, unigram - pad), max(hi, unigram + pad))
+        ax.axhline(unigram, color="0.35", lw=1.0, ls=":", zorder=0)
+        ax.annotate(f"unigram entropy {unigram:.2f}", (1.0, unigram), xycoords=("axes fraction", "data"),
+                    xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom", fontsize=7.5, color="0.3")
+
+
+def _unigram_caption(unigram: float | None) -> str:
+    if unigram is None:
+        return ""
+    return (f" The dotted line is the unigram entropy of the training split ({unigram:.3f} nats per token): the "
+            "training loss of a model that knows only token frequencies.")
+
+
+def _log_step_axis(ax) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def _hide_unused(axes, n: int, xlabel: str = "step") -> None:
@@ -264,18 +301,10 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
         _clip_ylim(ax, panel_y, must)
         _say_if_no_curve(ax, panel_y)
     unigram = _unigram_entropy(runs) if train else None
-    if unigram is not None:  # a loss at this line is what token frequencies alone achieve
-        for ax in axes.flat[:len(panels)]:
-            lo, hi = ax.get_ylim()
-            pad = 0.03 * (hi - lo)
-            ax.set_ylim(min(lo, unigram - pad), max(hi, unigram + pad))  # the line stays in view
-            ax.axhline(unigram, color="0.35", lw=1.0, ls=":", zorder=0)
-            ax.annotate(f"unigram entropy {unigram:.2f}", (1.0, unigram), xycoords=("axes fraction", "data"),
-                        xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom", fontsize=7.5, color="0.3")
+    _unigram_line(axes.flat[:len(panels)], unigram)  # a loss at this line is what token frequencies alone achieve
     _hide_unused(axes, len(panels))
     if train:  # from the first logged step: a no-warmup failure shows early (the x axis is shared)
-        axes.flat[0].set_xscale("log")
-        axes.flat[0].xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        _log_step_axis(axes.flat[0])
     what = "training loss (nats)" if train else "validation perplexity"
     for ax in axes[:, 0]:
         ax.set_ylabel(what)
@@ -285,9 +314,7 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
     _save(fig, out / name)
     return [(name, f"{what[0].upper() + what[1:]} against step{', on a log axis from the first logged step' if train else ''}; "
                    "each cell the mean of its seeds with a min–max band, × on the top edge where a seed diverged; the "
-                   "legend gives final validation perplexity (mean ± std, n seeds)."
-                   + (f" The dotted line is the unigram entropy of the training split ({unigram:.3f} nats per token): "
-                      "the training loss of a model that knows only token frequencies." if unigram is not None else ""))]
+                   "legend gives final validation perplexity (mean ± std, n seeds)." + _unigram_caption(unigram))]
 
 
 def _unigram_entropy(runs) -> float | None:
@@ -605,6 +632,11 @@ def make_plots(study: str | S.ReportSpec, runs: pd.DataFrame, cells: pd.DataFram
         elif plot == "row_curves" and has_curves:
             for suffix, sec, sub in _table2_sections(cells):
                 made += table2_curves(runs, sub, curves, out, f"curves{suffix}.png", section_title(sec))
+        elif plot == "train_loss" and has_loss and "row_curves" in report.plots:
+            # a study of Table 2 rows: one panel per row, as its validation curves (32 lines in one panel hide them)
+            for suffix, sec, sub in _table2_sections(cells):
+                made += table2_curves(runs, sub, curves, out, f"train_loss{suffix}.png", section_title(sec),
+                                      key=RF.TRAIN_LOSS)
         elif plot == "train_loss" and has_loss:
             made += generic_curves(runs, cells, curves, layout, out, "train_loss.png", title, key=RF.TRAIN_LOSS)
         elif plot == "sgd_lr":
