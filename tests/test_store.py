@@ -176,3 +176,38 @@ def test_the_pooled_noise_script_reads_a_committed_store(capsys):
     assert module.main(["table2", "cpu", "--seeds", "3,4,5", "--drop-rows", "E"]) == 0
     assert "in 34 cells, pooled seed noise sigma = 0.0183 in ln ppl (df 66)" in capsys.readouterr().out
     assert module.main(["table2", "cpu", "--seeds", "99"]) == 2
+
+
+def test_the_command_line_lists_a_store_and_drops_chosen_or_dirty_runs(tmp_path, capsys):
+    records = {r["run"]: r for r in map(ST.read_run, fixture_runs())}
+    dirty_id, named_id, *_ = sorted(records, key=ST.sort_key)
+    records[dirty_id] = {**records[dirty_id], "meta": {**(records[dirty_id]["meta"] or {}), "git": {"commit": "ab" * 20,
+                                                                                                     "dirty": True}}}
+    for rid in records:
+        if rid != dirty_id and records[rid].get("meta"):
+            records[rid] = {**records[rid], "meta": {**records[rid]["meta"], "git": {"commit": "cd" * 20, "dirty": False}}}
+    folder = tmp_path / "results" / "table2" / "tiny"
+    path = folder / RF.STORE
+    ST.save(path, records)
+    before = path.read_bytes()
+
+    assert ST.main(["list", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{path}: {len(records)} runs" and len(out) == 2 + len(records)
+    assert any(line.startswith(dirty_id + "\t") and "\tababababab" in line and "\tdirty\t" in line for line in out)
+
+    # errors name the value and what is allowed, and write nothing
+    assert ST.main(["drop", str(folder), "row=Z/seed0"]) == 2
+    assert "run 'row=Z/seed0' is not in" in capsys.readouterr().err
+    assert ST.main(["list", str(tmp_path / "nowhere")]) == 2
+    assert "no store at" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ST.main(["drop", str(folder)])  # neither runs nor --dirty
+    assert path.read_bytes() == before
+
+    assert ST.main(["drop", str(folder), "--dirty", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"would drop {dirty_id}"] and path.read_bytes() == before
+    assert ST.main(["drop", str(path), named_id, "--dirty"]) == 0
+    assert "dropped 2 of" in capsys.readouterr().out
+    left = ST.load(path)
+    assert set(left) == set(records) - {dirty_id, named_id} and all(left[k] == records[k] for k in left)

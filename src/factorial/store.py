@@ -300,3 +300,89 @@ def merge(stored: Mapping[str, dict], new: Iterable[Mapping[str, Any]], store_fi
         elif not same_run(merged[rid], record):
             conflicts.append(f"run {rid} differs from the one stored in {store_file} ({_differs(merged[rid], record)})")
     return merged, conflicts, added
+
+
+# --- command line -------------------------------------------------------------------------------------------
+
+
+def _store_of(where: str) -> Path:
+    """A store named by its file or by its folder (results/<exp>/<scale>/)."""
+    path = Path(where)
+    path = path / RF.STORE if path.suffix != ".gz" else path
+    if not path.is_file():
+        raise StoreError(f"no store at {path}; allowed: a results/<exp>/<scale>/ folder holding {RF.STORE}, or the file")
+    return path
+
+
+def _provenance(record: Mapping[str, Any]) -> tuple[str, bool | None]:
+    git = (record.get("meta") or {}).get("git") or {}
+    return str(git.get("commit") or "")[:12], git.get("dirty")
+
+
+def _list(path: Path) -> int:
+    records = load(path)
+    print(f"{path}: {len(records)} runs")
+    print("run\tstatus\tval_ppl\tcommit\tdirty\tdevice")
+    for rid, rec in records.items():
+        s, meta = rec.get("summary") or {}, rec.get("meta") or {}
+        commit, dirty = _provenance(rec)
+        ppl = s.get("val_ppl")
+        print("\t".join([rid, str(s.get("status")), "-" if ppl is None else f"{ppl:.2f}", commit or "-",
+                         {True: "dirty", False: "clean"}.get(dirty, "-"), str(meta.get("device_name") or meta.get("device") or "-")]))
+    return 0
+
+
+def _drop(path: Path, run_ids: list[str], dirty: bool, dry_run: bool) -> int:
+    records = load(path)
+    unknown = [r for r in run_ids if r not in records]
+    if unknown:
+        raise StoreError(f"run {unknown[0]!r} is not in {path}; allowed: one of its {len(records)} runs "
+                         f"(python -m factorial.store list {path.parent})")
+    chosen = set(run_ids) | ({rid for rid, rec in records.items() if _provenance(rec)[1] is True} if dirty else set())
+    if not chosen:
+        print(f"{path}: no run matches; nothing dropped")
+        return 0
+    for rid in sorted(chosen, key=sort_key):
+        print(f"{'would drop' if dry_run else 'drop'} {rid}")
+    if dry_run:
+        return 0
+    save(path, {k: v for k, v in records.items() if k not in chosen})
+    exp, scale = path.parent.parent.name, path.parent.name
+    print(f"{path}: dropped {len(chosen)} of {len(records)} runs (`git checkout -- {path}` restores them). A run "
+          f"directory of one of them under runs/{exp}/{scale}/ would be read back into the store by make table: "
+          "move it away first. Then train the cells again (make sweep) and rebuild the report (make table, "
+          "TABLE_ARGS=--force while the runs are missing).")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m factorial.store",
+                                description="List the runs of a results store, or take runs out of it.")
+    sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="one line per stored run: id, status, final validation perplexity, commit, "
+                                     "whether the working tree was dirty, device")
+    ls.add_argument("store", help="results/<exp>/<scale>/ (or its runs.jsonl.gz)")
+    drop = sub.add_parser("drop", help="rewrite the store without the chosen runs (to train them again)")
+    drop.add_argument("store", help="results/<exp>/<scale>/ (or its runs.jsonl.gz)")
+    drop.add_argument("runs", nargs="*", help="run ids as `list` prints them (<cell>/seed<k>)")
+    drop.add_argument("--dirty", action="store_true", help="also every run trained from a working tree with "
+                                                          "uncommitted changes")
+    drop.add_argument("--dry-run", action="store_true", help="say what would be dropped; write nothing")
+    args = p.parse_args(argv)
+    try:
+        path = _store_of(args.store)
+        if args.command == "list":
+            return _list(path)
+        if not args.runs and not args.dirty:
+            p.error("drop: name the runs to drop, or --dirty")
+        return _drop(path, args.runs, args.dirty, args.dry_run)
+    except StoreError as err:
+        print(f"python -m factorial.store: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
