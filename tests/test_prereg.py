@@ -212,6 +212,36 @@ def test_the_signature_holds_only_when_a_fails_and_every_listed_row_behaves_as_t
         assert SG.evaluate(_signature_cells(tmp_path, paper_like)) == []  # no signature in the rules: nothing
 
 
+def test_the_scale_summary_gives_each_signatures_verdict_with_its_rows(tmp_path, rules_with):
+    """CLAIMS-<scale>.md ends with every pre-registered signature of the scale's studies (their signature.csv):
+    the verdict per pass, and which rows behaved as the paper has them, which did not, which are undetermined."""
+    import pandas as pd
+
+    from factorial.report import signature as SG
+    from factorial.report import summary as SU
+
+    paper_like = {("A", "true"): 100.0, ("A", "false"): 400.0, ("C", "false"): None, ("B", "false"): 380.0}
+    with rules_with(signature={"fails": ["A", "C"], "stable": ["B"]}):
+        (res,) = SG.evaluate(_signature_cells(tmp_path, paper_like))
+    out = tmp_path / "results"
+    (out / "deep" / "cpu_deep").mkdir(parents=True)
+    SG.frame([("confirmation (seeds 10–12), confirmatory", res)]).to_csv(out / "deep" / "cpu_deep" / "signature.csv",
+                                                                         index=False)
+    md = SU.signatures_markdown(out, "cpu_deep")
+    row = next(line for line in md.splitlines() if line.startswith("| [deep]"))
+    cells = [c.strip() for c in row.strip("|").split(" | ")]
+    assert cells[:4] == ["[deep](deep/cpu_deep/REPORT.md)", "confirmation (seeds 10–12), confirmatory", "–",
+                         "**does not hold**"]
+    a = res.checks[0].judgement.diff
+    assert cells[4] == f"A {R.pct(a.estimate):+.1f} % [{R.pct(a.lo):+.1f}, {R.pct(a.hi):+.1f}]; C"  # C: all diverged
+    assert cells[5].startswith("B +2") and cells[6] == "–"  # momentum failing: against the paper
+    assert SU.signatures_markdown(out, "cpu") == ""
+    pd.DataFrame([{"claim": "C4", "context": "", "verdict": "reproduced", "reason": "r"}]).to_csv(
+        out / "deep" / "cpu_deep" / "claims.csv", index=False)
+    SU.write(out, "cpu_deep")
+    assert (out / "CLAIMS-cpu_deep.md").read_text().endswith(md)
+
+
 def test_the_deep_regime_is_registered_with_its_own_seeds_and_signature():
     deep = R.load_rules("deep")
     paper = R.load_rules("paper")

@@ -184,6 +184,41 @@ def to_markdown(frame: pd.DataFrame, scale: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def signatures_markdown(out: Path, scale: str) -> str:
+    """A section for CLAIMS-<scale>.md: the verdict of each pre-registered signature of the no-warmup pattern
+    (the studies' signature.csv, factorial.report.signature), per pass and context, with each row's ratio to
+    A with warmup; "" when no study of the scale states one."""
+    rows = []
+    for path in sorted(Path(out).glob(f"*/{scale}/signature.csv")):
+        exp = path.parent.parent.name
+        frame = pd.read_csv(path, keep_default_na=False)
+        for (judged, ctx), g in frame.groupby(["runs judged", "context"], sort=False):
+            def part(r) -> str:
+                est, lo, hi = r["ratio_pct"], r["ci_low_pct"], r["ci_high_pct"]
+                if est in ("", None):
+                    return r["row"]
+                ci = f" [{float(lo):+.1f}, {float(hi):+.1f}]" if lo not in ("", None) and hi not in ("", None) else ""
+                return f"{r['row']} {float(est):+.1f} %{ci}"
+
+            def listed(matches: str) -> str:
+                sub = g[g["matches"] == matches]
+                return "; ".join(part(r) for r in sub.to_dict("records")) or "–"
+
+            rows.append([f"[{exp}]({exp}/{scale}/REPORT.md)", str(judged), str(ctx) or "–",
+                         f"**{g['signature'].iloc[0]}**", listed("yes"), listed("no"), listed("undetermined")])
+    if not rows:
+        return ""
+    lines = ["## Pre-registered signatures", "",
+             "The pattern of the paper's Table 2 without warmup, as each study's rules stated it before its runs: A "
+             "and the rows the paper has failing fail against A with warmup, the rows it has training do not. Each row "
+             "is its cell without warmup over A with warmup, in %, with the 90 % interval; the rules and every reason "
+             "are in the study's REPORT.md.", "",
+             "| study | runs judged | context | signature | rows as the paper has them | rows against the paper | "
+             "undetermined |", "|---|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def readme_block(frame: pd.DataFrame, scale: str) -> str:
     """The headline table README.md shows for a scale (between its markers), from claims-<scale>.csv."""
     lines = [headline(frame), "", "Intervals: each part's x vs its reference in %, 90 % CI, n seeds on each side.", "",
@@ -227,7 +262,8 @@ def write(out: Path, scale: str) -> Path | None:
     out = Path(out)
     atomic_write_text(out / f"claims-{scale}.csv", frame.to_csv(index=False))
     path = out / f"CLAIMS-{scale}.md"
-    atomic_write_text(path, to_markdown(frame, scale))
+    signatures = signatures_markdown(out, scale)
+    atomic_write_text(path, to_markdown(frame, scale) + (f"\n{signatures}" if signatures else ""))
     from ..layout import REPO_ROOT
 
     if out.resolve() == (REPO_ROOT / "results").resolve():  # the generated blocks of the two READMEs
