@@ -139,6 +139,13 @@ def test_a_threshold_changed_after_the_runs_makes_their_verdicts_exploratory(tmp
     assert len(titles) == 2 and titles[0].endswith("— confirmation (seeds 1–3)") and titles[1].endswith("— exploration (seed 0)"), titles
     first, second = table.split(titles[1])
     assert "(n=3)" in first and "(n=1)" not in first and "(n=1)" in second and "(n=3)" not in second
+    # and so do the figures: each once per pass, the caption naming its seeds
+    figures = sorted(p.name for p in (out / "reg" / "smoke").glob("*.png"))
+    confirm = {f.removesuffix("_confirmation.png") for f in figures if f.endswith("_confirmation.png")}
+    explore = {f.removesuffix("_exploration.png") for f in figures if f.endswith("_exploration.png")}
+    assert confirm and confirm == explore and len(figures) == 2 * len(confirm), figures
+    report = (out / "reg" / "smoke" / "REPORT.md").read_text()
+    assert report.index("*Confirmation (seeds 1–3): ") < report.index("*Exploration (seed 0): ")
 
     data = yaml.safe_load(open(rules))
     data["equivalence_margin"] = 1.10  # decided after reading the numbers
@@ -167,6 +174,8 @@ def test_a_missing_confirmatory_run_leaves_the_confirmation_incomplete(tmp_path,
     assert set(regs) == {"confirmation"}
     assert regs["confirmation"] == {"incomplete", "note: 2 of the 4 planned confirmatory runs have finished; the "
                                                   "verdicts become confirmatory when all have"}
+    figures = [p.name for p in (out / "inc" / "smoke").glob("*.png")]
+    assert figures and not any(f.endswith(("_confirmation.png", "_exploration.png")) for f in figures)  # one pass
 
 
 def _signature_cells(tmp_path, ppl: dict[tuple[str, str], float | None]):

@@ -290,6 +290,32 @@ def pass_tables(report, runs: pd.DataFrame, exp: str) -> list:
             for p in EV.passes(runs, rules) for t in TB.build_tables(report, D.aggregate(p.runs))]
 
 
+def pass_plots(report, runs: pd.DataFrame, curves: pd.DataFrame, exp: str, out: Path, title: str) -> list | None:
+    """A study that names pre-registered rules and holds both passes gets its figures per pass, as its tables:
+    each figure once from the confirmation's runs (``<name>_confirmation.png``) and once from the exploration's
+    (``<name>_exploration.png``), the caption saying which seeds it shows. None otherwise (one set of figures
+    from every run: a study without rules, or one pass only)."""
+    import tempfile
+
+    rules = study_rules(exp)
+    if rules is None or not len(runs):
+        return None
+    passes = EV.passes(runs, rules)
+    if len(passes) < 2:
+        return None
+    made = []
+    for p in passes:
+        ids = set(p.runs["run_id"])
+        sub = curves[curves["run_id"].isin(ids)] if curves is not None and "run_id" in curves else curves
+        with tempfile.TemporaryDirectory(dir=out) as tmp:
+            for name, caption in plots.make_plots(report, p.runs, D.aggregate(p.runs), sub, Path(tmp), title):
+                stem, dot, ext = name.rpartition(".")
+                renamed = f"{stem}_{p.name}{dot}{ext}"
+                os.replace(Path(tmp) / name, out / renamed)
+                made.append((renamed, f"{p.label[0].upper()}{p.label[1:]}: {caption}"))
+    return made
+
+
 def study_cell_names(exp: str) -> set[str] | None:
     """The names of the cells the study file defines (None without a study file: every run is the study's)."""
     if not study_file(exp).is_file():
@@ -348,7 +374,9 @@ def _build(args, command: str, report) -> Path:
         stage.text("table.md", TB.to_markdown(tables, "##") + "\n")
         stage.csv("table.csv", TB.to_csv_frame(tables))
         stage.text("table.tex", TB.to_latex(tables))
-        made = plots.make_plots(report, runs, cells, curves, stage.tmp, name)
+        made = pass_plots(report, runs, curves, args.exp, stage.tmp, name)
+        if made is None:
+            made = plots.make_plots(report, runs, cells, curves, stage.tmp, name)
         points = screen.screen_points(own_cells)
         made += screen.screen_plot(points, stage.tmp)
         control_md = screen.control_markdown(screen.control_results(own_cells, report.controls))

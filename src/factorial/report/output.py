@@ -14,7 +14,8 @@ import pandas as pd
 log = logging.getLogger("factorial.report")
 
 # Files this module owns in results/<exp>/<scale>/; a stale one (not written this time) is removed.
-MANAGED = ("cells.csv", "curves.csv", "claims.csv", "lr_sensitivity.csv", "table.md", "table.csv", "table.tex", "REPORT.md")
+MANAGED = ("cells.csv", "curves.csv", "claims.csv", "lr_sensitivity.csv", "signature.csv", "table.md", "table.csv",
+           "table.tex", "REPORT.md")
 MANAGED_GLOBS = ("*.png",)
 
 
