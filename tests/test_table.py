@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -918,3 +919,20 @@ def test_a_sweep_verdicts_interval_is_in_nats_not_a_percentage():
     ppl = _interval_columns(R.approx(R.cell_stats("x", {0: 101.0, 1: 102.0, 2: 99.0}),
                                      R.cell_stats("r", {0: 100.0, 1: 100.0, 2: 100.0})))
     assert ppl["estimate_pct"] is not None and ppl["estimate_nats"] is None
+
+
+def test_a_from_csv_build_keeps_the_column_order_when_it_adds_a_statistic(tmp_path):
+    """A cells.csv written before a statistic existed (here, without the per-matrix clip fractions) gets it from
+    curves.csv in its place among the RMS(U) columns, so rebuilding from the rebuilt cells.csv changes nothing."""
+    src = Path(__file__).parent.parent / "results" / "clipping" / "cpu"
+    old = tmp_path / "old"
+    old.mkdir()
+    cells = pd.read_csv(src / "cells.csv", dtype=str, keep_default_na=False)
+    cells.drop(columns=[c for c in cells.columns if c.endswith(".frac_clipped")]).to_csv(old / "cells.csv", index=False)
+    shutil.copy(src / "curves.csv", old / "curves.csv")
+    for source, out in ((old, "a"), (tmp_path / "a" / "clipping" / "cpu", "b")):
+        assert CLI.main(["--exp", "clipping", "--scale", "cpu", "--from-csv", str(source / "cells.csv"),
+                         "--out", str(tmp_path / out)]) == 0
+    a, b = (tmp_path / o / "clipping" / "cpu" / "cells.csv" for o in ("a", "b"))
+    assert any(c.endswith(".frac_clipped") for c in pd.read_csv(a, nrows=0).columns)
+    assert a.read_text() == b.read_text()
