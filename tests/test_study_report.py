@@ -264,6 +264,8 @@ def test_a_study_of_table_2_rows_draws_the_training_loss_one_panel_per_row(tmp_p
     caption = report.split("![train_loss.png](train_loss.png)", 1)[1].split("\n\n")[1]
     assert "Training loss (nats) against step, on a log axis from the first logged step, one panel per Table 2 row" in caption
     assert "unigram entropy of the training split (5.432 nats per token)" in caption
+    curves = report.split("![curves.png](curves.png)", 1)[1].split("\n\n")[1]
+    assert "each cell the mean of its seeds with a min–max band" in curves and "one line per seed" not in curves
     # two rows (A, G): two panels side by side, as wide as the validation curves' grid
     loss, val = mpimg.imread(out / "train_loss.png"), mpimg.imread(out / "curves.png")
     assert loss.shape[1] == pytest.approx(val.shape[1], rel=0.1)
