@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..layout import REPO_ROOT
 from . import rules as R
+from .data import _finite
 from .claims import ClaimResult, Claim
 from .tables import Table, to_markdown
 
@@ -139,14 +140,6 @@ def _cell_label(c: dict, cells: pd.DataFrame) -> str:
     if c.get("schedule.multiplier") is not None and cells["schedule.multiplier"].nunique() > 1:
         label += f", ×{c['schedule.multiplier']:g}"
     return label
-
-
-def _finite(x) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def unigram_table(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
