@@ -269,3 +269,28 @@ def test_a_study_of_table_2_rows_draws_the_training_loss_one_panel_per_row(tmp_p
     # two rows (A, G): two panels side by side, as wide as the validation curves' grid
     loss, val = mpimg.imread(out / "train_loss.png"), mpimg.imread(out / "curves.png")
     assert loss.shape[1] == pytest.approx(val.shape[1], rel=0.1)
+
+
+def test_the_rms_rows_figure_draws_rms_u_per_row_when_the_runs_logged_it(tmp_path):
+    """rms_rows: RMS(U) (the mean over tensors) against step, one panel per Table 2 row, with the logging interval
+    and "descriptive" in its caption; runs that did not log opt/rms_u_mean get no such figure (and no error)."""
+    import json
+
+    path, runs = my_study(tmp_path, "report:\n  plots: [row_curves, rms_rows]\n")
+    assert build(tmp_path, path, runs, "without") == 0
+    without = tmp_path / "without" / "mine" / "tiny"
+    assert not (without / "rms_u_rows.png").exists() and "rms_u_rows" not in (without / "REPORT.md").read_text()
+    for metrics in (runs / "mine" / "tiny").glob("*/*/metrics.jsonl"):
+        records = [json.loads(line) for line in metrics.read_text().splitlines()]
+        for r in records:
+            if r["step"] % 4 == 0 and "rms_u/tok_emb" in r:
+                r["opt/rms_u_mean"] = 3.0 if r["step"] == 8 else 0.5
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert build(tmp_path, path, runs, "with") == 0
+    out = tmp_path / "with" / "mine" / "tiny"
+    assert (out / "rms_u_rows.png").exists()
+    caption = (out / "REPORT.md").read_text().split("![rms_u_rows.png](rms_u_rows.png)", 1)[1].split("\n\n")[1]
+    assert "RMS(U), mean over tensors against step, on a log axis from the first logged step, one panel per Table 2 row" in caption
+    assert "Logged every 4 steps" in caption and "Descriptive: no rule reads this figure." in caption
+    curves = pd.read_csv(out / "curves.csv")
+    assert curves["opt/rms_u_mean"].max() == 3.0  # the burst is in the data the figure is drawn from

@@ -123,8 +123,11 @@ def table2_curves(runs, cells: pd.DataFrame, curves, out: Path, name: str, subti
                   key: str = RF.VAL_PPL) -> list[tuple[str, str]]:
     """A grid of small panels, one per Table 2 row: warmup (blue) and no warmup (red), the mean of the seeds with a
     min–max band. ``key`` RF.TRAIN_LOSS: the training loss on a log step axis from the first logged step, with the
-    corpus's unigram entropy as a dotted line (a loss stuck there is a model that learned token frequencies only)."""
+    corpus's unigram entropy as a dotted line (a loss stuck there is a model that learned token frequencies only).
+    ``key`` RF.RMS_U_MEAN: RMS(U) of the unscaled update (the mean over tensors) on log axes, with RMS(U) = 1 as a
+    dashed line — the paper's account of the no-warmup failure is RMS(U) ≫ 1 from a stale second moment."""
     train = key == RF.TRAIN_LOSS
+    rms = key == RF.RMS_U_MEAN
     recs = [c for c in cells.to_dict("records") if c.get("row_match")]
     letters = [r for r in ROW_ORDER if any(c["row_match"] == r for c in recs)]
     if not letters:
@@ -150,30 +153,46 @@ def table2_curves(runs, cells: pd.DataFrame, curves, out: Path, name: str, subti
         ax.legend(handles=handles, loc="best", fontsize=7.5, framealpha=0.85, handlelength=1.2)
         ax.set_title(_short_row(letter), fontsize=9.5, loc="left")
         ax.grid(True, alpha=0.3, which="both")
-        if not train:
-            _log_if_wide(ax, panel_y)
-        _clip_ylim(ax, panel_y, must)
+        if rms:  # every value, spikes included: clipping the axis would hide what the figure is for
+            _log_if_wide(ax, panel_y + [1.0])
+            ax.axhline(1.0, color="0.25", lw=1.0, ls="--", zorder=0)
+        else:
+            if not train:
+                _log_if_wide(ax, panel_y)
+            _clip_ylim(ax, panel_y, must)
         _say_if_no_curve(ax, panel_y)
     unigram = _unigram_entropy(runs) if train else None
     _unigram_line(axes.flat[:n], unigram)
     _hide_unused(axes, n)
-    if train:  # from the first logged step: a no-warmup plateau shows early (the x axis is shared)
+    if train or rms:  # from the first logged step: a no-warmup plateau shows early (the x axis is shared)
         _log_step_axis(axes.flat[0])
-    what = "training loss (nats)" if train else "validation perplexity"
+    what = "training loss (nats)" if train else "RMS(U), mean over tensors" if rms else "validation perplexity"
     for ax in axes[:, 0]:
         ax.set_ylabel(what)
     handles = [Line2D([], [], color=WARMUP_COLORS[True], lw=2, label="warmup"),
                Line2D([], [], color=WARMUP_COLORS[False], lw=2, label="no warmup"),
                Line2D([], [], color="k", marker="x", ls="", ms=8, mew=2, label="diverged (at that step)")]
     fig.legend(handles=handles, loc="upper right", ncol=3, fontsize=10, frameon=False, bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(f"Table 2 rows: {what.split(' (')[0]} against step{' (log scale)' if train else ''}"
+    fig.suptitle(f"Table 2 rows: {what.split(' (')[0].split(',')[0]} against step{' (log scale)' if train or rms else ''}"
                  + (f" ({subtitle})" if subtitle else ""), x=0.01, ha="left", fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 0.97 if nrows > 2 else 0.93))
     _save(fig, out / name)
-    return [(name, f"{what[0].upper() + what[1:]} against step{', on a log axis from the first logged step' if train else ''}, "
+    return [(name, f"{what[0].upper() + what[1:]} against step"
+                   f"{', on a log axis from the first logged step' if train or rms else ''}, "
                    "one panel per Table 2 row; blue: with warmup, red: without; each cell the mean of its seeds with a "
                    "min–max band (one seed: its line), × on the top edge where a seed diverged; the legend gives final "
-                   "validation perplexity (mean ± std, n seeds)." + _unigram_caption(unigram))]
+                   "validation perplexity (mean ± std, n seeds)." + _unigram_caption(unigram) + _rms_caption(rms, curves))]
+
+
+def _rms_caption(rms: bool, curves) -> str:
+    if not rms:
+        return ""
+    steps = sorted(curves.dropna(subset=[RF.RMS_U_MEAN])["step"].unique())
+    every = int(np.diff(steps).min()) if len(steps) > 1 else None
+    return (" RMS(U) is that of the unscaled update U = G/√V̂ before any clipping (docs/METRICS.md), the mean over "
+            "every tensor; the dashed line is RMS(U) = 1, the clipping threshold d of rows H, J, N, O and P. "
+            + (f"Logged every {every} steps: a burst between two logged steps is not seen. " if every else "")
+            + "Descriptive: no rule reads this figure.")
 
 
 def _unigram_line(axes, unigram: float | None) -> None:
@@ -637,6 +656,10 @@ def make_plots(study: str | S.ReportSpec, runs: pd.DataFrame, cells: pd.DataFram
             for suffix, sec, sub in _table2_sections(cells):
                 made += table2_curves(runs, sub, curves, out, f"train_loss{suffix}.png", section_title(sec),
                                       key=RF.TRAIN_LOSS)
+        elif plot == "rms_rows" and curves is not None and RF.RMS_U_MEAN in curves and curves[RF.RMS_U_MEAN].notna().any():
+            for suffix, sec, sub in _table2_sections(cells):
+                made += table2_curves(runs, sub, curves, out, f"rms_u_rows{suffix}.png", section_title(sec),
+                                      key=RF.RMS_U_MEAN)
         elif plot == "train_loss" and has_loss:
             made += generic_curves(runs, cells, curves, layout, out, "train_loss.png", title, key=RF.TRAIN_LOSS)
         elif plot == "sgd_lr":

@@ -72,6 +72,7 @@ PLOTS = {
     "curves": "validation perplexity against step, one panel per column group of the table",
     "row_curves": "validation perplexity against step, one panel per Table 2 row (warmup and no warmup)",
     "train_loss": "training loss against step (log step axis)",
+    "rms_rows": "RMS(U) (mean over tensors) against step, one panel per Table 2 row (warmup and no warmup)",
     "sgd_lr": "rows Q (SGD): final perplexity against k",
     "fig1": "Figure 1: RMS(U) against step of every cell that logged it",
     "fig1_ag": "Figure 1 for rows A and G with warmup, when both logged RMS(U)",
