@@ -191,7 +191,8 @@ def _rms_caption(rms: bool, curves) -> str:
     every = int(np.diff(steps).min()) if len(steps) > 1 else None
     return (" RMS(U) is that of the unscaled update U = G/√V̂ before any clipping (docs/METRICS.md), the mean over "
             "every tensor; the dashed line is RMS(U) = 1, the clipping threshold d of rows H, J, N, O and P. "
-            + (f"Logged every {every} steps: a burst between two logged steps is not seen. " if every else "")
+            + ("Logged every step. " if every == 1 else
+               f"Logged every {every} steps: a burst between two logged steps is not seen. " if every else "")
             + "Descriptive: no rule reads this figure.")
 
 
