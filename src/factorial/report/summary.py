@@ -172,7 +172,9 @@ def to_markdown(frame: pd.DataFrame, scale: str) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in frame.to_dict("records"):
-        link = f"[{r['study']}]({r['study']}/{scale}/REPORT.md)" if r["study"] not in ("–", "") else r["study"]
+        # a home study with no results at this scale has no report to link to
+        linked = r["study"] not in ("–", "") and not str(r["reason"]).startswith("no results for ")
+        link = f"[{r['study']}]({r['study']}/{scale}/REPORT.md)" if linked else r["study"]
         cells = [r["claim"], r["paper"], r["statement"], link, f"**{r['verdict']}**", r["standing"] or "–", r["reason"],
                  r["exploratory_verdict"], r["other_studies"] or "–"]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
