@@ -172,10 +172,12 @@ def table2_curves(runs, cells: pd.DataFrame, curves, out: Path, name: str, subti
     handles = [Line2D([], [], color=WARMUP_COLORS[True], lw=2, label="warmup"),
                Line2D([], [], color=WARMUP_COLORS[False], lw=2, label="no warmup"),
                Line2D([], [], color="k", marker="x", ls="", ms=8, mew=2, label="diverged (at that step)")]
-    fig.legend(handles=handles, loc="upper right", ncol=3, fontsize=10, frameon=False, bbox_to_anchor=(1.0, 1.0))
+    narrow = ncols <= 2  # the title fills the top line: the legend goes below the panels
+    fig.legend(handles=handles, loc="lower center" if narrow else "upper right", ncol=3, fontsize=10, frameon=False,
+               bbox_to_anchor=(0.5, 0.0) if narrow else (1.0, 1.0))
     fig.suptitle(f"Table 2 rows: {what.split(' (')[0].split(',')[0]} against step{' (log scale)' if train or rms else ''}"
                  + (f" ({subtitle})" if subtitle else ""), x=0.01, ha="left", fontsize=13)
-    fig.tight_layout(rect=(0, 0, 1, 0.97 if nrows > 2 else 0.93))
+    fig.tight_layout(rect=(0, 0.08 / nrows if narrow else 0, 1, 0.97 if nrows > 2 else 0.93))
     _save(fig, out / name)
     return [(name, f"{what[0].upper() + what[1:]} against step"
                    f"{', on a log axis from the first logged step' if train or rms else ''}, "
