@@ -472,9 +472,9 @@ def load_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         curves["run_id"] = curves["run_id"].astype(str)
         clips = dict(zip(runs["run_id"], runs["optim.clip_threshold"])) if "optim.clip_threshold" in runs else {}
         stats = {rid: rms_stats(g, clips.get(rid)) for rid, g in curves.groupby("run_id", sort=False)}
-        for i, rid in enumerate(runs["run_id"]):
-            for k, v in stats.get(rid, {}).items():
-                runs.at[i, k] = v
+        for k in dict.fromkeys(k for st in stats.values() for k in st):  # .loc: a new column is allowed, .at's is not
+            has = [k in stats.get(rid, {}) for rid in runs["run_id"]]
+            runs.loc[has, k] = [stats[rid][k] for rid, h in zip(runs["run_id"], has) if h]
         runs = _ordered(runs)  # a statistic cells.csv lacked (written before it existed) takes its place
     return runs, curves
 
