@@ -647,6 +647,7 @@ def make_plots(study: str | S.ReportSpec, runs: pd.DataFrame, cells: pd.DataFram
         return made
     has_curves = curves is not None and RF.VAL_PPL in curves and curves[RF.VAL_PPL].notna().any()
     has_loss = curves is not None and RF.TRAIN_LOSS in curves and curves[RF.TRAIN_LOSS].notna().any()
+    has_rms = curves is not None and RF.RMS_U_MEAN in curves and curves[RF.RMS_U_MEAN].notna().any()
     layout = layout_of(report, cells.columns)
     for plot in report.plots:
         if plot == "curves" and has_curves:
@@ -659,7 +660,7 @@ def make_plots(study: str | S.ReportSpec, runs: pd.DataFrame, cells: pd.DataFram
             for suffix, sec, sub in _table2_sections(cells):
                 made += table2_curves(runs, sub, curves, out, f"train_loss{suffix}.png", section_title(sec),
                                       key=RF.TRAIN_LOSS)
-        elif plot == "rms_rows" and curves is not None and RF.RMS_U_MEAN in curves and curves[RF.RMS_U_MEAN].notna().any():
+        elif plot == "rms_rows" and has_rms:
             for suffix, sec, sub in _table2_sections(cells):
                 made += table2_curves(runs, sub, curves, out, f"rms_u_rows{suffix}.png", section_title(sec),
                                       key=RF.RMS_U_MEAN)

@@ -88,6 +88,9 @@ def _int(x) -> str:
         return "?"
 
 
+NO_RESULTS = "no results for"  # how a claim's reason starts when no home study has run at the scale
+
+
 def summarize(out: Path, scale: str) -> pd.DataFrame | None:
     """The claim-by-claim frame for ``scale``; None when no study of that scale has a claims.csv."""
     studies = _study_claims(out, scale)
@@ -103,7 +106,7 @@ def summarize(out: Path, scale: str) -> pd.DataFrame | None:
         intervals = explore_intervals = ""
         if home is None:
             verdict, where = NOT_RUN, (its[0] if its else "–")
-            reason = f"no results for {', '.join(its)} at this scale" if its else "no study in experiments/ is home to it"
+            reason = f"{NO_RESULTS} {', '.join(its)} at this scale" if its else "no study in experiments/ is home to it"
         else:
             frame = studies[home]
             mine = frame[frame["claim"] == claim.id]
@@ -173,7 +176,7 @@ def to_markdown(frame: pd.DataFrame, scale: str) -> str:
     ]
     for r in frame.to_dict("records"):
         # a home study with no results at this scale has no report to link to
-        linked = r["study"] not in ("–", "") and not str(r["reason"]).startswith("no results for ")
+        linked = r["study"] not in ("–", "") and not str(r["reason"]).startswith(NO_RESULTS)
         link = f"[{r['study']}]({r['study']}/{scale}/REPORT.md)" if linked else r["study"]
         cells = [r["claim"], r["paper"], r["statement"], link, f"**{r['verdict']}**", r["standing"] or "–", r["reason"],
                  r["exploratory_verdict"], r["other_studies"] or "–"]
