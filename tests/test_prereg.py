@@ -217,6 +217,28 @@ def test_the_signature_holds_only_when_a_fails_and_every_listed_row_behaves_as_t
         assert res.verdict == "undetermined"
         md = SG.markdown([("confirmation (seeds 10–12), confirmatory", res)])
         assert "the signature undetermined" in md and "| B | stable |" in md
+    # a study that runs some of the listed rows (deep_lr: A, B, H, O): the others are undetermined, named in one
+    # line of the report instead of a table row each, and kept in signature.csv
+    with rules_with(signature={"fails": ["A", "C", "D"], "stable": ["B", "K"]}):
+        (res,) = SG.evaluate(_signature_cells(tmp_path, paper_like))
+        assert res.verdict == "undetermined" and [c.row for c in res.checks if not c.in_study] == ["D", "K"]
+        md = SG.markdown([("confirmation (seeds 10–12), confirmatory", res)])
+        assert "| C | fails |" in md and "| D |" not in md and "| K |" not in md
+        assert "No runs of these rows here, so undetermined: D, K (listed in signature.csv)" in md
+        frame = SG.frame([("c", res)])
+        assert list(frame["row"]) == ["A", "C", "D", "B", "K"] and list(frame["has_runs"]) == [True, True, False, True, False]
+        out = tmp_path / "results"
+        (out / "lr" / "cpu_deep").mkdir(parents=True)
+        frame.to_csv(out / "lr" / "cpu_deep" / "signature.csv", index=False)
+        from factorial.report import summary as SU
+        row = next(line for line in SU.signatures_markdown(out, "cpu_deep").splitlines() if line.startswith("| [lr]"))
+        assert row.endswith("| – | no runs of D, K |") and "; C; B +4.0 %" in row
+        # a signature.csv written before the column existed: every row has runs
+        frame.drop(columns="has_runs").to_csv(out / "lr" / "cpu_deep" / "signature.csv", index=False)
+        row = next(line for line in SU.signatures_markdown(out, "cpu_deep").splitlines() if line.startswith("| [lr]"))
+        assert row.endswith("| D; K |")
+        (res,) = SG.evaluate(_signature_cells(tmp_path, {**paper_like, ("B", "false"): 380.0}))
+        assert res.verdict == "does not hold"  # a row that is run and behaves against the paper still decides it
     with rules_with():
         assert SG.evaluate(_signature_cells(tmp_path, paper_like)) == []  # no signature in the rules: nothing
 

@@ -936,3 +936,33 @@ def test_a_from_csv_build_keeps_the_column_order_when_it_adds_a_statistic(tmp_pa
     a, b = (tmp_path / o / "clipping" / "cpu" / "cells.csv" for o in ("a", "b"))
     assert any(c.endswith(".frac_clipped") for c in pd.read_csv(a, nrows=0).columns)
     assert a.read_text() == b.read_text()
+
+
+def test_a_panel_with_no_curve_says_why_and_draws_no_empty_legend(monkeypatch):
+    """A table built while a sweep runs has cells with no finished run: their panel says "unfinished" (or
+    "crashed", or "diverged" with its ×), never that every seed diverged when none did, and no panel asks
+    matplotlib for a legend with nothing in it."""
+    import warnings
+
+    from factorial.report import plots
+
+    runs, _ = D.load_local(RUNS, "table2", "tiny")  # row I: one unfinished run; row H: one crashed run, without warmup
+    runs = runs[~runs["run_id"].str.startswith("row=A,optim.clip_threshold=1.0")]  # H with warmup: H's panel empty too
+    cells = D.aggregate(runs)
+    rows = []
+    for rid, outcome in zip(runs["run_id"], runs["outcome"]):
+        if outcome == "ok":
+            rows += [{"run_id": rid, "step": s, "val/ppl": 100.0 + 400 * math.exp(-s / 8)} for s in range(10, 110, 10)]
+    figs = _figures_of(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.table2_curves(runs, cells, pd.DataFrame(rows), Path("."), "curves.png")
+        plots.generic_curves(runs, cells, pd.DataFrame(rows), None, Path("."), "curves.png", "t")
+    said = {}
+    for fig in figs:
+        for ax in fig.axes:
+            for t in ax.texts:
+                said.setdefault(ax.get_title(loc="left").split(":")[0].split(",")[0], []).append(t.get_text())
+    assert "no point logged:\nof 1 run, 1 unfinished" in said["I"]
+    assert "no point logged:\nof 1 run, 1 crashed" in said["H"]
+    assert not any("diverged" in t for ts in said.values() for t in ts)

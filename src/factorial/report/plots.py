@@ -142,11 +142,13 @@ def table2_curves(runs, cells: pd.DataFrame, curves, out: Path, name: str, subti
         handles = []
         panel_y: list[float] = []
         must: list[float] = []
+        panel_stats: list[R.CellStats] = []
         for warmup in (True, False):
             cell = next((c for c in recs if c["row_match"] == letter and bool(c["schedule.warmup"]) == warmup), None)
             if cell is None:
                 continue
             s = stats_of(cell, "")
+            panel_stats.append(s)
             panel_y += _draw_cell(ax, runs, curves, cell, WARMUP_COLORS[warmup], None, key=key, must=must)
             handles.append(Line2D([], [], color=WARMUP_COLORS[warmup], lw=2,
                                   label=f"{'warmup' if warmup else 'no warmup'}: {R.format_stats(s)}"))
@@ -160,7 +162,7 @@ def table2_curves(runs, cells: pd.DataFrame, curves, out: Path, name: str, subti
             if not train:
                 _log_if_wide(ax, panel_y)
             _clip_ylim(ax, panel_y, must)
-        _say_if_no_curve(ax, panel_y)
+        _say_if_no_curve(ax, panel_y, panel_stats)
     unigram = _unigram_entropy(runs) if train else None
     _unigram_line(axes.flat[:n], unigram)
     _hide_unused(axes, n)
@@ -237,14 +239,19 @@ def _hide_unused(axes, n: int, xlabel: str = "step") -> None:
             ax.set_xlabel(xlabel)
 
 
-def _say_if_no_curve(ax, ys: list[float]) -> None:
-    """A panel whose cells logged no point (every seed diverged before its first evaluation) says so, instead of
-    an empty axis with meaningless ticks."""
+def _say_if_no_curve(ax, ys: list[float], stats: list[R.CellStats] = ()) -> None:
+    """A panel whose cells logged no point says why (its seeds diverged before their first evaluation, or have
+    not finished or crashed: a table built while a sweep runs), instead of an empty axis with meaningless ticks."""
     if ys:
         return
     ax.set_yticks([])
-    ax.text(0.5, 0.5, "no point logged:\nevery seed diverged (× at its step)", transform=ax.transAxes, ha="center",
-            va="center", fontsize=8.5, color="0.35")
+    diverged, unfinished, crashed = (sum(getattr(s, k) for s in stats) for k in ("n_diverged", "n_incomplete", "n_failed"))
+    why = [w for k, w in ((diverged, f"{diverged} diverged (× at its step)"), (unfinished, f"{unfinished} unfinished"),
+                          (crashed, f"{crashed} crashed")) if k]
+    total = sum(s.n + s.n_incomplete + s.n_failed for s in stats)
+    text = f"no point logged: of {total} run{'s' * (total != 1)}, " + ", ".join(why) if why else "no point logged"
+    ax.text(0.5, 0.5, text.replace(": ", ":\n", 1), transform=ax.transAxes, ha="center", va="center", fontsize=8.5,
+            color="0.35")
 
 
 def _clip_ylim(ax, ys: list[float], must: list[float] = ()) -> None:
@@ -307,21 +314,25 @@ def generic_curves(runs, cells: pd.DataFrame, curves, layout: Layout | None, out
     for ax, panel in zip(axes.flat, panels):
         panel_y: list[float] = []
         must: list[float] = []
+        panel_stats: list[R.CellStats] = []
         for ln in lines:
             for c in recs:
                 if panel_of(c) == panel and line_of(c) == ln:
                     lab = ", ".join(x[1] for x in ln)
-                    panel_y += _draw_cell(ax, runs, curves, c, colors[ln], f"{lab}: {R.format_stats(stats_of(c, ''))}",
+                    panel_stats.append(stats_of(c, ""))
+                    panel_y += _draw_cell(ax, runs, curves, c, colors[ln], f"{lab}: {R.format_stats(panel_stats[-1])}",
                                           key=key, must=must)
         ax.set_title(", ".join(f"{f.header}={x[1]}" if f.header.count(".") else x[1] for f, x in zip(panel_fields, panel))
                      if panel else title, fontsize=10, loc="left")
         ax.grid(True, alpha=0.3, which="both")
-        ax.legend(fontsize=7.5, title=", ".join(f.header for f in line_fields), title_fontsize=8, framealpha=0.85,
-                  **(dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0) if outside else dict(loc="best")))
+        if ax.get_legend_handles_labels()[0]:  # a panel with nothing drawn says why below, without an empty legend
+            ax.legend(fontsize=7.5, title=", ".join(f.header for f in line_fields), title_fontsize=8, framealpha=0.85,
+                      **(dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0) if outside
+                         else dict(loc="best")))
         if not train:
             _log_if_wide(ax, panel_y)
         _clip_ylim(ax, panel_y, must)
-        _say_if_no_curve(ax, panel_y)
+        _say_if_no_curve(ax, panel_y, panel_stats)
     unigram = _unigram_entropy(runs) if train else None
     _unigram_line(axes.flat[:len(panels)], unigram)  # a loss at this line is what token frequencies alone achieve
     _hide_unused(axes, len(panels))

@@ -205,12 +205,19 @@ def signatures_markdown(out: Path, scale: str) -> str:
                 ci = f" [{float(lo):+.1f}, {float(hi):+.1f}]" if lo not in ("", None) and hi not in ("", None) else ""
                 return f"{r['row']} {float(est):+.1f} %{ci}"
 
+            # rows the study has no runs of (deep_lr runs 4 of the 16): undetermined, named apart; a signature.csv
+            # written before the column existed has every row's runs
+            runs = g["has_runs"].astype(str) != "False" if "has_runs" in g else pd.Series(True, index=g.index)
+
             def listed(matches: str) -> str:
-                sub = g[g["matches"] == matches]
+                sub = g[(g["matches"] == matches) & runs]
                 return "; ".join(part(r) for r in sub.to_dict("records")) or "–"
 
+            absent = ", ".join(g.loc[~runs, "row"])
+            undetermined = "; ".join(x for x in (listed("undetermined"), f"no runs of {absent}" if absent else "–")
+                                     if x != "–") or "–"
             rows.append([f"[{exp}]({exp}/{scale}/REPORT.md)", str(judged), str(ctx) or "–",
-                         f"**{g['signature'].iloc[0]}**", listed("yes"), listed("no"), listed("undetermined")])
+                         f"**{g['signature'].iloc[0]}**", listed("yes"), listed("no"), undetermined])
     if not rows:
         return ""
     lines = ["## Pre-registered signatures", "",
