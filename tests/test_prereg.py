@@ -221,7 +221,7 @@ def test_the_signature_holds_only_when_a_fails_and_every_listed_row_behaves_as_t
     # line of the report instead of a table row each, and kept in signature.csv
     with rules_with(signature={"fails": ["A", "C", "D"], "stable": ["B", "K"]}):
         (res,) = SG.evaluate(_signature_cells(tmp_path, paper_like))
-        assert res.verdict == "undetermined" and [c.row for c in res.checks if not c.in_study] == ["D", "K"]
+        assert res.verdict == "undetermined" and [c.row for c in res.checks if not c.has_runs] == ["D", "K"]
         md = SG.markdown([("confirmation (seeds 10–12), confirmatory", res)])
         assert "| C | fails |" in md and "| D |" not in md and "| K |" not in md
         assert "No runs of these rows here, so undetermined: D, K (listed in signature.csv)" in md

@@ -249,9 +249,8 @@ def _say_if_no_curve(ax, ys: list[float], stats: list[R.CellStats] = ()) -> None
     why = [w for k, w in ((diverged, f"{diverged} diverged (× at its step)"), (unfinished, f"{unfinished} unfinished"),
                           (crashed, f"{crashed} crashed")) if k]
     total = sum(s.n + s.n_incomplete + s.n_failed for s in stats)
-    text = f"no point logged: of {total} run{'s' * (total != 1)}, " + ", ".join(why) if why else "no point logged"
-    ax.text(0.5, 0.5, text.replace(": ", ":\n", 1), transform=ax.transAxes, ha="center", va="center", fontsize=8.5,
-            color="0.35")
+    text = f"no point logged:\nof {total} run{'s' * (total != 1)}, " + ", ".join(why) if why else "no point logged"
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=8.5, color="0.35")
 
 
 def _clip_ylim(ax, ys: list[float], must: list[float] = ()) -> None:

@@ -25,7 +25,7 @@ class RowCheck:
     row: str
     expected: str  # "fails" | "stable"
     judgement: R.Judgement  # of "X without warmup fails against A with warmup"
-    in_study: bool = True  # whether the context has a cell of row X at all (deep_lr runs 4 of the 16 rows)
+    has_runs: bool = True  # whether the context has a cell of row X at all (deep_lr runs 4 of the 16 rows)
 
     @property
     def matches(self) -> bool | None:
@@ -67,7 +67,7 @@ def evaluate(cells: pd.DataFrame) -> list[SignatureResult]:
                     continue
                 checks.append(RowCheck(letter, expected, R.fails(ctx.stats(CL.row(letter, False)), a_ref, ctx.noise,
                                                                  ctx.metric),
-                                       in_study=ctx.has(CL.row(letter, False)) or ctx.has(CL.row(letter, True))))
+                                       has_runs=ctx.has(CL.row(letter, False)) or ctx.has(CL.row(letter, True))))
         out.append(SignatureResult(ctx_values, checks))
     return out
 
@@ -81,7 +81,7 @@ def frame(results: list[tuple[str, SignatureResult]]) -> pd.DataFrame:
             rows.append({"runs judged": label, "context": ", ".join(f"{k}={v}" for k, v in r.context.items()),
                          "signature": r.verdict, "row": c.row, "paper without warmup": c.expected,
                          "matches": {True: "yes", False: "no", None: "undetermined"}[c.matches],
-                         "has_runs": c.in_study,
+                         "has_runs": c.has_runs,
                          "ratio_pct": round(R.pct(d.estimate), 2) if d else None,
                          "ci_low_pct": round(R.pct(d.lo), 2) if d and d.lo is not None else None,
                          "ci_high_pct": round(R.pct(d.hi), 2) if d and d.hi is not None else None,
@@ -103,13 +103,13 @@ def markdown(results: list[tuple[str, SignatureResult]]) -> str:
         lines += [f"**{label}{' @ ' + ctx if ctx else ''}: the signature {r.verdict}.**", "",
                   "| row | paper without warmup | ours vs A with warmup | matches |", "|---|---|---|---|"]
         for c in r.checks:
-            if not c.in_study:
+            if not c.has_runs:
                 continue
             d = c.judgement.diff
             ours = d.text() if d is not None else c.judgement.reason
             lines.append(f"| {c.row} | {c.expected} | {ours.replace('|', '/')} | "
                          f"{ {True: 'yes', False: '**no**', None: 'undetermined'}[c.matches]} |")
-        absent = [c.row for c in r.checks if not c.in_study]
+        absent = [c.row for c in r.checks if not c.has_runs]
         if absent:  # undetermined (signature.csv lists them): the signature cannot hold without them
             lines += ["", f"No runs of these rows here, so undetermined: {', '.join(absent)} (listed in signature.csv); "
                           f"the signature can hold only where every listed row has runs."]

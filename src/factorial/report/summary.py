@@ -214,8 +214,8 @@ def signatures_markdown(out: Path, scale: str) -> str:
                 return "; ".join(part(r) for r in sub.to_dict("records")) or "–"
 
             absent = ", ".join(g.loc[~runs, "row"])
-            undetermined = "; ".join(x for x in (listed("undetermined"), f"no runs of {absent}" if absent else "–")
-                                     if x != "–") or "–"
+            undetermined = "; ".join([x for x in (listed("undetermined"),) if x != "–"]
+                                     + ([f"no runs of {absent}"] if absent else [])) or "–"
             rows.append([f"[{exp}]({exp}/{scale}/REPORT.md)", str(judged), str(ctx) or "–",
                          f"**{g['signature'].iloc[0]}**", listed("yes"), listed("no"), undetermined])
     if not rows:
