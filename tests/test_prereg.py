@@ -178,7 +178,7 @@ def test_a_missing_confirmatory_run_leaves_the_confirmation_incomplete(tmp_path,
     assert figures and not any(f.endswith(("_confirmation.png", "_exploration.png")) for f in figures)  # one pass
 
 
-def _signature_cells(tmp_path, ppl: dict[tuple[str, str], float | None]):
+def _signature_cells(tmp_path, ppl: dict[tuple[str, str], float | None], **knobs):
     import pandas as pd
 
     from factorial.report import data as D
@@ -190,7 +190,8 @@ def _signature_cells(tmp_path, ppl: dict[tuple[str, str], float | None]):
                    ("B", "false"): (0.97, 1.0, 1.03)}.get((row, warmup), (1.0, 1.0, 1.0))
         for seed, wiggle in zip((10, 11, 12), wiggles):
             rows.append({"run_id": f"{row}-{warmup}/seed{seed}", "row": row, "schedule.warmup": warmup, "seed": seed,
-                         "status": "completed" if value else "diverged", "val_ppl": value * wiggle if value else ""})
+                         "status": "completed" if value else "diverged", "val_ppl": value * wiggle if value else "",
+                         **knobs})
     path = tmp_path / "cells.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     runs, _ = D.load_csv(path)
@@ -239,6 +240,17 @@ def test_the_signature_holds_only_when_a_fails_and_every_listed_row_behaves_as_t
         assert row.endswith("| D; K |")
         (res,) = SG.evaluate(_signature_cells(tmp_path, {**paper_like, ("B", "false"): 380.0}))
         assert res.verdict == "does not hold"  # a row that is run and behaves against the paper still decides it
+        # a context is written as the claims and the table sections write it (multiplier=2, not 2.0)
+        import pandas as pd
+
+        (tmp_path / "x2").mkdir()
+        res = SG.evaluate(pd.concat([_signature_cells(tmp_path, paper_like, **{"schedule.multiplier": 0.5}),
+                                     _signature_cells(tmp_path / "x2", paper_like, **{"schedule.multiplier": 2.0})],
+                                    ignore_index=True))
+        assert [r.context for r in res] == [{"schedule.multiplier": 0.5}, {"schedule.multiplier": 2.0}]
+        assert list(SG.frame([("c", r) for r in res])["context"].unique()) == ["schedule.multiplier=0.5",
+                                                                               "schedule.multiplier=2"]
+        assert "confirmatory @ schedule.multiplier=2:" in SG.markdown([("c, confirmatory", r) for r in res])
     with rules_with():
         assert SG.evaluate(_signature_cells(tmp_path, paper_like)) == []  # no signature in the rules: nothing
 
@@ -266,6 +278,13 @@ def test_the_scale_summary_gives_each_signatures_verdict_with_its_rows(tmp_path,
     a = res.checks[0].judgement.diff
     assert cells[4] == f"A {R.pct(a.estimate):+.1f} % [{R.pct(a.lo):+.1f}, {R.pct(a.hi):+.1f}]; C"  # C: all diverged
     assert cells[5].startswith("B +2") and cells[6] == "–"  # momentum failing: against the paper
+    # the csv keeps the numbers unrounded, so CLAIMS prints each row as the study's REPORT does (rounded to two
+    # decimals first, +0.7468 became +0.75 and printed +0.8 beside the report's +0.7)
+    frame = pd.read_csv(out / "deep" / "cpu_deep" / "signature.csv")
+    for c, r in zip(res.checks, frame.to_dict("records")):
+        d = c.judgement.diff
+        if d is not None:
+            assert (r["ratio_pct"], r["ci_low_pct"], r["ci_high_pct"]) == (R.pct(d.estimate), R.pct(d.lo), R.pct(d.hi))
     assert SU.signatures_markdown(out, "cpu") == ""
     pd.DataFrame([{"claim": "C4", "context": "", "verdict": "reproduced", "reason": "r"}]).to_csv(
         out / "deep" / "cpu_deep" / "claims.csv", index=False)

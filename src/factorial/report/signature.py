@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import claims as CL
 from . import rules as R
+from .tables import section_title
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,15 @@ def frame(results: list[tuple[str, SignatureResult]]) -> pd.DataFrame:
     for label, r in results:
         for c in r.checks:
             d = c.judgement.diff
-            rows.append({"runs judged": label, "context": ", ".join(f"{k}={v}" for k, v in r.context.items()),
+            rows.append({"runs judged": label, "context": section_title(r.context),
                          "signature": r.verdict, "row": c.row, "paper without warmup": c.expected,
                          "matches": {True: "yes", False: "no", None: "undetermined"}[c.matches],
                          "has_runs": c.has_runs,
-                         "ratio_pct": round(R.pct(d.estimate), 2) if d else None,
-                         "ci_low_pct": round(R.pct(d.lo), 2) if d and d.lo is not None else None,
-                         "ci_high_pct": round(R.pct(d.hi), 2) if d and d.hi is not None else None,
+                         # unrounded: CLAIMS-<scale>.md formats these to one decimal as REPORT.md does, and a
+                         # value rounded twice (0.7468 -> 0.75 -> 0.8) would print differently from the report
+                         "ratio_pct": R.pct(d.estimate) if d else None,
+                         "ci_low_pct": R.pct(d.lo) if d and d.lo is not None else None,
+                         "ci_high_pct": R.pct(d.hi) if d and d.hi is not None else None,
                          "reason": c.judgement.reason})
     return pd.DataFrame(rows)
 
@@ -99,7 +102,7 @@ def markdown(results: list[tuple[str, SignatureResult]]) -> str:
              f"{R.CONFIDENCE:.0%} interval above +{R.pct(R.FAIL_MARGIN):.0f} % or most seeds diverged; stable: no "
              f"divergence and the upper end below it). Ratios are each row without warmup over A with warmup.", ""]
     for label, r in results:
-        ctx = ", ".join(f"{k}={v}" for k, v in r.context.items())
+        ctx = section_title(r.context)  # as the claims and the table sections write it: multiplier=2, not 2.0
         lines += [f"**{label}{' @ ' + ctx if ctx else ''}: the signature {r.verdict}.**", "",
                   "| row | paper without warmup | ours vs A with warmup | matches |", "|---|---|---|---|"]
         for c in r.checks:
