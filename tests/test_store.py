@@ -176,6 +176,16 @@ def test_the_pooled_noise_script_reads_a_committed_store(capsys):
     assert module.main(["table2", "cpu", "--seeds", "3,4,5", "--drop-rows", "E"]) == 0
     assert "in 34 cells, pooled seed noise sigma = 0.0183 in ln ppl (df 66)" in capsys.readouterr().out
     assert module.main(["table2", "cpu", "--seeds", "99"]) == 2
+    # one context of a study (deep_lr at x 2, whose intervals pool sigma 0.2072 in its REPORT), and without one cell
+    assert module.main(["deep_lr", "cpu_deep", "--where", "schedule.multiplier=2"]) == 0
+    assert "24 runs in 8 cells, pooled seed noise sigma = 0.2072 in ln ppl (df 14)" in capsys.readouterr().out
+    assert module.main(["deep_lr", "cpu_deep", "--where", "schedule.multiplier=2",
+                        "--drop", "row=B,schedule.warmup=true"]) == 0
+    assert "21 runs in 7 cells, pooled seed noise sigma = 0.0854 in ln ppl (df 12)" in capsys.readouterr().out
+    assert module.main(["deep_lr", "cpu_deep", "--where", "multiplier=2"]) == 2
+    assert "has the knob 'multiplier'" in capsys.readouterr().err
+    assert module.main(["deep_lr", "cpu_deep", "--drop", "row"]) == 2
+    assert "--drop 'row': allowed: KEY=VALUE" in capsys.readouterr().err
 
 
 def test_the_command_line_lists_a_store_and_drops_chosen_or_dirty_runs(tmp_path, capsys):
