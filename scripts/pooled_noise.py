@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                if (seeds is None or int(k.rsplit("seed", 1)[1]) in seeds) and r["config"].get("row") not in drop
                and matches(k, where) and not any(matches(k, d) for d in drops)}
     if not records:
-        print(f"pooled_noise: no stored run of {args.study}/{args.scale} on those seeds", file=sys.stderr)
+        present = "; ".join(f"{key} has {sorted({str(k.get(key)) for k in knobs.values()})}" for key, _ in where)
+        print(f"pooled_noise: no stored run of {args.study}/{args.scale} on those seeds"
+              + (f" with {', '.join(args.where)} (allowed: {present})" if where else ""), file=sys.stderr)
         return 2
     runs, _ = D.frames(records)
     noise = D.study_noise(D.aggregate(runs))

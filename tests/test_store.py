@@ -184,6 +184,8 @@ def test_the_pooled_noise_script_reads_a_committed_store(capsys):
     assert "21 runs in 7 cells, pooled seed noise sigma = 0.0854 in ln ppl (df 12)" in capsys.readouterr().out
     assert module.main(["deep_lr", "cpu_deep", "--where", "multiplier=2"]) == 2
     assert "has the knob 'multiplier'" in capsys.readouterr().err
+    assert module.main(["deep_lr", "cpu_deep", "--where", "schedule.multiplier=3"]) == 2
+    assert "with schedule.multiplier=3 (allowed: schedule.multiplier has ['0.5', '2.0'])" in capsys.readouterr().err
     assert module.main(["deep_lr", "cpu_deep", "--drop", "row"]) == 2
     assert "--drop 'row': allowed: KEY=VALUE" in capsys.readouterr().err
 
