@@ -34,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave out the runs with all these knob values (repeatable; e.g. row=B,schedule.warmup=true)")
     args = p.parse_args(argv)
     seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
-    drop = {r for r in args.drop_rows.split(",") if r}
     try:
         where = _pairs(args.where, "--where")
         drops = [_pairs(a.split(","), "--drop") for a in args.drop]
+        drops += [[("row", r)] for r in args.drop_rows.split(",") if r]  # --drop-rows E is --drop row=E
     except ValueError as e:
         print(f"pooled_noise: {e}", file=sys.stderr)
         return 2
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return all(D.knob_equal(knobs[k].get(key), value) for key, value in pairs)
 
     records = {k: r for k, r in stored.items()
-               if (seeds is None or int(k.rsplit("seed", 1)[1]) in seeds) and r["config"].get("row") not in drop
-               and matches(k, where) and not any(matches(k, d) for d in drops)}
+               if (seeds is None or int(k.rsplit("seed", 1)[1]) in seeds) and matches(k, where)
+               and not any(matches(k, d) for d in drops)}
     if not records:
         present = "; ".join(f"{key} has {sorted({str(k.get(key)) for k in knobs.values()})}" for key, _ in where)
         print(f"pooled_noise: no stored run of {args.study}/{args.scale} on those seeds"

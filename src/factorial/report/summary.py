@@ -210,14 +210,13 @@ def signatures_markdown(out: Path, scale: str) -> str:
             runs = g["has_runs"].astype(str) != "False" if "has_runs" in g else pd.Series(True, index=g.index)
 
             def listed(matches: str) -> str:
-                sub = g[(g["matches"] == matches) & runs]
-                return "; ".join(part(r) for r in sub.to_dict("records")) or "–"
+                return "; ".join(part(r) for r in g[(g["matches"] == matches) & runs].to_dict("records"))
 
             absent = ", ".join(g.loc[~runs, "row"])
-            undetermined = "; ".join([x for x in (listed("undetermined"),) if x != "–"]
-                                     + ([f"no runs of {absent}"] if absent else [])) or "–"
+            undetermined = "; ".join(x for x in (listed("undetermined"), absent and f"no runs of {absent}") if x)
             rows.append([f"[{exp}]({exp}/{scale}/REPORT.md)", str(judged), str(ctx) or "–",
-                         f"**{g['signature'].iloc[0]}**", listed("yes"), listed("no"), undetermined])
+                         f"**{g['signature'].iloc[0]}**", listed("yes") or "–", listed("no") or "–",
+                         undetermined or "–"])
     if not rows:
         return ""
     lines = ["## Pre-registered signatures", "",
